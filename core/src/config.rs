@@ -1,0 +1,71 @@
+//! Configuration of the core (the subset of the command line that changes behaviour).
+//! Parsing flags and config files is the binary's job; the core receives typed values.
+
+use std::time::Duration;
+
+/// Protocol recorded on a segment (SPEC §3). It does not change how bytes move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// `tcp`
+    Tcp,
+    /// `rdma`
+    Rdma,
+}
+
+impl Protocol {
+    /// The wire spelling: `tcp` or `rdma`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Rdma => "rdma",
+        }
+    }
+}
+
+/// Every knob of the core. Defaults follow SPEC §11.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `--node-name` (already resolved: `<local-hostname>:<bound port>` by default).
+    pub node_name: String,
+    /// `--protocol`: default protocol of mounts.
+    pub protocol: Protocol,
+    /// `--max-body-size` (SPEC §2.4).
+    pub max_body_size: u64,
+    /// `--max-batch-keys` (SPEC §4.4).
+    pub max_batch_keys: usize,
+    /// `--max-registration-size`, 0 = unlimited (SPEC §5.5).
+    pub max_registration_size: u64,
+    /// `--mount-alignment` (SPEC §5.3).
+    pub mount_alignment: u64,
+    /// `--default-kv-lease-ttl` (SPEC §8.4); zero disables leases.
+    pub lease_ttl: Duration,
+    /// `--eviction-high-watermark-ratio` (SPEC §8.6).
+    pub eviction_high_watermark_ratio: f64,
+    /// `--eviction-ratio` (SPEC §8.6).
+    pub eviction_ratio: f64,
+    /// `--client-ttl` (SPEC §8.7).
+    pub client_ttl: Duration,
+    /// `--idle-timeout` (SPEC §2.5).
+    pub idle_timeout: Duration,
+    /// `--header-read-timeout` (SPEC §2.5).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_name: "127.0.0.1:8080".to_string(),
+            protocol: Protocol::Tcp,
+            max_body_size: 100 * 1024 * 1024,
+            max_batch_keys: 10_000,
+            max_registration_size: 0,
+            mount_alignment: 16 * 1024 * 1024,
+            lease_ttl: Duration::from_secs(10),
+            eviction_high_watermark_ratio: 0.9,
+            eviction_ratio: 0.05,
+            client_ttl: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
