@@ -1,1 +1,154 @@
-fn main(){}
+//! `mc-master`: the Mooncake Store HTTP service (master admin API + embedded store node).
+//!
+//! This binary parses flags, binds the listeners, builds the sans-IO core
+//! ([`mc_core::Master`]) over the Linux platform layer, and hands everything to a runtime
+//! adapter. See docs/architecture.md.
+
+mod cli;
+mod net;
+mod platform;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use cli::{Args, RuntimeKind, RpcPort};
+use mc_core::{Config, Master, Now};
+
+fn now() -> Now {
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    Now::new(Instant::now(), wall)
+}
+
+/// A failure that ends the process with the given status (SPEC §11).
+struct Fatal(u8, String);
+
+fn usage_error(msg: impl Into<String>) -> Fatal {
+    Fatal(2, msg.into())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).target(env_logger::Target::Stderr).init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fatal(code, msg)) => {
+            eprintln!("mc-master: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Fatal> {
+    let file = match &args.config {
+        Some(path) => cli::read_config_file(path).map_err(usage_error)?,
+        None => cli::FileConfig::default(),
+    };
+    if let Some(admin) = args.admin_port {
+        if admin != 0 && admin == args.port {
+            return Err(usage_error("--admin-port must differ from --port"));
+        }
+    }
+    let page = platform::LinuxPlatform::new();
+    let page_size = mc_core::platform::Platform::page_size(&page);
+    if !args.mount_alignment.is_power_of_two() || args.mount_alignment < page_size {
+        return Err(usage_error(format!("--mount-alignment must be a power of two of at least {page_size}")));
+    }
+    let threads = args.threads.map(|t| t as usize).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+
+    // Listeners first: the default node name needs the bound port.
+    let main_addrs = net::bind_group(SocketAddr::new(args.host, args.port), threads)
+        .map_err(|e| Fatal(1, format!("cannot bind {}:{}: {e}", args.host, args.port)))?;
+    let main_addr = main_addrs[0].local_addr().map_err(|e| Fatal(1, e.to_string()))?;
+    let admin_addrs = match args.admin_port {
+        Some(p) => Some(
+            net::bind_group(SocketAddr::new(args.host, p), threads)
+                .map_err(|e| Fatal(1, format!("cannot bind {}:{p}: {e}", args.host)))?,
+        ),
+        None => None,
+    };
+
+    let local_hostname = args.local_hostname.clone().or(file.local_hostname).unwrap_or_else(|| "127.0.0.1".to_string());
+    let config = Config {
+        node_name: args.node_name.clone().unwrap_or_else(|| format!("{local_hostname}:{}", main_addr.port())),
+        protocol: args.protocol.or(file.protocol).unwrap_or(mc_core::Protocol::Tcp),
+        max_body_size: args.max_body_size,
+        max_batch_keys: usize::try_from(args.max_batch_keys).unwrap_or(usize::MAX),
+        max_registration_size: args.max_registration_size,
+        mount_alignment: args.mount_alignment,
+        lease_ttl: args.default_kv_lease_ttl,
+        eviction_high_watermark_ratio: args.eviction_high_watermark_ratio,
+        eviction_ratio: args.eviction_ratio,
+        client_ttl: args.client_ttl,
+        idle_timeout: args.idle_timeout,
+        header_read_timeout: args.header_read_timeout,
+    };
+    let master = Master::new(config, Arc::new(page), now());
+    let startup = args.global_segment_size.or(file.global_segment_size).unwrap_or(0);
+    if startup > 0 {
+        master.mount_startup_segment(now(), startup).map_err(|e| Fatal(1, format!("cannot allocate the start-up segment of {startup} bytes: {e}")))?;
+    }
+    if args.rpc_port != RpcPort::Off {
+        log::warn!("the master RPC protocol is not served by this build; --rpc-port is ignored");
+    }
+
+    let mut sockets: Vec<mc_mio::WorkerSockets> = main_addrs.into_iter().map(|main| mc_mio::WorkerSockets { main, admin: None }).collect();
+    if let Some(admins) = admin_addrs {
+        for (s, a) in sockets.iter_mut().zip(admins) {
+            s.admin = Some(a);
+        }
+    }
+    let admin_addr = sockets[0].admin.as_ref().map(|a| a.local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
+
+    let runtime = match args.runtime {
+        RuntimeKind::Mio => mc_mio::start(master.clone(), sockets).map_err(|e| Fatal(1, format!("cannot start the mio runtime: {e}")))?,
+        RuntimeKind::Glommio => return Err(Fatal(1, "the glommio runtime is not available in this build; use --runtime mio".into())),
+    };
+
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{main_addr}");
+        if let Some(a) = admin_addr {
+            let _ = writeln!(out, "admin listening on http://{a}");
+        }
+        let _ = out.flush();
+    }
+    log::info!("mc-master {} serving on {main_addr} with {threads} {:?} worker(s)", env!("CARGO_PKG_VERSION"), args.runtime);
+
+    spawn_signal_thread(master.clone(), runtime.waker())?;
+    runtime.join();
+    log::info!("all connections closed; exiting");
+    Ok(())
+}
+
+/// SIGTERM/SIGINT handling (SPEC §2.7): the first signal starts the shutdown (and a 5 s
+/// deadline), the second exits at once.
+fn spawn_signal_thread(master: Arc<Master>, wake: mc_mio::Waker) -> Result<(), Fatal> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(|e| Fatal(1, format!("cannot install signal handlers: {e}")))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    log::info!("second signal {sig}: exiting now");
+                    std::process::exit(0);
+                }
+                log::info!("signal {sig}: shutting down");
+                master.begin_shutdown();
+                wake.wake_all();
+                std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_secs(5));
+                    log::warn!("shutdown deadline reached with connections open; exiting");
+                    std::process::exit(0);
+                });
+            }
+        })
+        .map_err(|e| Fatal(1, e.to_string()))?;
+    Ok(())
+}

@@ -1,1 +1,305 @@
-pub fn x(){}
+//! # mc-mio: the mio runtime adapter
+//!
+//! Thread-per-core: each worker thread owns a `mio::Poll`, its own `SO_REUSEPORT`
+//! listener(s) and its connections; nothing is shared between workers except the
+//! `Arc<Master>` of the core. The adapter only moves bytes and time:
+//!
+//! ```text
+//! readable  -> read() -> Connection::handle_input / handle_eof
+//! writable  -> Connection::poll_transmit -> write() -> Connection::consume
+//! deadline  -> Connection::handle_timeout, Master::handle_timeout
+//! waker     -> Master::is_shutting_down -> Connection::handle_shutdown
+//! ```
+//! Every HTTP decision is made by `mc_core`.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mc_core::api::{Listener, StreamState};
+use mc_core::http::Connection;
+use mc_core::{Master, Now, Service};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+const MAIN: Token = Token(0);
+const ADMIN: Token = Token(1);
+const WAKE: Token = Token(2);
+const FIRST_CONN: usize = 3;
+/// How long a closing connection keeps draining unread input so the peer sees our last
+/// response instead of a reset.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// The listeners of one worker thread.
+pub struct WorkerSockets {
+    /// Main listener (every endpoint).
+    pub main: std::net::TcpListener,
+    /// Admin listener (`--admin-port`), if any.
+    pub admin: Option<std::net::TcpListener>,
+}
+
+/// Wakes every worker (used to announce shutdown).
+#[derive(Clone)]
+pub struct Waker(Arc<Vec<mio::Waker>>);
+
+impl Waker {
+    /// Wakes all workers so they observe `Master::is_shutting_down`.
+    pub fn wake_all(&self) {
+        for w in self.0.iter() {
+            let _ = w.wake();
+        }
+    }
+}
+
+/// The running worker threads.
+pub struct Runtime {
+    threads: Vec<JoinHandle<()>>,
+    waker: Waker,
+}
+
+impl Runtime {
+    /// A handle that wakes every worker.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+    /// Waits until every worker has exited (after shutdown, once its connections are closed).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts one worker thread per entry of `sockets`.
+pub fn start(master: Arc<Master>, sockets: Vec<WorkerSockets>) -> io::Result<Runtime> {
+    let mut polls = Vec::new();
+    let mut wakers = Vec::new();
+    for _ in &sockets {
+        let poll = Poll::new()?;
+        wakers.push(mio::Waker::new(poll.registry(), WAKE)?);
+        polls.push(poll);
+    }
+    let mut threads = Vec::new();
+    for (i, (poll, socks)) in polls.into_iter().zip(sockets).enumerate() {
+        let master = master.clone();
+        let t = std::thread::Builder::new().name(format!("mc-mio-{i}")).spawn(move || {
+            if let Err(e) = Worker::new(master, poll, socks).and_then(|mut w| w.run()) {
+                log::error!("worker {i} failed: {e}");
+            }
+        })?;
+        threads.push(t);
+    }
+    Ok(Runtime { threads, waker: Waker(Arc::new(wakers)) })
+}
+
+fn now() -> Now {
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    Now::new(Instant::now(), wall)
+}
+
+struct Conn {
+    sock: TcpStream,
+    core: Connection<StreamState>,
+    listener: Listener,
+    read_closed: bool,
+    /// Set once the core is done: we half-closed and drain input until this instant.
+    linger_until: Option<Instant>,
+}
+
+struct Worker {
+    master: Arc<Master>,
+    poll: Poll,
+    listeners: Vec<(Token, TcpListener, Listener)>,
+    main_svc: Service,
+    admin_svc: Service,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    open: usize,
+    buf: Vec<u8>,
+    shutdown_seen: bool,
+}
+
+impl Worker {
+    fn new(master: Arc<Master>, poll: Poll, socks: WorkerSockets) -> io::Result<Self> {
+        let stats = master.register_worker();
+        let mut listeners = Vec::new();
+        let mut main = TcpListener::from_std(socks.main);
+        poll.registry().register(&mut main, MAIN, Interest::READABLE)?;
+        listeners.push((MAIN, main, Listener::Main));
+        if let Some(a) = socks.admin {
+            let mut admin = TcpListener::from_std(a);
+            poll.registry().register(&mut admin, ADMIN, Interest::READABLE)?;
+            listeners.push((ADMIN, admin, Listener::Admin));
+        }
+        Ok(Self {
+            main_svc: master.service(Listener::Main, stats.clone()),
+            admin_svc: master.service(Listener::Admin, stats),
+            master,
+            poll,
+            listeners,
+            conns: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            buf: vec![0u8; 64 * 1024],
+            shutdown_seen: false,
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if self.shutdown_seen && self.open == 0 {
+                return Ok(());
+            }
+            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = now();
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKE => {}
+                    t @ (MAIN | ADMIN) => self.accept(now, t),
+                    Token(t) => self.drive(now, t - FIRST_CONN),
+                }
+            }
+            if self.master.is_shutting_down() && !self.shutdown_seen {
+                self.shutdown_seen = true;
+                for i in 0..self.conns.len() {
+                    if let Some(c) = self.conns[i].as_mut() {
+                        let svc = if c.listener == Listener::Main { &mut self.main_svc } else { &mut self.admin_svc };
+                        c.core.handle_shutdown(now, svc);
+                        self.drive(now, i);
+                    }
+                }
+            }
+            self.fire_timers(now);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let conns = self.conns.iter().flatten().filter_map(|c| c.linger_until.or_else(|| c.core.poll_timeout()));
+        conns.chain(self.master.poll_timeout()).min()
+    }
+
+    fn fire_timers(&mut self, now: Now) {
+        if self.master.poll_timeout().is_some_and(|d| d <= now.mono) {
+            self.master.handle_timeout(now);
+        }
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut() else { continue };
+            match c.linger_until {
+                Some(t) if t <= now.mono => self.close(i),
+                Some(_) => {}
+                None if c.core.poll_timeout().is_some_and(|d| d <= now.mono) => {
+                    let svc = if c.listener == Listener::Main { &mut self.main_svc } else { &mut self.admin_svc };
+                    c.core.handle_timeout(now, svc);
+                    self.drive(now, i);
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Now, token: Token) {
+        let Some(idx) = self.listeners.iter().position(|(t, _, _)| *t == token) else { return };
+        loop {
+            let (mut sock, kind) = match self.listeners[idx].1.accept() {
+                Ok((s, _)) => (s, self.listeners[idx].2),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            let _ = sock.set_nodelay(true);
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            if let Err(e) = self.poll.registry().register(&mut sock, Token(slot + FIRST_CONN), Interest::READABLE | Interest::WRITABLE) {
+                log::warn!("register failed: {e}");
+                self.free.push(slot);
+                continue;
+            }
+            let svc = if kind == Listener::Main { &self.main_svc } else { &self.admin_svc };
+            let core = svc.new_connection(now);
+            self.conns[slot] = Some(Conn { sock, core, listener: kind, read_closed: false, linger_until: None });
+            self.open += 1;
+        }
+    }
+
+    /// Moves bytes both ways until the socket would block or the core pauses.
+    fn drive(&mut self, now: Now, i: usize) {
+        let Some(c) = self.conns.get_mut(i).and_then(|c| c.as_mut()) else { return };
+        let svc = if c.listener == Listener::Main { &mut self.main_svc } else { &mut self.admin_svc };
+        if c.linger_until.is_some() {
+            // Drain and drop input until EOF or the linger deadline.
+            loop {
+                match c.sock.read(&mut self.buf) {
+                    Ok(0) => return self.close(i),
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => return self.close(i),
+                }
+            }
+        }
+        loop {
+            let mut progressed = false;
+            while let Some(out) = c.core.poll_transmit() {
+                match c.sock.write(out) {
+                    Ok(0) => return self.close(i),
+                    Ok(n) => {
+                        c.core.consume(now, n, svc);
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => return self.close(i),
+                }
+            }
+            if c.core.is_closed() {
+                let _ = c.sock.shutdown(Shutdown::Write);
+                if c.read_closed {
+                    return self.close(i);
+                }
+                c.linger_until = Some(now.mono + LINGER);
+                return self.drive(now, i);
+            }
+            if !c.read_closed && c.core.wants_read() {
+                match c.sock.read(&mut self.buf) {
+                    Ok(0) => {
+                        c.read_closed = true;
+                        c.core.handle_eof(now, svc);
+                        progressed = true;
+                    }
+                    Ok(n) => {
+                        c.core.handle_input(now, &self.buf[..n], svc);
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == ErrorKind::Interrupted => progressed = true,
+                    Err(_) => return self.close(i),
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn close(&mut self, i: usize) {
+        if let Some(mut c) = self.conns[i].take() {
+            let _ = self.poll.registry().deregister(&mut c.sock);
+            self.free.push(i);
+            self.open -= 1;
+        }
+    }
+}

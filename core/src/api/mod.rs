@@ -108,3 +108,29 @@ impl Service {
         todo!()
     }
 }
+
+// Placeholder until the handlers land.
+impl crate::http::Handler for Service {
+    type Stream = StreamState;
+    fn route(&self, _: &crate::http::RequestHead) -> crate::http::Route {
+        todo!()
+    }
+    fn on_head(&mut self, _: Now, _: &crate::http::RequestHead) -> crate::http::HeadDecision<StreamState> {
+        todo!()
+    }
+    fn on_body(&mut self, _: Now, _: &crate::http::RequestHead, _: &mut StreamState, _: &[u8]) -> Option<crate::http::Response> {
+        todo!()
+    }
+    fn on_stream_end(&mut self, _: Now, _: &crate::http::RequestHead, _: StreamState) -> crate::http::Response {
+        todo!()
+    }
+    fn on_request(&mut self, _: Now, _: &crate::http::RequestHead, _: &[u8]) -> crate::http::Response {
+        todo!()
+    }
+    fn on_response_sent(&mut self, _: crate::http::Route, _: crate::http::Method, _: u16, _: std::time::Duration) {
+        todo!()
+    }
+    fn shutting_down(&self) -> bool {
+        todo!()
+    }
+}

@@ -1,0 +1,271 @@
+//! Command line and `--config` file (SPEC §11).
+
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use mc_core::Protocol;
+
+/// Which runtime drives the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// mio: readiness-based, thread-per-core, SO_REUSEPORT.
+    Mio,
+    /// glommio: io_uring, thread-per-core.
+    Glommio,
+}
+
+/// `--rpc-port N|off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RpcPort {
+    /// Listen on this port (0 = ephemeral).
+    Port(u16),
+    /// No RPC listener.
+    Off,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "mc-master", version, about = "Mooncake Store HTTP service: master admin API and Store REST API in one process")]
+pub struct Args {
+    /// Address of every listener.
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
+    pub host: IpAddr,
+    /// Main listener port; 0 = ephemeral.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Second listener serving only the admin endpoints.
+    #[arg(long = "admin-port", alias = "metrics_port")]
+    pub admin_port: Option<u16>,
+    /// Listener for upstream's master RPC protocol: a port, 0 = ephemeral, or `off`.
+    #[arg(long = "rpc-port", alias = "rpc_port", default_value = "50051", value_parser = parse_rpc_port)]
+    pub rpc_port: RpcPort,
+    /// I/O runtime.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Mio)]
+    pub runtime: RuntimeKind,
+    /// Worker threads (default: number of CPU cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+    /// mooncake_config.json (keys used: local_hostname, protocol, global_segment_size).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Host part of the default node name.
+    #[arg(long = "local-hostname", alias = "local_hostname")]
+    pub local_hostname: Option<String>,
+    /// Name of the embedded node's segments (default `<local-hostname>:<bound port>`).
+    #[arg(long = "node-name")]
+    pub node_name: Option<String>,
+    /// Default protocol of mounts: tcp or rdma.
+    #[arg(long, value_parser = parse_protocol)]
+    pub protocol: Option<Protocol>,
+    /// Size of the start-up segment (0 = none).
+    #[arg(long = "global-segment-size", alias = "global_segment_size", value_parser = parse_size)]
+    pub global_segment_size: Option<u64>,
+    /// Largest request body.
+    #[arg(long = "max-body-size", default_value = "100MiB", value_parser = parse_size)]
+    pub max_body_size: u64,
+    /// Largest number of keys in one batch query.
+    #[arg(long = "max-batch-keys", default_value_t = 10000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batch_keys: u64,
+    /// Mounts larger than this are split into several segments (0 = never).
+    #[arg(long = "max-registration-size", default_value = "0", value_parser = parse_size)]
+    pub max_registration_size: u64,
+    /// Alignment of `/api/mount` sizes (power of two, at least the page size).
+    #[arg(long = "mount-alignment", default_value = "16MiB", value_parser = parse_size)]
+    pub mount_alignment: u64,
+    /// Lease granted by each read (plain number = milliseconds).
+    #[arg(long = "default-kv-lease-ttl", alias = "default_kv_lease_ttl", default_value = "10s", value_parser = parse_duration_ms)]
+    pub default_kv_lease_ttl: Duration,
+    /// Eviction starts when used/capacity exceeds this ratio.
+    #[arg(long = "eviction-high-watermark-ratio", alias = "eviction_high_watermark_ratio", default_value_t = 0.9, value_parser = parse_ratio)]
+    pub eviction_high_watermark_ratio: f64,
+    /// Fraction of candidates evicted per pass.
+    #[arg(long = "eviction-ratio", alias = "eviction_ratio", default_value_t = 0.05, value_parser = parse_ratio)]
+    pub eviction_ratio: f64,
+    /// Liveness TTL of remote store nodes (plain number = seconds).
+    #[arg(long = "client-ttl", alias = "client_ttl", default_value = "10s", value_parser = parse_duration_s)]
+    pub client_ttl: Duration,
+    /// Idle connection timeout (plain number = seconds).
+    #[arg(long = "idle-timeout", default_value = "60s", value_parser = parse_duration_s)]
+    pub idle_timeout: Duration,
+    /// Request head read timeout (plain number = seconds).
+    #[arg(long = "header-read-timeout", default_value = "10s", value_parser = parse_duration_s)]
+    pub header_read_timeout: Duration,
+}
+
+fn parse_host(s: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    (s, 0u16)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .map(|a| a.ip())
+        .ok_or_else(|| format!("not an address: {s}"))
+}
+
+fn parse_rpc_port(s: &str) -> Result<RpcPort, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(RpcPort::Off);
+    }
+    s.parse::<u16>().map(RpcPort::Port).map_err(|_| format!("expected a port or `off`, got {s}"))
+}
+
+/// `tcp` or `rdma`, case-insensitive.
+pub fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(Protocol::Tcp),
+        "rdma" => Ok(Protocol::Rdma),
+        _ => Err(format!("protocol must be tcp or rdma, got {s}")),
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("expected a number in [0, 1], got {s}")),
+    }
+}
+
+/// Splits `12.5MiB` into (`12.5`, `MiB`).
+fn split_number(s: &str) -> (&str, &str) {
+    let s = s.trim();
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    (&s[..end], s[end..].trim())
+}
+
+fn parse_number(num: &str) -> Option<f64> {
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
+        return None;
+    }
+    num.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0)
+}
+
+/// A size: a plain integer (bytes) or a number with a 1024-based suffix (SPEC §11).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let err = || format!("not a size: {s}");
+    let (num, unit) = split_number(s);
+    if unit.is_empty() {
+        return num.parse::<u64>().map_err(|_| err());
+    }
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(err()),
+    };
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(1u64 << shift).ok_or_else(err);
+    }
+    let v = parse_number(num).ok_or_else(err)? * (1u64 << shift) as f64;
+    if v >= u64::MAX as f64 {
+        return Err(err());
+    }
+    Ok(v as u64)
+}
+
+fn parse_duration_with(s: &str, plain_unit_secs: f64) -> Result<Duration, String> {
+    let err = || format!("not a duration: {s}");
+    let (num, unit) = split_number(s);
+    let factor = match unit.to_ascii_lowercase().as_str() {
+        "" => plain_unit_secs,
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(err()),
+    };
+    let secs = parse_number(num).ok_or_else(err)? * factor;
+    Duration::try_from_secs_f64(secs).map_err(|_| err())
+}
+
+fn parse_duration_ms(s: &str) -> Result<Duration, String> {
+    parse_duration_with(s, 0.001)
+}
+
+fn parse_duration_s(s: &str) -> Result<Duration, String> {
+    parse_duration_with(s, 1.0)
+}
+
+/// Values read from `--config` (SPEC §11).
+#[derive(Debug, Default)]
+pub struct FileConfig {
+    /// `local_hostname`.
+    pub local_hostname: Option<String>,
+    /// `protocol`.
+    pub protocol: Option<Protocol>,
+    /// `global_segment_size`.
+    pub global_segment_size: Option<u64>,
+}
+
+/// Reads and validates a mooncake_config.json.
+pub fn read_config_file(path: &std::path::Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
+    let obj = v.as_object().ok_or_else(|| format!("invalid config file {}: not a JSON object", path.display()))?;
+    let mut out = FileConfig::default();
+    match obj.get("local_hostname") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(s)) => out.local_hostname = Some(s.clone()),
+        Some(_) => return Err("invalid config file: local_hostname must be a string".into()),
+    }
+    match obj.get("protocol") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(s)) => out.protocol = Some(parse_protocol(s).map_err(|e| format!("invalid config file: {e}"))?),
+        Some(_) => return Err("invalid config file: protocol must be a string".into()),
+    }
+    match obj.get("global_segment_size") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Number(n)) => {
+            out.global_segment_size = Some(n.as_u64().ok_or("invalid config file: global_segment_size must be a non-negative integer")?)
+        }
+        Some(serde_json::Value::String(s)) => {
+            out.global_segment_size = Some(parse_size(s).map_err(|e| format!("invalid config file: global_segment_size: {e}"))?)
+        }
+        Some(_) => return Err("invalid config file: global_segment_size must be an integer or a size string".into()),
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(1536 << 20));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("2KB"), Ok(2048));
+        assert_eq!(parse_size("1.0001k"), Ok(1024));
+        assert!(parse_size("1.5").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("12xb").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999t").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("500"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration_s("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration_s("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration_s("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration_s("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration_s("1d").is_err());
+        assert!(parse_duration_s("x").is_err());
+    }
+
+    #[test]
+    fn ratios_and_protocols() {
+        assert!(parse_ratio("1.5").is_err());
+        assert_eq!(parse_ratio("0.5"), Ok(0.5));
+        assert_eq!(parse_protocol("RDMA"), Ok(Protocol::Rdma));
+        assert!(parse_protocol("bogus").is_err());
+        assert_eq!(parse_rpc_port("off"), Ok(RpcPort::Off));
+    }
+}

@@ -1,0 +1,102 @@
+//! The Linux platform layer: the syscalls the core asks for through `mc_core::platform::Platform`.
+
+use std::fs::OpenOptions;
+use std::io;
+
+use mc_core::platform::{MapError, Platform, ProcessSample, Region, ShmError};
+use memmap2::{MmapMut, MmapOptions};
+
+/// A memory mapping handed to the core. Unmapped (munmap) on drop.
+struct Mapping(MmapMut);
+
+impl Region for Mapping {
+    fn as_ptr(&self) -> *mut u8 {
+        self.0.as_ptr() as *mut u8
+    }
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+/// The real platform: mmap for memory, the OS RNG for ids, /proc for process statistics.
+pub struct LinuxPlatform {
+    page_size: u64,
+    clock_ticks: f64,
+}
+
+impl LinuxPlatform {
+    /// Reads the page size and clock tick rate once.
+    pub fn new() -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Self {
+            page_size: if page > 0 { page as u64 } else { 4096 },
+            clock_ticks: if ticks > 0 { ticks as f64 } else { 100.0 },
+        }
+    }
+}
+
+fn is_oom(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOMEM) | Some(libc::EOVERFLOW) | Some(libc::EINVAL))
+}
+
+impl Platform for LinuxPlatform {
+    fn map_anonymous(&self, size: u64) -> Result<Box<dyn Region>, MapError> {
+        let len = usize::try_from(size).map_err(|_| MapError::OutOfMemory)?;
+        match MmapOptions::new().len(len).map_anon() {
+            Ok(m) => Ok(Box::new(Mapping(m))),
+            Err(e) if is_oom(&e) => Err(MapError::OutOfMemory),
+            Err(e) => Err(MapError::Os(e.to_string())),
+        }
+    }
+
+    fn map_shm(&self, name: &str, offset: u64, size: u64) -> Result<Box<dyn Region>, ShmError> {
+        let path = std::path::Path::new("/dev/shm").join(name);
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ShmError::NotFound),
+            Err(e) => return Err(ShmError::Os(e.to_string())),
+        };
+        if !meta.is_file() {
+            return Err(ShmError::NotRegularFile);
+        }
+        if offset.checked_add(size).is_none_or(|end| end > meta.len()) {
+            return Err(ShmError::TooSmall(meta.len()));
+        }
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| ShmError::Os(e.to_string()))?;
+        let len = usize::try_from(size).map_err(|_| ShmError::Os("size too large".into()))?;
+        // SAFETY: the file is a shared-memory object that other processes may change; the
+        // core only reads and writes its bytes through raw pointers (no Rust references
+        // that assume exclusivity outlive a copy).
+        let map = unsafe { MmapOptions::new().offset(offset).len(len).map_mut(&file) };
+        map.map(|m| Box::new(Mapping(m)) as Box<dyn Region>).map_err(|e| ShmError::Os(e.to_string()))
+    }
+
+    fn random_u128(&self) -> u128 {
+        uuid::Uuid::new_v4().as_u128()
+    }
+
+    fn process_sample(&self) -> ProcessSample {
+        let mut sample = ProcessSample::default();
+        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+            if let Some(rss) = statm.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()) {
+                sample.resident_bytes = rss * self.page_size;
+            }
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+            if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+                    + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                sample.cpu_seconds = ticks as f64 / self.clock_ticks;
+            }
+        }
+        sample
+    }
+
+    fn page_size(&self) -> u64 {
+        self.page_size
+    }
+}
