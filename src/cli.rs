@@ -26,7 +26,11 @@ pub enum RpcPort {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "mc-master", version, about = "Mooncake Store HTTP service: master admin API and Store REST API in one process")]
+#[command(
+    name = "mc-master",
+    version,
+    about = "Mooncake Store HTTP service: master admin API and Store REST API in one process"
+)]
 pub struct Args {
     /// Address of every listener.
     #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
@@ -215,16 +219,20 @@ pub fn read_config_file(path: &std::path::Path) -> Result<FileConfig, String> {
     }
     match obj.get("protocol") {
         None | Some(serde_json::Value::Null) => {}
-        Some(serde_json::Value::String(s)) => out.protocol = Some(parse_protocol(s).map_err(|e| format!("invalid config file: {e}"))?),
+        Some(serde_json::Value::String(s)) => {
+            out.protocol = Some(parse_protocol(s).map_err(|e| format!("invalid config file: {e}"))?)
+        }
         Some(_) => return Err("invalid config file: protocol must be a string".into()),
     }
     match obj.get("global_segment_size") {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Number(n)) => {
-            out.global_segment_size = Some(n.as_u64().ok_or("invalid config file: global_segment_size must be a non-negative integer")?)
+            out.global_segment_size =
+                Some(n.as_u64().ok_or("invalid config file: global_segment_size must be a non-negative integer")?)
         }
         Some(serde_json::Value::String(s)) => {
-            out.global_segment_size = Some(parse_size(s).map_err(|e| format!("invalid config file: global_segment_size: {e}"))?)
+            out.global_segment_size =
+                Some(parse_size(s).map_err(|e| format!("invalid config file: global_segment_size: {e}"))?)
         }
         Some(_) => return Err("invalid config file: global_segment_size must be an integer or a size string".into()),
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use cli::{Args, RuntimeKind, RpcPort};
+use cli::{Args, RpcPort, RuntimeKind};
 use mc_core::{Config, Master, Now};
 
 fn now() -> Now {
@@ -31,7 +31,9 @@ fn usage_error(msg: impl Into<String>) -> Fatal {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).target(env_logger::Target::Stderr).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,7 +59,10 @@ fn run(args: Args) -> Result<(), Fatal> {
     if !args.mount_alignment.is_power_of_two() || args.mount_alignment < page_size {
         return Err(usage_error(format!("--mount-alignment must be a power of two of at least {page_size}")));
     }
-    let threads = args.threads.map(|t| t as usize).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = args
+        .threads
+        .map(|t| t as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
 
     // Listeners first: the default node name needs the bound port.
     let main_addrs = net::bind_group(SocketAddr::new(args.host, args.port), threads)
@@ -89,23 +94,30 @@ fn run(args: Args) -> Result<(), Fatal> {
     let master = Master::new(config, Arc::new(page), now());
     let startup = args.global_segment_size.or(file.global_segment_size).unwrap_or(0);
     if startup > 0 {
-        master.mount_startup_segment(now(), startup).map_err(|e| Fatal(1, format!("cannot allocate the start-up segment of {startup} bytes: {e}")))?;
+        master
+            .mount_startup_segment(now(), startup)
+            .map_err(|e| Fatal(1, format!("cannot allocate the start-up segment of {startup} bytes: {e}")))?;
     }
     if args.rpc_port != RpcPort::Off {
         log::warn!("the master RPC protocol is not served by this build; --rpc-port is ignored");
     }
 
-    let mut sockets: Vec<mc_mio::WorkerSockets> = main_addrs.into_iter().map(|main| mc_mio::WorkerSockets { main, admin: None }).collect();
+    let mut sockets: Vec<mc_mio::WorkerSockets> =
+        main_addrs.into_iter().map(|main| mc_mio::WorkerSockets { main, admin: None }).collect();
     if let Some(admins) = admin_addrs {
         for (s, a) in sockets.iter_mut().zip(admins) {
             s.admin = Some(a);
         }
     }
-    let admin_addr = sockets[0].admin.as_ref().map(|a| a.local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
+    let admin_addr =
+        sockets[0].admin.as_ref().map(|a| a.local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
 
     let runtime = match args.runtime {
-        RuntimeKind::Mio => mc_mio::start(master.clone(), sockets).map_err(|e| Fatal(1, format!("cannot start the mio runtime: {e}")))?,
-        RuntimeKind::Glommio => return Err(Fatal(1, "the glommio runtime is not available in this build; use --runtime mio".into())),
+        RuntimeKind::Mio => mc_mio::start(master.clone(), sockets)
+            .map_err(|e| Fatal(1, format!("cannot start the mio runtime: {e}")))?,
+        RuntimeKind::Glommio => {
+            return Err(Fatal(1, "the glommio runtime is not available in this build; use --runtime mio".into()))
+        }
     };
 
     {
@@ -116,7 +128,11 @@ fn run(args: Args) -> Result<(), Fatal> {
         }
         let _ = out.flush();
     }
-    log::info!("mc-master {} serving on {main_addr} with {threads} {:?} worker(s)", env!("CARGO_PKG_VERSION"), args.runtime);
+    log::info!(
+        "mc-master {} serving on {main_addr} with {threads} {:?} worker(s)",
+        env!("CARGO_PKG_VERSION"),
+        args.runtime
+    );
 
     spawn_signal_thread(master.clone(), runtime.waker())?;
     runtime.join();
@@ -128,7 +144,8 @@ fn run(args: Args) -> Result<(), Fatal> {
 /// deadline), the second exits at once.
 fn spawn_signal_thread(master: Arc<Master>, wake: mc_mio::Waker) -> Result<(), Fatal> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(|e| Fatal(1, format!("cannot install signal handlers: {e}")))?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| Fatal(1, format!("cannot install signal handlers: {e}")))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

@@ -223,7 +223,11 @@ impl Worker {
                 self.conns.push(None);
                 self.conns.len() - 1
             });
-            if let Err(e) = self.poll.registry().register(&mut sock, Token(slot + FIRST_CONN), Interest::READABLE | Interest::WRITABLE) {
+            if let Err(e) = self.poll.registry().register(
+                &mut sock,
+                Token(slot + FIRST_CONN),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
                 log::warn!("register failed: {e}");
                 self.free.push(slot);
                 continue;

@@ -118,7 +118,13 @@ impl crate::http::Handler for Service {
     fn on_head(&mut self, _: Now, _: &crate::http::RequestHead) -> crate::http::HeadDecision<StreamState> {
         todo!()
     }
-    fn on_body(&mut self, _: Now, _: &crate::http::RequestHead, _: &mut StreamState, _: &[u8]) -> Option<crate::http::Response> {
+    fn on_body(
+        &mut self,
+        _: Now,
+        _: &crate::http::RequestHead,
+        _: &mut StreamState,
+        _: &[u8],
+    ) -> Option<crate::http::Response> {
         todo!()
     }
     fn on_stream_end(&mut self, _: Now, _: &crate::http::RequestHead, _: StreamState) -> crate::http::Response {

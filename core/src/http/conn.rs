@@ -1,11 +1,37 @@
 //! The per-connection state machine. (Implementation: see the module docs of `crate::http`.)
+//!
+//! Input is processed strictly in order: a request head is parsed once it is complete,
+//! checked (framing, 413, 417), handed to [`Handler::on_head`], then its body (if any) is
+//! decoded and buffered, streamed or discarded, and the response is queued on the
+//! [`Output`]. Only then does the next pipelined request start. Processing of new heads
+//! pauses while more than [`OUT_HIGH`] bytes of output are pending (backpressure); input
+//! that arrives meanwhile stays buffered, and [`Connection::wants_read`] turns false.
+//!
+//! The connection closes (is [`Connection::is_closed`]) when a response that closes has
+//! been written completely (`read_done` and an empty output queue), or at once when it is
+//! closed silently (idle timeout, stalled output, idle at shutdown).
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::chunked::{ChunkDecoder, Event};
+use super::output::{Output, Sent};
+use super::parse::{check_request_line, method_hint, parse_head, HeadError, HeadScanner};
+use super::render::{render_head, status_has_no_body, ConnHeader, DateCache, Framing, HeadParts};
 use super::types::*;
 use crate::time::Now;
+
+/// Stop processing pipelined requests while more than this many response bytes are pending.
+pub(crate) const OUT_HIGH: usize = 256 * 1024;
+/// Stop reading while this many unprocessed input bytes are buffered.
+pub(crate) const IN_HIGH: usize = 1024 * 1024;
+/// Close the connection if a caller ignores [`Connection::wants_read`] beyond this.
+const IN_HARD: usize = 16 * 1024 * 1024;
+/// Initial capacity cap of a buffered body (it grows as bytes arrive).
+const BODY_PREALLOC: u64 = 64 * 1024;
+/// The interim response to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Limits and timeouts of the codec (SPEC §2.4, §2.5).
 #[derive(Clone, Copy, Debug)]
@@ -20,74 +46,687 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
+/// What the codec knows about the request a response answers.
+#[derive(Clone, Copy, Debug)]
+struct ReqInfo {
+    method: Method,
+    version: Version,
+    /// The client asked for a persistent connection.
+    keep_alive: bool,
+    /// When the head completed (None: it never did).
+    head_done: Option<Instant>,
+}
+
+impl ReqInfo {
+    /// A request rejected before its head was complete.
+    fn before_head(method: Method) -> Self {
+        Self { method, version: Version::Http11, keep_alive: false, head_done: None }
+    }
+}
+
+/// Where the body of the current request goes.
+enum Sink<S> {
+    /// Collected for [`Handler::on_request`].
+    Buffer(Vec<u8>),
+    /// Fed to [`Handler::on_body`].
+    Stream(S),
+    /// Read and discarded; this response is sent afterwards.
+    Discard(Response),
+}
+
+/// Framing of the current request body.
+enum BodyFraming {
+    /// `Content-Length`: bytes still expected.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked(ChunkDecoder),
+}
+
+/// A request whose body is being received.
+struct BodyState<S> {
+    head: RequestHead,
+    info: ReqInfo,
+    framing: BodyFraming,
+    /// Decoded body bytes so far.
+    received: u64,
+    sink: Sink<S>,
+}
+
+/// How receiving a body ended (or not).
+enum BodyOutcome {
+    NeedMore,
+    Complete,
+    TooLarge,
+    BadChunk,
+    Early(Response),
+}
+
+enum ReadState<S> {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Receiving a request body.
+    Body(Box<BodyState<S>>),
+}
+
 /// One HTTP/1.x server connection. See the module docs for the driving contract.
 pub struct Connection<S> {
-    _todo: std::marker::PhantomData<S>,
-    _gauge: Option<Arc<AtomicI64>>,
+    limits: Limits,
+    gauge: Option<Arc<AtomicI64>>,
+    /// Received bytes not yet processed are `inbuf[in_pos..]`.
+    inbuf: Vec<u8>,
+    in_pos: usize,
+    scanner: HeadScanner,
+    read: ReadState<S>,
+    out: Output,
+    dates: DateCache,
+    /// The peer half-closed.
+    eof: bool,
+    /// No further request is processed; close once the output is written.
+    read_done: bool,
+    /// Closed silently: nothing more will be sent.
+    closed: bool,
+    /// Shutting down: responses close, an idle connection closes.
+    shutdown: bool,
+    /// First byte of the head being received (None when no head is in progress).
+    head_start: Option<Instant>,
+    /// Last body byte (or head completion) of the body being received.
+    body_last: Instant,
+    /// Last write progress (or when output became pending).
+    write_progress: Instant,
+    /// Since when the connection has been idle (None while not idle).
+    idle_since: Option<Instant>,
+    /// After EOF: no further request follows the one being answered (its response closes).
+    last_after_eof: bool,
 }
 
 impl<S> Connection<S> {
     /// A new connection accepted at `now`. `gauge` (if any) is incremented now and
     /// decremented when the connection is dropped (`http_connections_open`).
     pub fn new(now: Now, limits: Limits, gauge: Option<Arc<AtomicI64>>) -> Self {
-        let _ = (now, limits);
-        todo!()
+        if let Some(g) = &gauge {
+            g.fetch_add(1, Ordering::Relaxed);
+        }
+        Self {
+            limits,
+            gauge,
+            inbuf: Vec::new(),
+            in_pos: 0,
+            scanner: HeadScanner::default(),
+            read: ReadState::Head,
+            out: Output::default(),
+            dates: DateCache::default(),
+            eof: false,
+            read_done: false,
+            closed: false,
+            shutdown: false,
+            head_start: None,
+            body_last: now.mono,
+            write_progress: now.mono,
+            idle_since: Some(now.mono),
+            last_after_eof: false,
+        }
     }
 
     /// Bytes received from the peer. Complete requests are handed to `h` in order; their
     /// responses are queued for [`Connection::poll_transmit`]. Poll output afterwards.
     pub fn handle_input<H: Handler<Stream = S>>(&mut self, now: Now, data: &[u8], h: &mut H) {
-        let _ = (now, data, h);
-        todo!()
+        if self.closed || self.read_done || self.eof || data.is_empty() {
+            return;
+        }
+        self.compact();
+        if self.unprocessed_len() == 0 {
+            // Fast path: process straight from `data`, keep only the unprocessed rest.
+            let n = self.process(now, data, h);
+            if !self.closed && !self.read_done {
+                self.inbuf.extend_from_slice(&data[n..]);
+            }
+        } else {
+            self.inbuf.extend_from_slice(data);
+        }
+        self.after(now, h);
+        if self.unprocessed_len() > IN_HARD {
+            self.close_silently();
+        }
     }
 
     /// The peer half-closed (read returned 0). Complete requests are still answered;
     /// an incomplete one is dropped. Poll output afterwards.
     pub fn handle_eof<H: Handler<Stream = S>>(&mut self, now: Now, h: &mut H) {
-        let _ = (now, h);
-        todo!()
+        if self.closed {
+            return;
+        }
+        self.eof = true;
+        self.after(now, h);
     }
 
     /// Time passed; fires header-read (408) and idle timeouts that are due.
     pub fn handle_timeout<H: Handler<Stream = S>>(&mut self, now: Now, h: &mut H) {
-        let _ = (now, h);
-        todo!()
+        if self.is_closed() {
+            return;
+        }
+        let due = |d: Option<Instant>| d.is_some_and(|d| now.mono >= d);
+        if due(self.stall_deadline()) || due(self.idle_deadline()) {
+            self.close_silently();
+            return;
+        }
+        if due(self.header_deadline()) {
+            let rest = &self.inbuf[self.in_pos..];
+            let method = self.scanner.request_line(rest).map_or(Method::Other, method_hint);
+            let resp = Response::error(Route::Other, 408, "request timeout");
+            self.queue(now, &ReqInfo::before_head(method), resp, true, h);
+        } else if due(self.body_deadline()) {
+            if let ReadState::Body(st) = std::mem::replace(&mut self.read, ReadState::Head) {
+                let resp = Response::error(h.route(&st.head), 408, "request timeout");
+                let info = st.info;
+                drop(st); // aborts a streamed write
+                self.queue(now, &info, resp, true, h);
+            }
+        }
+        self.after(now, h);
     }
 
     /// The service started shutting down (SPEC §2.7): an idle connection closes at once.
     pub fn handle_shutdown<H: Handler<Stream = S>>(&mut self, now: Now, h: &mut H) {
-        let _ = (now, h);
-        todo!()
+        self.shutdown = true;
+        self.after(now, h);
     }
 
     /// The next bytes to write, if any. Write (a prefix of) them, then call
     /// [`Connection::consume`] with the number written.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<&[u8]> {
-        todo!()
+        if self.closed {
+            return None;
+        }
+        self.out.front()
     }
 
     /// `n` bytes returned by [`Connection::poll_transmit`] were written. May process further
     /// pipelined requests that were held back; poll output again afterwards.
     pub fn consume<H: Handler<Stream = S>>(&mut self, now: Now, n: usize, h: &mut H) {
-        let _ = (now, n, h);
-        todo!()
+        if self.closed {
+            return;
+        }
+        if n > 0 {
+            self.out.advance(n);
+            self.write_progress = now.mono;
+        }
+        self.settle(now, h);
+        self.after(now, h);
     }
 
     /// The next instant at which [`Connection::handle_timeout`] must be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        if self.is_closed() {
+            return None;
+        }
+        [self.stall_deadline(), self.idle_deadline(), self.header_deadline(), self.body_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// False while enough output is queued that the caller should stop reading (backpressure).
     pub fn wants_read(&self) -> bool {
-        todo!()
+        !self.closed
+            && !self.read_done
+            && !self.eof
+            && self.out.pending() <= OUT_HIGH
+            && self.unprocessed_len() < IN_HIGH
     }
 
     /// True once the connection is finished: all output that will ever be sent was consumed
     /// and the socket should be closed.
     pub fn is_closed(&self) -> bool {
-        todo!()
+        self.closed || (self.read_done && self.out.is_empty())
+    }
+
+    // ---- input processing ------------------------------------------------------------
+
+    fn unprocessed_len(&self) -> usize {
+        self.inbuf.len() - self.in_pos
+    }
+
+    /// Drops processed bytes from the front of the input buffer when worthwhile.
+    fn compact(&mut self) {
+        if self.in_pos == self.inbuf.len() {
+            self.inbuf.clear();
+            self.in_pos = 0;
+        } else if self.in_pos >= 64 * 1024 && self.in_pos * 2 >= self.inbuf.len() {
+            self.inbuf.drain(..self.in_pos);
+            self.in_pos = 0;
+        }
+    }
+
+    /// Processes buffered input (after new input, EOF, or output progress).
+    fn process_buffered<H: Handler<Stream = S>>(&mut self, now: Now, h: &mut H) {
+        if self.closed || self.read_done || self.unprocessed_len() == 0 {
+            return;
+        }
+        let buf = std::mem::take(&mut self.inbuf);
+        let n = self.process(now, &buf[self.in_pos..], h);
+        self.inbuf = buf;
+        self.in_pos += n;
+        if self.closed || self.read_done {
+            self.inbuf = Vec::new();
+            self.in_pos = 0;
+        }
+    }
+
+    /// Processes `input` (which starts where the previous call stopped) as far as possible.
+    /// Returns the number of bytes consumed; the caller keeps the rest for later.
+    fn process<H: Handler<Stream = S>>(&mut self, now: Now, input: &[u8], h: &mut H) -> usize {
+        let mut pos = 0;
+        loop {
+            if self.closed || self.read_done {
+                return input.len();
+            }
+            if let ReadState::Body(_) = self.read {
+                pos += self.feed_body(now, &input[pos..], h);
+                if let ReadState::Body(_) = self.read {
+                    return pos;
+                }
+                continue;
+            }
+            if self.out.pending() > OUT_HIGH {
+                // Backpressure: leave the next request buffered; its clock starts later.
+                self.head_start = None;
+                return pos;
+            }
+            // Empty lines before a request line are ignored (RFC 9112 §2.2).
+            let before = pos;
+            loop {
+                match &input[pos..] {
+                    [b'\n', ..] => pos += 1,
+                    [b'\r', b'\n', ..] => pos += 2,
+                    _ => break,
+                }
+            }
+            if pos != before {
+                self.scanner.reset();
+            }
+            let rest = &input[pos..];
+            if rest.is_empty() {
+                self.head_start = None;
+                return pos;
+            }
+            self.head_start.get_or_insert(now.mono);
+            match self.scanner.scan(rest, self.limits.max_head) {
+                Some(len) => {
+                    pos += len;
+                    self.scanner.reset();
+                    self.head_start = None;
+                    self.last_after_eof = self.eof && !self.may_hold_request(&input[pos..]);
+                    self.start_request(now, &rest[..len], h);
+                }
+                None => {
+                    if let Some(line) = self.scanner.request_line(rest) {
+                        if !self.scanner.line_checked {
+                            if let Err(e) = check_request_line(line) {
+                                self.head_error(now, e, method_hint(line), h);
+                                return input.len();
+                            }
+                            self.scanner.line_checked = true;
+                        }
+                    }
+                    if rest.len() > self.limits.max_head {
+                        let method = self.scanner.request_line(rest).map_or(Method::Other, method_hint);
+                        let resp = Response::error(Route::Other, 431, "request header fields too large");
+                        self.queue(now, &ReqInfo::before_head(method), resp, true, h);
+                        return input.len();
+                    }
+                    return pos;
+                }
+            }
+        }
+    }
+
+    /// After EOF: whether `tail` (the input after the current request) will produce another
+    /// response. Empty lines and an incomplete head produce none; a complete head, a head
+    /// over the limit or a complete bad request line do (the last two get an error).
+    fn may_hold_request(&self, tail: &[u8]) -> bool {
+        let start = tail.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(tail.len());
+        let tail = &tail[start..];
+        if tail.is_empty() {
+            return false;
+        }
+        if tail.len() > self.limits.max_head {
+            return true;
+        }
+        let mut scanner = HeadScanner::default();
+        scanner.scan(tail, self.limits.max_head).is_some()
+            || scanner.request_line(tail).is_some_and(|l| check_request_line(l).is_err())
+    }
+
+    /// Answers a malformed head (400) or an unsupported version (505), then closes.
+    fn head_error<H: Handler<Stream = S>>(&mut self, now: Now, e: HeadError, method: Method, h: &mut H) {
+        let resp = match e {
+            HeadError::BadRequest => Response::error(Route::Other, 400, "bad request"),
+            HeadError::VersionNotSupported => Response::error(Route::Other, 505, "http version not supported"),
+        };
+        self.queue(now, &ReqInfo::before_head(method), resp, true, h);
+    }
+
+    /// A complete head arrived: check it, ask the handler, and answer or start the body.
+    fn start_request<H: Handler<Stream = S>>(&mut self, now: Now, bytes: &[u8], h: &mut H) {
+        let parsed = match parse_head(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+                return self.head_error(now, e, method_hint(line), h);
+            }
+        };
+        let keep_alive = parsed.keep_alive();
+        let expect_unsupported = parsed.expect_unsupported;
+        let head = parsed.head;
+        let info = ReqInfo { method: head.method, version: head.version, keep_alive, head_done: Some(now.mono) };
+
+        if head.content_length.is_some_and(|n| n > self.limits.max_body) {
+            let resp = Response::error(h.route(&head), 413, "payload too large");
+            return self.queue(now, &info, resp, true, h);
+        }
+        if expect_unsupported {
+            let resp = Response::error(h.route(&head), 417, "expectation failed");
+            return self.queue(now, &info, resp, head.has_body(), h);
+        }
+        // HTTP/1.0 clients do not understand 1xx: their expectation is ignored (RFC 9110 §10.1.1).
+        let expect_continue = head.expect_continue && head.version == Version::Http11 && head.has_body();
+        let has_body = head.has_body();
+        let sink = match h.on_head(now, &head) {
+            HeadDecision::RespondNow(resp) => return self.queue(now, &info, resp, true, h),
+            HeadDecision::Respond(resp) if !has_body => return self.queue(now, &info, resp, false, h),
+            HeadDecision::Respond(resp) if expect_continue => return self.queue(now, &info, resp, true, h),
+            HeadDecision::Respond(resp) => Sink::Discard(resp),
+            HeadDecision::Buffer if !has_body => {
+                let resp = h.on_request(now, &head, &[]);
+                return self.queue(now, &info, resp, false, h);
+            }
+            HeadDecision::Buffer => {
+                let cap = head.content_length.unwrap_or(0).min(BODY_PREALLOC) as usize;
+                Sink::Buffer(Vec::with_capacity(cap))
+            }
+            HeadDecision::Stream(state) if !has_body => {
+                let resp = h.on_stream_end(now, &head, state);
+                return self.queue(now, &info, resp, false, h);
+            }
+            HeadDecision::Stream(state) => Sink::Stream(state),
+        };
+        if expect_continue {
+            if self.out.is_empty() {
+                self.write_progress = now.mono;
+            }
+            self.out.push_with(|d| d.extend_from_slice(CONTINUE));
+        }
+        let framing = if head.chunked {
+            BodyFraming::Chunked(ChunkDecoder::default())
+        } else {
+            BodyFraming::Length(head.content_length.unwrap_or(0))
+        };
+        self.body_last = now.mono;
+        self.read = ReadState::Body(Box::new(BodyState { head, info, framing, received: 0, sink }));
+    }
+
+    /// Feeds body bytes to the request being received. Returns the bytes consumed.
+    fn feed_body<H: Handler<Stream = S>>(&mut self, now: Now, data: &[u8], h: &mut H) -> usize {
+        let ReadState::Body(mut st) = std::mem::replace(&mut self.read, ReadState::Head) else {
+            return 0;
+        };
+        let max_body = self.limits.max_body;
+        let mut pos = 0;
+        let outcome = loop {
+            let piece = match &mut st.framing {
+                BodyFraming::Length(0) => break BodyOutcome::Complete,
+                BodyFraming::Length(_) if pos == data.len() => break BodyOutcome::NeedMore,
+                BodyFraming::Length(remaining) => {
+                    let take = (*remaining).min((data.len() - pos) as u64) as usize;
+                    *remaining -= take as u64;
+                    pos += take;
+                    &data[pos - take..pos]
+                }
+                BodyFraming::Chunked(dec) => match dec.next(data, &mut pos) {
+                    Event::Size(n) if st.received.saturating_add(n) > max_body => break BodyOutcome::TooLarge,
+                    Event::Size(_) => continue,
+                    Event::Data(piece) => piece,
+                    Event::NeedMore => break BodyOutcome::NeedMore,
+                    Event::Done => break BodyOutcome::Complete,
+                    Event::Error => break BodyOutcome::BadChunk,
+                },
+            };
+            if let Some(o) = deliver(now, &mut st, piece, max_body, h) {
+                break o;
+            }
+        };
+        if pos > 0 {
+            self.body_last = now.mono;
+        }
+        match outcome {
+            BodyOutcome::NeedMore => self.read = ReadState::Body(st),
+            BodyOutcome::Complete => {
+                self.last_after_eof = self.eof && !self.may_hold_request(&data[pos..]);
+                let BodyState { head, info, sink, .. } = *st;
+                let resp = match sink {
+                    Sink::Buffer(body) => h.on_request(now, &head, &body),
+                    Sink::Stream(state) => h.on_stream_end(now, &head, state),
+                    Sink::Discard(resp) => resp,
+                };
+                self.queue(now, &info, resp, false, h);
+            }
+            BodyOutcome::TooLarge | BodyOutcome::BadChunk => {
+                let (status, msg) = match outcome {
+                    BodyOutcome::TooLarge => (413, "payload too large"),
+                    _ => (400, "bad request"),
+                };
+                let resp = Response::error(h.route(&st.head), status, msg);
+                let info = st.info;
+                drop(st); // aborts a streamed write
+                self.queue(now, &info, resp, true, h);
+            }
+            BodyOutcome::Early(resp) => {
+                let info = st.info;
+                drop(st);
+                self.queue(now, &info, resp, true, h);
+            }
+        }
+        pos
+    }
+
+    // ---- output ----------------------------------------------------------------------
+
+    /// Renders and queues a final response. `force_close`: close after it whatever the
+    /// request said (errors, responses sent before the body was read).
+    fn queue<H: Handler<Stream = S>>(
+        &mut self,
+        now: Now,
+        info: &ReqInfo,
+        mut resp: Response,
+        force_close: bool,
+        h: &mut H,
+    ) {
+        if h.shutting_down() {
+            self.shutdown = true;
+        }
+        let no_body = status_has_no_body(resp.status);
+        let body = std::mem::replace(&mut resp.body, Body::Empty);
+        let (framing, body) = match body {
+            _ if no_body => (Framing::None, Body::Empty),
+            Body::Empty => (Framing::Length(0), Body::Empty),
+            Body::Bytes(b) => (Framing::Length(b.len() as u64), Body::Bytes(b)),
+            Body::Value(v) => (Framing::Length(v.bytes().len() as u64), Body::Value(v)),
+            Body::Stream(s) if info.version == Version::Http11 => (Framing::Chunked, Body::Stream(s)),
+            Body::Stream(s) => (Framing::Close, Body::Stream(s)),
+        };
+        // After EOF the response to the last complete request closes the connection.
+        let last_after_eof = self.eof && self.last_after_eof;
+        let close = force_close
+            || resp.close
+            || !info.keep_alive
+            || self.shutdown
+            || framing == Framing::Close
+            || last_after_eof;
+        let connection = match (close, info.version) {
+            (true, _) => ConnHeader::Close,
+            (false, Version::Http10) => ConnHeader::KeepAlive,
+            (false, Version::Http11) => ConnHeader::None,
+        };
+        // HEAD: the headers of the GET, no body (dropping a Value ends its read).
+        let body = if info.method == Method::Head { Body::Empty } else { body };
+
+        if self.out.is_empty() {
+            self.write_progress = now.mono;
+        }
+        let date = *self.dates.get(now.wall_unix_secs);
+        let parts = HeadParts {
+            status: resp.status,
+            date: &date,
+            content_type: if no_body { None } else { resp.content_type },
+            framing,
+            extra: &resp.headers,
+            connection,
+        };
+        self.out.push_with(|d| render_head(d, &parts));
+        let sent = Sent { route: resp.route, method: info.method, status: resp.status, head_done: info.head_done };
+        match body {
+            Body::Bytes(b) if !b.is_empty() => self.out.push_bytes(b, sent),
+            Body::Value(v) if !v.bytes().is_empty() => self.out.push_value(v, sent),
+            Body::Stream(s) => self.out.push_stream(s, framing == Framing::Chunked, sent),
+            _ => self.out.push_end(sent),
+        }
+        if close {
+            self.read_done = true;
+            self.read = ReadState::Head;
+            self.head_start = None;
+        }
+    }
+
+    /// Releases responses whose last byte was written (`on_response_sent`).
+    fn settle<H: Handler<Stream = S>>(&mut self, now: Now, h: &mut H) {
+        self.out.settle(|s| {
+            let duration = s.head_done.map_or(Duration::ZERO, |t| now.mono.saturating_duration_since(t));
+            h.on_response_sent(s.route, s.method, s.status, duration);
+        });
+    }
+
+    // ---- bookkeeping -----------------------------------------------------------------
+
+    /// Common tail of every entry point: release written responses, finish at EOF,
+    /// track idleness, close an idle connection at shutdown.
+    fn after<H: Handler<Stream = S>>(&mut self, now: Now, h: &mut H) {
+        if self.closed {
+            return;
+        }
+        // Requests held back by backpressure may be processable now.
+        self.process_buffered(now, h);
+        self.settle(now, h);
+        if h.shutting_down() {
+            self.shutdown = true;
+        }
+        let blocked = matches!(self.read, ReadState::Head) && self.out.pending() > OUT_HIGH;
+        if self.eof && !self.read_done && !blocked {
+            // Everything that could be processed was: what remains is incomplete.
+            self.read = ReadState::Head; // drops a streamed request's state: aborts its write
+            self.read_done = true;
+            self.head_start = None;
+            self.inbuf = Vec::new();
+            self.in_pos = 0;
+        }
+        let idle = !self.read_done
+            && matches!(self.read, ReadState::Head)
+            && self.unprocessed_len() == 0
+            && self.out.is_empty();
+        if idle && self.shutdown {
+            self.close_silently();
+        } else if idle {
+            self.idle_since.get_or_insert(now.mono);
+        } else {
+            self.idle_since = None;
+        }
+    }
+
+    /// Closes without sending anything more; drops queued output and request state.
+    fn close_silently(&mut self) {
+        self.closed = true;
+        self.out.clear();
+        self.read = ReadState::Head;
+        self.inbuf = Vec::new();
+        self.in_pos = 0;
+        self.head_start = None;
+        self.idle_since = None;
+    }
+
+    /// Pending output that makes no progress for the idle timeout: close silently.
+    fn stall_deadline(&self) -> Option<Instant> {
+        if self.out.is_empty() {
+            return None;
+        }
+        self.write_progress.checked_add(self.limits.idle_timeout)
+    }
+
+    /// Nothing buffered, in progress or pending for the idle timeout: close silently.
+    fn idle_deadline(&self) -> Option<Instant> {
+        self.idle_since?.checked_add(self.limits.idle_timeout)
+    }
+
+    /// A request head not complete within the header-read timeout: 408.
+    fn header_deadline(&self) -> Option<Instant> {
+        if self.read_done || self.closed {
+            return None;
+        }
+        self.head_start?.checked_add(self.limits.header_read_timeout)
+    }
+
+    /// No body byte for the header-read timeout while a body is expected: 408.
+
+    fn body_deadline(&self) -> Option<Instant> {
+        if self.read_done || self.closed || self.out.pending() > OUT_HIGH {
+            return None;
+        }
+        match self.read {
+            ReadState::Body(_) => self.body_last.checked_add(self.limits.header_read_timeout),
+            ReadState::Head => None,
+        }
+    }
+}
+
+/// Hands one piece of decoded body to the sink. Returns an outcome that ends the body early.
+fn deliver<S, H: Handler<Stream = S>>(
+    now: Now,
+    st: &mut BodyState<S>,
+    piece: &[u8],
+    max_body: u64,
+    h: &mut H,
+) -> Option<BodyOutcome> {
+    if piece.is_empty() {
+        return None;
+    }
+    st.received = st.received.saturating_add(piece.len() as u64);
+    if st.received > max_body {
+        return Some(BodyOutcome::TooLarge);
+    }
+    match &mut st.sink {
+        Sink::Buffer(buf) => buf.extend_from_slice(piece),
+        Sink::Stream(state) => return h.on_body(now, &st.head, state, piece).map(BodyOutcome::Early),
+        Sink::Discard(_) => {}
+    }
+    None
+}
+
+impl<S> Drop for Connection<S> {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+impl<S> Connection<S> {
+    /// Unprocessed buffered input (tests).
+    pub(crate) fn unprocessed_len_for_test(&self) -> usize {
+        self.unprocessed_len()
+    }
+    /// Pending output bytes (tests).
+    pub(crate) fn out_pending_for_test(&self) -> usize {
+        self.out.pending()
     }
 }

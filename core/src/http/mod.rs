@@ -16,7 +16,13 @@
 //!   bytes out ◄── poll_transmit/consume ◄── rendered head + body (bytes | segment memory | stream)
 //! ```
 
+mod chunked;
 mod conn;
+mod output;
+mod parse;
+mod render;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use conn::{Connection, Limits};

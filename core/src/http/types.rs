@@ -271,7 +271,14 @@ pub const CT_OCTET: &str = "application/octet-stream";
 impl Response {
     /// A response with an owned body.
     pub fn new(route: Route, status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
-        Self { status, content_type: Some(content_type), headers: Vec::new(), body: Body::Bytes(body.into()), close: false, route }
+        Self {
+            status,
+            content_type: Some(content_type),
+            headers: Vec::new(),
+            body: Body::Bytes(body.into()),
+            close: false,
+            route,
+        }
     }
     /// A JSON response (content type J).
     pub fn json(route: Route, status: u16, body: impl Into<Vec<u8>>) -> Self {

@@ -253,12 +253,27 @@ impl Store {
     }
     /// `POST /api/mount` or the start-up segment: maps `size` rounded up to the alignment,
     /// split per SPEC §5.5.
-    pub fn mount_anonymous(&self, now: Instant, kind: MountKind, size: u64, protocol: Protocol, location: &str) -> Result<MountOutcome, MountError> {
+    pub fn mount_anonymous(
+        &self,
+        now: Instant,
+        kind: MountKind,
+        size: u64,
+        protocol: Protocol,
+        location: &str,
+    ) -> Result<MountOutcome, MountError> {
         let _ = (now, kind, size, protocol, location);
         todo!()
     }
     /// `POST /api/mount_shm`: maps `/dev/shm/<name>` (already validated), split per SPEC §5.5.
-    pub fn mount_shm(&self, now: Instant, name: &str, offset: u64, size: u64, protocol: Protocol, location: &str) -> Result<MountOutcome, MountError> {
+    pub fn mount_shm(
+        &self,
+        now: Instant,
+        name: &str,
+        offset: u64,
+        size: u64,
+        protocol: Protocol,
+        location: &str,
+    ) -> Result<MountOutcome, MountError> {
         let _ = (now, name, offset, size, protocol, location);
         todo!()
     }

@@ -1,0 +1,222 @@
+//! The queue of response bytes waiting to be written.
+//!
+//! Rendered heads and small bodies are appended to one buffer (so pipelined small responses
+//! go out in few writes); large owned bodies, segment-memory values and streams are kept as
+//! segments of their own and handed out without copying. Each final response carries a
+//! [`Sent`] record that is released once its last byte has been consumed.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::types::{BodyStream, Method, Route, ValueBytes};
+
+/// Owned bodies up to this size are copied behind their head; larger ones are queued as is.
+const COPY_BODY_MAX: usize = 16 * 1024;
+/// Room reserved in front of a stream piece for its chunk-size line (16 hex digits + CRLF).
+const CHUNK_PREFIX: usize = 18;
+
+/// A final response whose last byte is still queued (for `Handler::on_response_sent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sent {
+    /// Route label.
+    pub route: Route,
+    /// Method label.
+    pub method: Method,
+    /// Status code.
+    pub status: u16,
+    /// When the request head completed (None: it never did).
+    pub head_done: Option<Instant>,
+}
+
+enum Seg {
+    /// Owned bytes. `marks` are responses that end at the given offset of `data`.
+    Buf { data: Vec<u8>, pos: usize, marks: VecDeque<(usize, Sent)>, appendable: bool },
+    /// A value in segment memory.
+    Value { value: Box<dyn ValueBytes>, pos: usize, sent: Option<Sent> },
+    /// A streamed body; `buf[pos..]` is the framed piece being written.
+    Stream { stream: Box<dyn BodyStream>, chunked: bool, buf: Vec<u8>, pos: usize, finished: bool, sent: Option<Sent> },
+}
+
+impl Seg {
+    fn remaining(&self) -> &[u8] {
+        match self {
+            Seg::Buf { data, pos, .. } => &data[*pos..],
+            Seg::Value { value, pos, .. } => value.bytes().get(*pos..).unwrap_or_default(),
+            Seg::Stream { buf, pos, .. } => &buf[*pos..],
+        }
+    }
+}
+
+/// Pending output of a connection.
+#[derive(Default)]
+pub(crate) struct Output {
+    segs: VecDeque<Seg>,
+    /// Bytes ready to be written (streams count only their current piece).
+    pending: usize,
+}
+
+impl Output {
+    /// True when nothing at all is queued.
+    pub fn is_empty(&self) -> bool {
+        self.segs.is_empty()
+    }
+
+    /// Bytes queued and ready (a measure for backpressure).
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Drops everything queued (silent close). Unsent responses are not reported.
+    pub fn clear(&mut self) {
+        self.segs.clear();
+        self.pending = 0;
+    }
+
+    /// The appendable buffer at the back of the queue, created if needed.
+    fn tail(&mut self) -> (&mut Vec<u8>, &mut VecDeque<(usize, Sent)>) {
+        if !matches!(self.segs.back(), Some(Seg::Buf { appendable: true, .. })) {
+            self.segs.push_back(Seg::Buf { data: Vec::new(), pos: 0, marks: VecDeque::new(), appendable: true });
+        }
+        match self.segs.back_mut() {
+            Some(Seg::Buf { data, marks, .. }) => (data, marks),
+            _ => unreachable!("just pushed"),
+        }
+    }
+
+    /// Appends bytes produced by `f` (a rendered head, `100 Continue`) to the tail buffer.
+    pub fn push_with(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        let (data, _) = self.tail();
+        let before = data.len();
+        f(data);
+        let added = data.len() - before;
+        self.pending += added;
+    }
+
+    /// Marks the end of a response at the current end of the queue. Must follow a
+    /// non-empty `push_with` (a head is never empty).
+    pub fn push_end(&mut self, sent: Sent) {
+        let (data, marks) = self.tail();
+        let at = data.len();
+        marks.push_back((at, sent));
+    }
+
+    /// Queues an owned body, then the end of its response.
+    pub fn push_bytes(&mut self, body: Vec<u8>, sent: Sent) {
+        if body.len() <= COPY_BODY_MAX {
+            self.push_with(|d| d.extend_from_slice(&body));
+            self.push_end(sent);
+        } else {
+            self.pending += body.len();
+            let at = body.len();
+            self.segs.push_back(Seg::Buf {
+                data: body,
+                pos: 0,
+                marks: VecDeque::from([(at, sent)]),
+                appendable: false,
+            });
+        }
+    }
+
+    /// Queues a value (non-empty) from segment memory, then the end of its response.
+    pub fn push_value(&mut self, value: Box<dyn ValueBytes>, sent: Sent) {
+        self.pending += value.bytes().len();
+        self.segs.push_back(Seg::Value { value, pos: 0, sent: Some(sent) });
+    }
+
+    /// Queues a streamed body, then the end of its response.
+    pub fn push_stream(&mut self, stream: Box<dyn BodyStream>, chunked: bool, sent: Sent) {
+        self.segs.push_back(Seg::Stream {
+            stream,
+            chunked,
+            buf: Vec::new(),
+            pos: 0,
+            finished: false,
+            sent: Some(sent),
+        });
+    }
+
+    /// The next bytes to write, or None. Never returns an empty slice after [`Output::settle`].
+    pub fn front(&self) -> Option<&[u8]> {
+        self.segs.front().map(Seg::remaining).filter(|s| !s.is_empty())
+    }
+
+    /// `n` bytes of [`Output::front`] were written.
+    pub fn advance(&mut self, n: usize) {
+        let Some(seg) = self.segs.front_mut() else {
+            return;
+        };
+        let n = n.min(seg.remaining().len());
+        match seg {
+            Seg::Buf { pos, .. } | Seg::Value { pos, .. } | Seg::Stream { pos, .. } => *pos += n,
+        }
+        self.pending = self.pending.saturating_sub(n);
+    }
+
+    /// Releases responses whose last byte has been written, drops finished segments and
+    /// pulls the next piece of a stream at the front, until the front has bytes to write
+    /// (or the queue is empty). `done` is called for each released response, in order.
+    pub fn settle(&mut self, mut done: impl FnMut(Sent)) {
+        while let Some(seg) = self.segs.front_mut() {
+            match seg {
+                Seg::Buf { data, pos, marks, .. } => {
+                    while marks.front().is_some_and(|(at, _)| *at <= *pos) {
+                        if let Some((_, s)) = marks.pop_front() {
+                            done(s);
+                        }
+                    }
+                    if *pos < data.len() {
+                        return;
+                    }
+                }
+                Seg::Value { value, pos, sent } => {
+                    if *pos < value.bytes().len() {
+                        return;
+                    }
+                    if let Some(s) = sent.take() {
+                        done(s);
+                    }
+                }
+                Seg::Stream { stream, chunked, buf, pos, finished, sent } => {
+                    if *pos < buf.len() {
+                        return;
+                    }
+                    if !*finished {
+                        let (more, start) = pull(stream.as_mut(), *chunked, buf);
+                        *finished = !more;
+                        *pos = start;
+                        self.pending += buf.len() - start;
+                        continue;
+                    }
+                    if let Some(s) = sent.take() {
+                        done(s);
+                    }
+                }
+            }
+            self.segs.pop_front();
+        }
+    }
+}
+
+/// Pulls the next piece of `stream` into `buf`, framed as a chunk when `chunked`.
+/// Returns whether more pieces follow and where the bytes to write start in `buf`.
+fn pull(stream: &mut dyn BodyStream, chunked: bool, buf: &mut Vec<u8>) -> (bool, usize) {
+    buf.clear();
+    if !chunked {
+        let more = stream.next_chunk(buf);
+        return (more, 0);
+    }
+    buf.resize(CHUNK_PREFIX, 0);
+    let more = stream.next_chunk(buf);
+    let n = buf.len() - CHUNK_PREFIX;
+    let mut start = CHUNK_PREFIX;
+    if n > 0 {
+        let line = format!("{n:x}\r\n");
+        start = CHUNK_PREFIX - line.len();
+        buf[start..CHUNK_PREFIX].copy_from_slice(line.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    if !more {
+        buf.extend_from_slice(b"0\r\n\r\n");
+    }
+    (more, start)
+}
