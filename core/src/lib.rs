@@ -1,7 +1,59 @@
 //! # mc-core: the sans-IO core of mc-master
 //!
-//! No sockets, no threads, no clock reads, no runtime crates. Time and bytes go in;
-//! responses, effects and deadlines come out. See `docs/architecture.md`.
+//! Everything that decides what mc-master *does* lives here: the incremental HTTP/1.1
+//! codec ([`http`]), the router and endpoint handlers with their metrics ([`api`]), and the
+//! master state: segments, allocators, objects, leases, eviction ([`store`]).
+//!
+//! The core has no sockets, no threads, no clock reads and no runtime crates. Time comes in
+//! as a [`Now`]; bytes come in as `&[u8]`; responses go out as byte slices the caller writes;
+//! the next deadline goes out from `poll_timeout`. Memory mappings, randomness and process
+//! statistics come from a [`platform::Platform`] the embedding program supplies.
+//!
+//! ## Driving the core
+//!
+//! One [`Master`] per process, shared by every thread. Each worker thread registers its
+//! counters and creates a [`Service`] (the handler its connections call); each accepted
+//! socket gets a [`http::Connection`]. The canonical loop, for one connection on a blocking
+//! socket (see `examples/` and the adapters for event-loop versions):
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use std::sync::Arc;
+//! use std::time::{Instant, SystemTime, UNIX_EPOCH};
+//! use mc_core::{platform::FakePlatform, Config, Listener, Master, Now};
+//!
+//! fn now() -> Now {
+//!     let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+//!     Now::new(Instant::now(), wall)
+//! }
+//!
+//! let master = Master::new(Config::default(), Arc::new(FakePlatform::new(1)), now());
+//! let mut service = master.service(Listener::Main, master.register_worker());
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+//! let (mut sock, _) = listener.accept().unwrap();
+//! let mut conn = service.new_connection(now());
+//! let mut buf = [0u8; 65536];
+//! loop {
+//!     // 1. Drain output until there is none.
+//!     while let Some(out) = conn.poll_transmit() {
+//!         let n = sock.write(out).unwrap();
+//!         conn.consume(now(), n, &mut service);
+//!     }
+//!     if conn.is_closed() {
+//!         break;
+//!     }
+//!     // 2. Feed input (a real loop would wait for readiness or conn.poll_timeout()
+//!     //    and call conn.handle_timeout(now, ..) / master.handle_timeout(now) when due).
+//!     match sock.read(&mut buf).unwrap() {
+//!         0 => conn.handle_eof(now(), &mut service),
+//!         n => conn.handle_input(now(), &buf[..n], &mut service),
+//!     }
+//! }
+//! ```
+//!
+//! After every call that feeds the connection (`handle_input`, `handle_eof`,
+//! `handle_timeout`, `handle_shutdown`, `consume`), drain `poll_transmit` again and re-read
+//! `poll_timeout`. After [`Master::handle_timeout`], re-read [`Master::poll_timeout`].
 #![warn(missing_docs)]
 
 pub mod api;
