@@ -1,17 +1,81 @@
 //! Master state: segments, their allocators, objects, leases and eviction (SPEC §7, §8).
 //!
-//! [`Store`] is shared by every worker thread (`Arc<Store>`). It must let reads on
-//! different threads proceed in parallel (see docs/architecture.md for the design).
-//! It never reads a clock: every method that depends on time takes `now`.
+//! [`Store`] is shared by every worker thread (`Arc<Store>`). It never reads a clock:
+//! every method that depends on time takes `now`.
+//!
+//! # Layout
+//!
+//! - `segment.rs`: mappings, §5.5 splitting, the segment lifecycle state machine.
+//! - `alloc.rs`: the per-segment best-fit allocator (exact sizes, coalescing, O(log n)).
+//! - `object.rs`: objects and values: write → complete / abort, retire, release, remove.
+//! - `evict.rs`: allocation with eviction, watermark and periodic passes (§8.6).
+//! - `state.rs`: `Inner`, the metadata behind the lock; unmount, timeouts, gauges.
+//!
+//! # Concurrency
+//!
+//! All metadata lives in one `std::sync::RwLock<Inner>`.
+//!
+//! - **Reads** (`get`, `exists`, `query_key`, `list_keys`, `segments`, `gauges`, …) take
+//!   the read lock only, so reads on different threads run in parallel. `get` grants a
+//!   lease with `fetch_max` on the value's atomic deadline and counts a read in flight
+//!   with atomic counters on the value and on its segment; the returned [`ValueRead`]
+//!   holds an `Arc` to the mapping, so its bytes stay valid whatever happens meanwhile,
+//!   and the copy of the bytes to the socket happens with no lock held.
+//! - **Mutations** take the write lock. Bytes are copied into segment memory outside the
+//!   lock (a [`WriteHandle`] owns its freshly allocated range; a large `put` allocates,
+//!   copies unlocked, then completes), except small `put`s, copied under the lock.
+//! - **Release after the last read.** Retiring a value (or unmounting a segment) sets an
+//!   atomic flag, then checks the reads counter; dropping a `ValueRead` decrements the
+//!   counter, then checks the flag. Both use `SeqCst`, so at least one side sees the other
+//!   and releases (under the write lock; release is idempotent). No new read can start on
+//!   a retired value or an UNMOUNTING segment: readers find values under the read lock and
+//!   retirement happens under the write lock.
+//! - A `ValueRead` drop takes the write lock only for the last read of a retired value or
+//!   of an UNMOUNTING segment; a `WriteHandle` dropped unfinished takes it to abort.
+//! - Mappings of removed segments are dropped (unmapped) after the lock is released; a
+//!   read or write in flight keeps its mapping alive through its own `Arc`.
+//! - A poisoned lock is recovered (`PoisonError::into_inner`) rather than propagated to
+//!   every worker.
+//!
+//! # Semantics worth knowing
+//!
+//! - A one-step [`Store::put`] is invisible until complete: it never makes a key report
+//!   "being written" (SPEC §8.2 step 2). If an unmount aborts it mid-copy it is retried.
+//! - Nodes: the embedded node is node 0, always alive. Segment records refer to their node
+//!   by index, so remote nodes (RPC registration, heartbeats) can be added as more `Node`
+//!   records whose expiry moves their segments to UNMOUNTING.
+//! - The periodic eviction check is armed after any mutation that leaves `used > H`; when
+//!   it finds no candidate it sleeps until the earliest lease expiry of a would-be
+//!   candidate, or until the next mutation (see `evict.rs`).
+//!
+//! Times are kept as nanoseconds since the `now` passed to [`Store::new`]. Deadlines
+//! (grace periods, lease expiries of retired values, the periodic eviction check) are
+//! reported by [`Store::poll_timeout`] and applied by [`Store::handle_timeout`].
 
+mod alloc;
+mod evict;
+#[cfg(test)]
+mod model_tests;
+mod object;
+mod segment;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use crate::config::{Config, Protocol};
 use crate::http::ValueBytes;
-use crate::platform::Platform;
+use crate::platform::{MapError, Platform, ShmError};
+use object::{ValueId, ValueShared};
+use segment::{split_chunks, Mapping, SegShared};
+use state::{Inner, NewSegment, Params};
 
 /// How a segment was created; decides which unmount endpoint accepts it (SPEC §5.2, §5.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,52 +269,242 @@ pub struct StoreCounters {
     pub evicted_bytes: u64,
 }
 
+/// Largest value `put` copies while holding the write lock; larger ones are copied
+/// unlocked between allocation and completion.
+const SMALL_PUT: usize = 16 * 1024;
+
 /// The master state shared by all workers.
 pub struct Store {
-    _todo: (),
+    inner: RwLock<Inner>,
+    platform: Arc<dyn Platform>,
+    epoch: Instant,
+    client_id: Uuid,
+    lease_ttl_ns: u64,
+    mount_alignment: u64,
+    max_registration_size: u64,
 }
 
 /// A value borrowed for a read: its bytes stay valid (and the memory unreleased) until drop.
 pub struct ValueRead {
-    _todo: (),
+    store: Arc<Store>,
+    mapping: Arc<Mapping>,
+    map_off: u64,
+    len: u64,
+    vid: ValueId,
+    seg: Uuid,
+    value: Arc<ValueShared>,
+    seg_shared: Arc<SegShared>,
 }
 
 impl ValueBytes for ValueRead {
     fn bytes(&self) -> &[u8] {
-        todo!()
+        // SAFETY: the range was allocated inside the mapping, which `self.mapping` keeps
+        // alive; the value was complete when the read started (its bytes were written
+        // before completion, under the write lock) and its range is not freed, so not
+        // rewritten, while this read is counted in `value.reads`.
+        unsafe { self.mapping.bytes(self.map_off, self.len) }
+    }
+}
+
+impl Drop for ValueRead {
+    fn drop(&mut self) {
+        // SeqCst pairs with the flag stores in `Inner::mark_ready` / `segment_read_ended`.
+        let last_value = self.value.reads.fetch_sub(1, Ordering::SeqCst) == 1;
+        let last_seg = self.seg_shared.reads.fetch_sub(1, Ordering::SeqCst) == 1;
+        let release_value = last_value && self.value.release_ready.load(Ordering::SeqCst);
+        let remove_seg = last_seg && self.seg_shared.unmounting.load(Ordering::SeqCst);
+        if release_value || remove_seg {
+            let (vid, seg) = (self.vid, self.seg);
+            self.store.with_write(|inner| {
+                inner.value_read_ended(vid);
+                inner.segment_read_ended(seg, false);
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for ValueRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValueRead").field("len", &self.len).field("segment", &self.seg).finish()
     }
 }
 
 /// A write in progress (`PUT /api/put/{key}` with `Content-Length`). Dropping it before
 /// [`WriteHandle::complete`] aborts the write (SPEC §8.2 step 4).
 pub struct WriteHandle {
-    _todo: (),
+    store: Arc<Store>,
+    vid: ValueId,
+    seg: Uuid,
+    mapping: Arc<Mapping>,
+    map_off: u64,
+    len: u64,
+    written: u64,
+    value: Arc<ValueShared>,
+    finished: bool,
 }
 
 impl WriteHandle {
     /// Appends body bytes into segment memory. Fails once the segment became UNMOUNTING.
+    /// Bytes beyond the announced length are ignored.
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), WriteAborted> {
-        let _ = chunk;
-        todo!()
+        if self.value.aborted.load(Ordering::SeqCst) {
+            return Err(WriteAborted);
+        }
+        let room = (self.len - self.written) as usize;
+        debug_assert!(chunk.len() <= room, "write past the announced length");
+        let chunk = &chunk[..chunk.len().min(room)];
+        // SAFETY: `[written, written + chunk.len())` lies inside this write's allocation,
+        // which only this handle touches until it completes or aborts; `self.mapping`
+        // keeps the memory alive even if the segment was unmounted meanwhile.
+        unsafe { self.mapping.write(self.map_off + self.written, chunk) };
+        self.written += chunk.len() as u64;
+        Ok(())
     }
+
     /// All bytes written: the value becomes current. Returns its length.
-    pub fn complete(self, now: Instant) -> Result<u64, WriteAborted> {
-        let _ = now;
-        todo!()
+    pub fn complete(mut self, now: Instant) -> Result<u64, WriteAborted> {
+        self.finished = true;
+        if self.value.aborted.load(Ordering::SeqCst) {
+            return Err(WriteAborted);
+        }
+        debug_assert_eq!(self.written, self.len, "complete before the last byte");
+        if self.written < self.len {
+            // SAFETY: as in `write`: the tail of this write's own allocation.
+            unsafe { self.mapping.zero(self.map_off + self.written, self.len - self.written) };
+        }
+        let now = self.store.ns(now);
+        let vid = self.vid;
+        let result = self.store.with_write(|inner| {
+            let now = inner.tick(now);
+            let r = inner.complete(now, vid);
+            if r.is_err() {
+                inner.abort(vid, false);
+            }
+            r
+        });
+        result.map(|()| self.len)
     }
+
+    /// Id of the segment the value is being written to.
+    pub fn segment_id(&self) -> Uuid {
+        self.seg
+    }
+
+    /// Announced length of the value.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Always false: values have at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl Drop for WriteHandle {
+    fn drop(&mut self) {
+        if !self.finished {
+            let vid = self.vid;
+            self.store.with_write(|inner| {
+                inner.abort(vid, true);
+                let now = inner.last_now;
+                inner.arm_eviction(now);
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for WriteHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteHandle")
+            .field("len", &self.len)
+            .field("written", &self.written)
+            .field("segment", &self.seg)
+            .finish()
+    }
+}
+
+fn new_uuid(platform: &dyn Platform) -> Uuid {
+    uuid::Builder::from_random_bytes(platform.random_u128().to_le_bytes()).into_uuid()
 }
 
 impl Store {
     /// An empty store. `config.node_name` names the embedded node; its client id comes from
     /// `platform.random_u128()`.
     pub fn new(config: &Config, platform: Arc<dyn Platform>, now: Instant) -> Self {
-        let _ = (config, platform, now);
-        todo!()
+        let client_id = new_uuid(&*platform);
+        let params =
+            Params { high_watermark: config.eviction_high_watermark_ratio, eviction_ratio: config.eviction_ratio };
+        Self {
+            inner: RwLock::new(Inner::new(params, config.node_name.clone(), client_id)),
+            platform,
+            epoch: now,
+            client_id,
+            lease_ttl_ns: u64::try_from(config.lease_ttl.as_nanos()).unwrap_or(u64::MAX),
+            mount_alignment: config.mount_alignment.max(1),
+            max_registration_size: config.max_registration_size,
+        }
     }
+
+    /// Nanoseconds since the epoch.
+    fn ns(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, ns: u64) -> Instant {
+        self.epoch + Duration::from_nanos(ns)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` under the write lock; mappings it removed are unmapped after unlocking.
+    fn with_write<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let r = f(&mut guard);
+        let garbage = std::mem::take(&mut guard.garbage);
+        drop(guard);
+        drop(garbage);
+        r
+    }
+
     /// The embedded node's client id.
     pub fn client_id(&self) -> Uuid {
-        todo!()
+        self.client_id
     }
+
+    /// Registers `sizes` chunks of `mapping` as new segments.
+    fn register(
+        &self,
+        now: Instant,
+        mapping: Arc<Mapping>,
+        sizes: Vec<u64>,
+        kind: MountKind,
+        protocol: Protocol,
+        location: &str,
+    ) -> MountOutcome {
+        let mut chunks = Vec::with_capacity(sizes.len());
+        let mut off = 0;
+        for size in sizes {
+            chunks.push(NewSegment { id: new_uuid(&*self.platform), map_off: off, size });
+            off += size;
+        }
+        let outcome = MountOutcome { segment_ids: chunks.iter().map(|c| c.id).collect(), allocated_size: off };
+        let now = self.ns(now);
+        self.with_write(|inner| {
+            let now = inner.tick(now);
+            inner.add_segments(&mapping, chunks, kind, protocol, location);
+            inner.arm_eviction(now);
+        });
+        outcome
+    }
+
     /// `POST /api/mount` or the start-up segment: maps `size` rounded up to the alignment,
     /// split per SPEC §5.5.
     pub fn mount_anonymous(
@@ -261,9 +515,19 @@ impl Store {
         protocol: Protocol,
         location: &str,
     ) -> Result<MountOutcome, MountError> {
-        let _ = (now, kind, size, protocol, location);
-        todo!()
+        let align = self.mount_alignment;
+        let total = size.div_ceil(align).checked_mul(align).ok_or(MountError::OutOfMemory)?;
+        if total == 0 {
+            return Ok(MountOutcome { segment_ids: Vec::new(), allocated_size: 0 });
+        }
+        let region = self.platform.map_anonymous(total).map_err(|e| match e {
+            MapError::OutOfMemory => MountError::OutOfMemory,
+            MapError::Os(s) => MountError::Os(s),
+        })?;
+        let sizes = split_chunks(total, self.max_registration_size, align);
+        Ok(self.register(now, Mapping::new(region), sizes, kind, protocol, location))
     }
+
     /// `POST /api/mount_shm`: maps `/dev/shm/<name>` (already validated), split per SPEC §5.5.
     pub fn mount_shm(
         &self,
@@ -274,83 +538,238 @@ impl Store {
         protocol: Protocol,
         location: &str,
     ) -> Result<MountOutcome, MountError> {
-        let _ = (now, name, offset, size, protocol, location);
-        todo!()
+        if size == 0 {
+            return Ok(MountOutcome { segment_ids: Vec::new(), allocated_size: 0 });
+        }
+        let region = self.platform.map_shm(name, offset, size).map_err(|e| match e {
+            ShmError::NotFound => MountError::ShmNotFound,
+            ShmError::NotRegularFile => MountError::NotRegularFile,
+            ShmError::TooSmall(n) => MountError::TooSmall(n),
+            ShmError::Os(s) => MountError::Os(s),
+        })?;
+        let sizes = split_chunks(size, self.max_registration_size, self.platform.page_size());
+        Ok(self.register(now, Mapping::new(region), sizes, MountKind::Shm, protocol, location))
     }
+
     /// Unmounts `ids` (distinct) with grace `grace`. Returns, per id, whether it succeeded.
     pub fn unmount(&self, now: Instant, family: UnmountFamily, ids: &[Uuid], grace: Duration) -> Vec<bool> {
-        let _ = (now, family, ids, grace);
-        todo!()
+        let now = self.ns(now);
+        let grace = u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX);
+        self.with_write(|inner| {
+            let now = inner.tick(now);
+            let out = inner.unmount(now, family, ids, grace);
+            inner.arm_eviction(now);
+            out
+        })
     }
+
     /// Allocate, write and complete in one step (`PUT /api/put`, chunked `PUT /api/put/{key}`).
+    ///
+    /// The write is invisible until it completes (no "write in progress" is observable).
+    /// Should its segment be unmounted while a large value is copied, it is retried.
     pub fn put(&self, now: Instant, key: &str, value: &[u8]) -> Result<(), PutError> {
-        let _ = (now, key, value);
-        todo!()
+        debug_assert!(!value.is_empty(), "empty values are rejected by the caller");
+        if value.is_empty() {
+            return Err(PutError::InsufficientStorage);
+        }
+        let len = value.len() as u64;
+        let now = self.ns(now);
+        if value.len() <= SMALL_PUT {
+            return self.with_write(|inner| {
+                let now = inner.tick(now);
+                let nv = inner.begin_value(now, key, len, false)?;
+                // SAFETY: a fresh allocation of `len` bytes inside the mapping; nothing
+                // else can reach it before `complete` (we hold the write lock).
+                unsafe { nv.mapping.write(nv.map_off, value) };
+                inner.complete(now, nv.vid).expect("cannot be aborted under the lock");
+                Ok(())
+            });
+        }
+        loop {
+            let nv = self.with_write(|inner| {
+                let now = inner.tick(now);
+                inner.begin_value(now, key, len, false)
+            })?;
+            // SAFETY: a fresh allocation of `len` bytes that only this call touches until it
+            // completes or aborts; `nv.mapping` keeps the memory alive.
+            unsafe { nv.mapping.write(nv.map_off, value) };
+            let done = self.with_write(|inner| {
+                let now = inner.tick(now);
+                let r = inner.complete(now, nv.vid);
+                if r.is_err() {
+                    inner.abort(nv.vid, false);
+                }
+                r
+            });
+            if done.is_ok() {
+                return Ok(());
+            }
+        }
     }
+
     /// Starts a write of `len` bytes (len ≥ 1) that stays in progress until completed.
     pub fn begin_write(self: &Arc<Self>, now: Instant, key: &str, len: u64) -> Result<WriteHandle, PutError> {
-        let _ = (now, key, len);
-        todo!()
+        debug_assert!(len > 0, "empty values are rejected by the caller");
+        if len == 0 {
+            return Err(PutError::InsufficientStorage);
+        }
+        let now = self.ns(now);
+        let nv = self.with_write(|inner| {
+            let now = inner.tick(now);
+            let nv = inner.begin_value(now, key, len, true);
+            inner.arm_eviction(now);
+            nv
+        })?;
+        Ok(WriteHandle {
+            store: self.clone(),
+            vid: nv.vid,
+            seg: nv.seg,
+            mapping: nv.mapping,
+            map_off: nv.map_off,
+            len,
+            written: 0,
+            value: nv.shared,
+            finished: false,
+        })
     }
+
     /// The current complete value of `key`; grants a lease when `grant_lease`.
     pub fn get(self: &Arc<Self>, now: Instant, key: &str, grant_lease: bool) -> Option<ValueRead> {
-        let _ = (now, key, grant_lease);
-        todo!()
+        let inner = self.read();
+        let (vid, v) = inner.current(key)?;
+        let loc = *v.replicas.first()?;
+        let seg = inner.segments.get(&loc.seg)?;
+        debug_assert!(seg.is_live());
+        v.shared.reads.fetch_add(1, Ordering::SeqCst);
+        seg.shared.reads.fetch_add(1, Ordering::SeqCst);
+        if grant_lease && self.lease_ttl_ns > 0 {
+            v.shared.lease.fetch_max(self.ns(now).saturating_add(self.lease_ttl_ns), Ordering::SeqCst);
+        }
+        Some(ValueRead {
+            store: self.clone(),
+            mapping: seg.mapping.clone(),
+            map_off: seg.map_off + loc.off,
+            len: v.len,
+            vid,
+            seg: loc.seg,
+            value: v.shared.clone(),
+            seg_shared: seg.shared.clone(),
+        })
     }
+
     /// True when `key` has a complete current value.
     pub fn exists(&self, key: &str) -> bool {
-        let _ = key;
-        todo!()
+        self.read().current(key).is_some()
     }
+
     /// `DELETE /api/remove/{key}`.
     pub fn remove(&self, now: Instant, key: &str) -> Result<(), RemoveError> {
-        let _ = (now, key);
-        todo!()
+        let now = self.ns(now);
+        self.with_write(|inner| {
+            let now = inner.tick(now);
+            let r = inner.remove_key(now, key);
+            inner.arm_eviction(now);
+            r
+        })
     }
+
     /// `DELETE /api/remove_all`: returns the number removed.
     pub fn remove_all(&self, now: Instant) -> u64 {
-        let _ = now;
-        todo!()
+        let now = self.ns(now);
+        self.with_write(|inner| {
+            let now = inner.tick(now);
+            let n = inner.remove_all(now);
+            inner.arm_eviction(now);
+            n
+        })
     }
+
     /// Replicas of the current complete value (read-only: no lease).
     pub fn query_key(&self, key: &str) -> Result<Vec<Replica>, QueryError> {
-        let _ = key;
-        todo!()
+        let inner = self.read();
+        let obj = inner.objects.get(key).ok_or(QueryError::NotFound)?;
+        let Some((_, v)) = inner.current(key) else {
+            return Err(if obj.writes.is_empty() { QueryError::NotFound } else { QueryError::NotReady });
+        };
+        Ok(v.replicas
+            .iter()
+            .filter_map(|loc| {
+                let seg = inner.segments.get(&loc.seg).filter(|s| s.is_live())?;
+                Some(Replica {
+                    endpoint: inner.node_name(seg.node).to_string(),
+                    address: seg.base_address() + loc.off,
+                    size: v.len,
+                    protocol: seg.protocol,
+                })
+            })
+            .collect())
     }
+
     /// Appends to `out` up to `limit` keys with a complete value that start with `prefix` and
     /// are byte-wise greater than `after`, ascending.
     pub fn list_keys(&self, prefix: &str, after: Option<&str>, limit: usize, out: &mut Vec<String>) {
-        let _ = (prefix, after, limit, out);
-        todo!()
+        if limit == 0 {
+            return;
+        }
+        let inner = self.read();
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        let mut n = 0;
+        for (key, obj) in inner.objects.range::<str, _>((start, Bound::Unbounded)) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if obj.current.is_some() {
+                out.push(key.to_string());
+                n += 1;
+                if n == limit {
+                    break;
+                }
+            }
+        }
     }
+
     /// Every segment record, sorted by name then id string (SPEC §4.8).
     pub fn segments(&self) -> Vec<SegmentInfo> {
-        todo!()
+        self.read().segment_infos()
     }
+
     /// Distinct names of nodes with a MOUNTED segment, sorted.
     pub fn mounted_node_names(&self) -> Vec<String> {
-        todo!()
+        self.read().mounted_node_names()
     }
+
     /// (used, capacity) over the MOUNTED segments named `name`, or None if there is none.
     pub fn query_segment(&self, name: &str) -> Option<(u64, u64)> {
-        let _ = name;
-        todo!()
+        self.read().query_segment(name)
     }
+
     /// Current gauges.
     pub fn gauges(&self) -> Gauges {
-        todo!()
+        self.read().gauges()
     }
+
     /// Current store-kept counters.
     pub fn counters(&self) -> StoreCounters {
-        todo!()
+        self.read().counters
     }
+
     /// The next deadline (grace period end, periodic eviction check, lease expiry of a retired value).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        self.read().next_deadline().map(|ns| self.instant(ns))
     }
+
     /// Runs every transition that is due at `now`.
     pub fn handle_timeout(&self, now: Instant) {
-        let _ = now;
-        todo!()
+        let now = self.ns(now);
+        if self.read().next_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        self.with_write(|inner| {
+            let now = inner.tick(now);
+            inner.handle_timeout(now);
+        });
     }
 }

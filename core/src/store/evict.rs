@@ -1,0 +1,192 @@
+//! Allocation and eviction (SPEC §8.2 step 1, §8.6).
+//!
+//! - **Candidates**: complete current values with no unexpired lease, whose key has no
+//!   visible write in progress, with a replica on a MOUNTED segment; ordered by
+//!   `(lease_timeout, completion order)`. A never-read value's lease deadline is its
+//!   completion time.
+//! - **Watermark pass** after each completed write while `used > H`, evicting the first
+//!   `min(N, ceil(N × max(r, used − H + r)))` candidates; also on a periodic check
+//!   every 10 ms while `used > H` and candidates exist.
+//! - **Allocation-failure passes** (`r > 0`) of `min(N, ceil(N × r))` candidates until the
+//!   allocation fits or no candidate remains.
+//!
+//! The periodic check is armed cheaply (`used > H` is O(segments)) after every mutation;
+//! when it runs and finds neither a candidate nor a leased value that will become one, it
+//! disarms until the next mutation. So `poll_timeout` may report one check that turns out
+//! to have nothing to do, never a stream of them.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::object::{ValueId, ValueState};
+use super::state::{Inner, EVICTION_PERIOD_NS};
+use super::PutError;
+
+/// An eviction candidate.
+struct Candidate {
+    lease: u64,
+    seq: u64,
+    key: Arc<str>,
+    vid: ValueId,
+}
+
+impl Inner {
+    /// `master_allocated_bytes / master_total_capacity_bytes`, 0 when the capacity is 0.
+    pub(super) fn used_ratio(&self) -> f64 {
+        let (allocated, capacity) = self.totals();
+        if capacity == 0 {
+            0.0
+        } else {
+            allocated as f64 / capacity as f64
+        }
+    }
+
+    fn above_watermark(&self) -> bool {
+        self.used_ratio() > self.params.high_watermark
+    }
+
+    /// Complete values of keys without a visible write, with a replica on a MOUNTED
+    /// segment. Returns (candidates at `now` sorted, earliest lease of the leased ones).
+    fn candidates(&self, now: u64) -> (Vec<Candidate>, Option<u64>) {
+        let mut out = Vec::new();
+        let mut next_lease: Option<u64> = None;
+        for (key, obj) in &self.objects {
+            if !obj.writes.is_empty() {
+                continue;
+            }
+            let Some(vid) = obj.current else { continue };
+            let Some(v) = self.values.get(&vid) else {
+                continue;
+            };
+            debug_assert_eq!(v.state, ValueState::Complete);
+            if !v.replicas.iter().any(|l| self.segments.get(&l.seg).is_some_and(|s| s.is_mounted())) {
+                continue;
+            }
+            let lease = v.shared.lease.load(Ordering::SeqCst);
+            if lease > now {
+                next_lease = Some(next_lease.map_or(lease, |n| n.min(lease)));
+                continue;
+            }
+            out.push(Candidate { lease, seq: v.seq, key: key.clone(), vid });
+        }
+        out.sort_unstable_by_key(|c| (c.lease, c.seq));
+        (out, next_lease)
+    }
+
+    /// One pass evicting the first `k` candidates; updates the counters.
+    fn eviction_pass(&mut self, now: u64, cands: &[Candidate], k: usize) {
+        let mut keys = 0;
+        let mut bytes = 0;
+        for c in &cands[..k.min(cands.len())] {
+            let len = self.values.get(&c.vid).map_or(0, |v| v.len);
+            self.objects.remove(&c.key);
+            self.retire(c.vid, now, false);
+            keys += 1;
+            bytes += len;
+        }
+        let ctr = &mut self.counters;
+        ctr.attempted_evictions += 1;
+        if keys > 0 {
+            ctr.successful_evictions += 1;
+        }
+        ctr.evicted_keys += keys;
+        ctr.evicted_bytes += bytes;
+        log::debug!("eviction pass: {keys} values, {bytes} bytes");
+    }
+
+    /// `min(N, ceil(N × f))`.
+    fn share(n: usize, f: f64) -> usize {
+        let k = (n as f64 * f).ceil();
+        if k >= n as f64 {
+            n
+        } else if k > 0.0 {
+            k as usize
+        } else {
+            0
+        }
+    }
+
+    /// The watermark pass (SPEC §8.6): runs if `used > H`, evicting
+    /// `min(N, ceil(N × max(r, used − H + r)))` candidates.
+    pub(super) fn watermark_pass(&mut self, now: u64) {
+        let used = self.used_ratio();
+        let (h, r) = (self.params.high_watermark, self.params.eviction_ratio);
+        if used > h {
+            let (cands, _) = self.candidates(now);
+            let f = r.max(used - h + r);
+            let k = Self::share(cands.len(), f);
+            self.eviction_pass(now, &cands, k);
+        }
+        self.arm_eviction(now);
+    }
+
+    /// The periodic check: a watermark pass if `used > H` and a candidate exists; then the
+    /// next check is scheduled (10 ms later while candidates remain, at the earliest lease
+    /// expiry if only leased values are left, none otherwise).
+    pub(super) fn periodic_eviction(&mut self, now: u64) {
+        self.evict_at = None;
+        if !self.above_watermark() {
+            return;
+        }
+        let (cands, _) = self.candidates(now);
+        if !cands.is_empty() {
+            let used = self.used_ratio();
+            let (h, r) = (self.params.high_watermark, self.params.eviction_ratio);
+            let k = Self::share(cands.len(), r.max(used - h + r));
+            self.eviction_pass(now, &cands, k);
+            if !self.above_watermark() {
+                return;
+            }
+        }
+        let (cands, next_lease) = self.candidates(now);
+        let next = now + EVICTION_PERIOD_NS;
+        self.evict_at = if !cands.is_empty() { Some(next) } else { next_lease.map(|l| l.max(next)) };
+    }
+
+    /// After a mutation: arms the periodic check if `used > H` and it is not armed,
+    /// disarms it if `used ≤ H`.
+    pub(super) fn arm_eviction(&mut self, now: u64) {
+        if !self.above_watermark() {
+            self.evict_at = None;
+        } else if self.evict_at.is_none() {
+            self.evict_at = Some(now + EVICTION_PERIOD_NS);
+        }
+    }
+
+    /// Takes `len` bytes on the MOUNTED segment with the tightest fit (SPEC §8.2 step 1).
+    fn try_place(&mut self, len: u64) -> Option<(Uuid, u64)> {
+        let (_, id) = self
+            .segments
+            .values()
+            .filter(|s| s.is_mounted())
+            .filter_map(|s| Some((s.allocator()?.best_fit(len)?, s.id)))
+            .min()?;
+        let off = self.segments.get_mut(&id)?.mounted_allocator_mut()?.alloc(len)?;
+        Some((id, off))
+    }
+
+    /// Allocation with eviction on failure (SPEC §8.2 step 1, §8.6).
+    pub(super) fn allocate_space(&mut self, now: u64, len: u64) -> Result<(Uuid, u64), PutError> {
+        let largest = self.segments.values().filter(|s| s.is_mounted()).map(|s| s.size).max();
+        if largest.is_none_or(|l| len > l) {
+            return Err(PutError::InsufficientStorage);
+        }
+        loop {
+            if let Some(place) = self.try_place(len) {
+                return Ok(place);
+            }
+            let r = self.params.eviction_ratio;
+            if r.is_nan() || r <= 0.0 {
+                return Err(PutError::InsufficientStorage);
+            }
+            let (cands, _) = self.candidates(now);
+            if cands.is_empty() {
+                return Err(PutError::InsufficientStorage);
+            }
+            let k = Self::share(cands.len(), r).max(1);
+            self.eviction_pass(now, &cands, k);
+        }
+    }
+}

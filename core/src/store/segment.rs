@@ -1,0 +1,240 @@
+//! Segments: memory mappings, registration-size splitting (SPEC §5.5) and the segment
+//! lifecycle (SPEC §7) as an enum state machine.
+//!
+//! ```text
+//!   mount ──► Mounted { alloc }
+//!               │  unmount g > 0                 unmount g = 0
+//!               ▼                                      │
+//!   GracefullyUnmounting { alloc, deadline } ──────────┤  deadline reached, or a later
+//!      (a later unmount: deadline = min(old, now + g)) │  unmount with g = 0
+//!                                                      ▼
+//!                                   Unmounting  (allocator dropped: replicas gone,
+//!                                      │         writes aborted; used = 0)
+//!                                      │  no read in flight (at once if none)
+//!                                      ▼
+//!                         record removed; the mapping is unmapped when its
+//!                         last user (segment record or read in flight) goes
+//! ```
+//!
+//! The allocator lives inside the state, so only the states that own memory bookkeeping
+//! can allocate or free: an `Unmounting` segment has nothing left to free.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::alloc::Allocator;
+use super::object::ValueId;
+use super::{MountKind, SegmentStatus, UnmountFamily};
+use crate::config::Protocol;
+use crate::platform::Region;
+
+/// Index of a store node in `Inner::nodes`.
+pub(super) type NodeId = usize;
+
+/// The embedded store node (always alive).
+pub(super) const EMBEDDED: NodeId = 0;
+
+/// A store node: the owner of segments. Remote nodes (registered over RPC) can be added
+/// later with `alive` driven by heartbeats; the embedded node never expires.
+#[derive(Debug)]
+pub(super) struct Node {
+    pub(super) name: String,
+    pub(super) client_id: Uuid,
+    pub(super) alive: bool,
+}
+
+/// One platform mapping; several segments (chunks of one mount) may share it.
+/// The region is released when the last `Arc<Mapping>` goes: the last segment record
+/// using it is removed and no read or write in flight holds it.
+pub(super) struct Mapping {
+    region: Box<dyn Region>,
+}
+
+impl Mapping {
+    pub(super) fn new(region: Box<dyn Region>) -> Arc<Self> {
+        Arc::new(Self { region })
+    }
+
+    /// Address of the first byte.
+    pub(super) fn base(&self) -> u64 {
+        self.region.as_ptr() as u64
+    }
+
+    /// Copies `data` to `off`.
+    ///
+    /// # Safety
+    /// `[off, off + data.len())` must lie inside the region, and no other thread may read
+    /// or write that range during the call (it is an allocation owned by the caller).
+    pub(super) unsafe fn write(&self, off: u64, data: &[u8]) {
+        debug_assert!(off + data.len() as u64 <= self.region.len());
+        // SAFETY: in bounds and exclusively owned per this function's contract; the
+        // source is a distinct Rust slice, so the ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.region.as_ptr().add(off as usize), data.len()) }
+    }
+
+    /// Fills `len` bytes at `off` with zeros. Same contract as [`Mapping::write`].
+    pub(super) unsafe fn zero(&self, off: u64, len: u64) {
+        debug_assert!(off + len <= self.region.len());
+        // SAFETY: in bounds and exclusively owned per this function's contract.
+        unsafe { std::ptr::write_bytes(self.region.as_ptr().add(off as usize), 0, len as usize) }
+    }
+
+    /// Borrows `len` bytes at `off`.
+    ///
+    /// # Safety
+    /// `[off, off + len)` must lie inside the region and must not be written by this
+    /// process while the slice lives (a complete value: its range is not freed while a
+    /// read is in flight). For shared memory another process may still write the bytes;
+    /// that is the documented contract of `/api/mount_shm` (SPEC §5.1).
+    pub(super) unsafe fn bytes(&self, off: u64, len: u64) -> &[u8] {
+        debug_assert!(off + len <= self.region.len());
+        // SAFETY: in bounds, and the memory lives as long as `self` per the contract above.
+        unsafe { std::slice::from_raw_parts(self.region.as_ptr().add(off as usize), len as usize) }
+    }
+}
+
+/// Lifecycle state of a segment.
+#[derive(Debug)]
+pub(super) enum SegState {
+    /// Allocatable and readable.
+    Mounted { alloc: Allocator },
+    /// Readable, not allocatable, until `deadline` (ns since the store epoch).
+    GracefullyUnmounting { alloc: Allocator, deadline: u64 },
+    /// Replicas dropped; waiting for the reads in flight to end.
+    Unmounting,
+}
+
+/// The part of a segment that reads in flight touch without the store lock.
+#[derive(Debug, Default)]
+pub(super) struct SegShared {
+    /// Reads in flight on values of this segment.
+    pub(super) reads: AtomicU64,
+    /// Set (under the write lock) when the segment becomes UNMOUNTING.
+    pub(super) unmounting: AtomicBool,
+}
+
+/// One segment record.
+pub(super) struct Segment {
+    pub(super) id: Uuid,
+    pub(super) node: NodeId,
+    pub(super) kind: MountKind,
+    pub(super) protocol: Protocol,
+    /// Stored, reported nowhere (SPEC §3).
+    #[allow(dead_code)]
+    pub(super) location: String,
+    pub(super) mapping: Arc<Mapping>,
+    /// Offset of the segment's first byte inside `mapping`.
+    pub(super) map_off: u64,
+    pub(super) size: u64,
+    pub(super) state: SegState,
+    pub(super) shared: Arc<SegShared>,
+    /// Values with a replica (or a write in progress) on this segment.
+    pub(super) values: BTreeSet<ValueId>,
+}
+
+impl Segment {
+    pub(super) fn status(&self) -> SegmentStatus {
+        match self.state {
+            SegState::Mounted { .. } => SegmentStatus::Mounted,
+            SegState::GracefullyUnmounting { .. } => SegmentStatus::GracefullyUnmounting,
+            SegState::Unmounting => SegmentStatus::Unmounting,
+        }
+    }
+
+    pub(super) fn is_mounted(&self) -> bool {
+        matches!(self.state, SegState::Mounted { .. })
+    }
+
+    /// MOUNTED or GRACEFULLY_UNMOUNTING: counted in capacity, replicas readable.
+    pub(super) fn is_live(&self) -> bool {
+        !matches!(self.state, SegState::Unmounting)
+    }
+
+    /// Bytes occupied by values (0 when UNMOUNTING).
+    pub(super) fn used(&self) -> u64 {
+        self.allocator().map_or(0, Allocator::used)
+    }
+
+    pub(super) fn allocator(&self) -> Option<&Allocator> {
+        match &self.state {
+            SegState::Mounted { alloc } | SegState::GracefullyUnmounting { alloc, .. } => Some(alloc),
+            SegState::Unmounting => None,
+        }
+    }
+
+    pub(super) fn allocator_mut(&mut self) -> Option<&mut Allocator> {
+        match &mut self.state {
+            SegState::Mounted { alloc } | SegState::GracefullyUnmounting { alloc, .. } => Some(alloc),
+            SegState::Unmounting => None,
+        }
+    }
+
+    /// The allocator, only while MOUNTED (new allocations).
+    pub(super) fn mounted_allocator_mut(&mut self) -> Option<&mut Allocator> {
+        match &mut self.state {
+            SegState::Mounted { alloc } => Some(alloc),
+            _ => None,
+        }
+    }
+
+    /// The grace deadline, while GRACEFULLY_UNMOUNTING.
+    pub(super) fn deadline(&self) -> Option<u64> {
+        match self.state {
+            SegState::GracefullyUnmounting { deadline, .. } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// Address of the first byte in the owning process.
+    pub(super) fn base_address(&self) -> u64 {
+        self.mapping.base() + self.map_off
+    }
+
+    /// Whether `family`'s unmount endpoint may unmount this segment (SPEC §5.2, §5.4).
+    pub(super) fn accepts(&self, family: UnmountFamily) -> bool {
+        match family {
+            UnmountFamily::Anonymous => {
+                matches!(self.kind, MountKind::Anonymous | MountKind::Startup)
+            }
+            UnmountFamily::Shm => self.kind == MountKind::Shm,
+        }
+    }
+
+    /// MOUNTED → GRACEFULLY_UNMOUNTING, or a GRACEFULLY_UNMOUNTING deadline moved earlier.
+    /// Returns false when the segment is already UNMOUNTING (nothing to do).
+    pub(super) fn set_grace(&mut self, new_deadline: u64) -> bool {
+        let state = std::mem::replace(&mut self.state, SegState::Unmounting);
+        self.state = match state {
+            SegState::Mounted { alloc } => SegState::GracefullyUnmounting { alloc, deadline: new_deadline },
+            SegState::GracefullyUnmounting { alloc, deadline } => {
+                SegState::GracefullyUnmounting { alloc, deadline: deadline.min(new_deadline) }
+            }
+            SegState::Unmounting => return false,
+        };
+        true
+    }
+}
+
+/// Splits a mount of `total` bytes into chunks per SPEC §5.5 (limit 0 = unlimited).
+pub(super) fn split_chunks(total: u64, limit: u64, align: u64) -> Vec<u64> {
+    if total == 0 {
+        return Vec::new();
+    }
+    if limit == 0 || total <= limit {
+        return vec![total];
+    }
+    let align = align.max(1);
+    let aligned_limit = align.max(limit / align * align);
+    let mut chunks = Vec::new();
+    let mut remaining = total;
+    while remaining > 0 {
+        let n = remaining.div_ceil(aligned_limit);
+        let chunk = remaining.min(remaining.div_ceil(n).div_ceil(align).saturating_mul(align));
+        chunks.push(chunk);
+        remaining -= chunk;
+    }
+    chunks
+}

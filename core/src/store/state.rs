@@ -1,0 +1,277 @@
+//! The metadata behind the store's lock: nodes, segments, objects, values, deadlines and
+//! counters. Times are nanoseconds since the store's epoch (the `now` given to
+//! `Store::new`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::alloc::Allocator;
+use super::object::{Object, Value, ValueId};
+use super::segment::{Mapping, Node, NodeId, SegShared, SegState, Segment, EMBEDDED};
+use super::{Gauges, MountKind, NodeGauge, SegmentInfo, StoreCounters, UnmountFamily};
+use crate::config::Protocol;
+
+/// The knobs the metadata needs.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Params {
+    /// `--eviction-high-watermark-ratio`.
+    pub(super) high_watermark: f64,
+    /// `--eviction-ratio`.
+    pub(super) eviction_ratio: f64,
+}
+
+/// Period of the eviction check while above the watermark (SPEC §8.6).
+pub(super) const EVICTION_PERIOD_NS: u64 = 10_000_000;
+
+/// Everything behind `Store::inner`.
+pub(super) struct Inner {
+    pub(super) params: Params,
+    pub(super) nodes: Vec<Node>,
+    pub(super) segments: BTreeMap<Uuid, Segment>,
+    pub(super) objects: BTreeMap<Arc<str>, Object>,
+    pub(super) values: HashMap<ValueId, Value>,
+    /// Retired values waiting for their lease to expire: (lease deadline, value).
+    pub(super) pending: BTreeSet<(u64, ValueId)>,
+    /// Next periodic eviction check, while armed.
+    pub(super) evict_at: Option<u64>,
+    pub(super) counters: StoreCounters,
+    pub(super) next_value: ValueId,
+    pub(super) next_seq: u64,
+    /// Latest `now` seen by a mutation (for mutations that have no clock: drops).
+    pub(super) last_now: u64,
+    /// Mappings of removed segments, dropped after the lock is released.
+    pub(super) garbage: Vec<Arc<Mapping>>,
+}
+
+/// A new segment to register.
+pub(super) struct NewSegment {
+    pub(super) id: Uuid,
+    pub(super) map_off: u64,
+    pub(super) size: u64,
+}
+
+impl Inner {
+    pub(super) fn new(params: Params, node_name: String, client_id: Uuid) -> Self {
+        Self {
+            params,
+            nodes: vec![Node { name: node_name, client_id, alive: true }],
+            segments: BTreeMap::new(),
+            objects: BTreeMap::new(),
+            values: HashMap::new(),
+            pending: BTreeSet::new(),
+            evict_at: None,
+            counters: StoreCounters::default(),
+            next_value: 1,
+            next_seq: 1,
+            last_now: 0,
+            garbage: Vec::new(),
+        }
+    }
+
+    /// Records `now` (monotonic: never goes back).
+    pub(super) fn tick(&mut self, now: u64) -> u64 {
+        self.last_now = self.last_now.max(now);
+        now
+    }
+
+    /// Registers the chunks of one mapping as MOUNTED segments of the embedded node.
+    pub(super) fn add_segments(
+        &mut self,
+        mapping: &Arc<Mapping>,
+        chunks: Vec<NewSegment>,
+        kind: MountKind,
+        protocol: Protocol,
+        location: &str,
+    ) {
+        for c in chunks {
+            let seg = Segment {
+                id: c.id,
+                node: EMBEDDED,
+                kind,
+                protocol,
+                location: location.to_string(),
+                mapping: mapping.clone(),
+                map_off: c.map_off,
+                size: c.size,
+                state: SegState::Mounted { alloc: Allocator::new(c.size) },
+                shared: Arc::new(SegShared::default()),
+                values: BTreeSet::new(),
+            };
+            self.segments.insert(c.id, seg);
+        }
+    }
+
+    /// Unmount request of the embedded node (SPEC §5.2, §5.4, §7).
+    pub(super) fn unmount(&mut self, now: u64, family: UnmountFamily, ids: &[Uuid], grace: u64) -> Vec<bool> {
+        let deadline = now.saturating_add(grace);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(seg) = self.segments.get_mut(id) else {
+                out.push(false);
+                continue;
+            };
+            if seg.node != EMBEDDED || !seg.accepts(family) {
+                out.push(false);
+                continue;
+            }
+            out.push(true);
+            // UNMOUNTING already: nothing to do; otherwise start or shorten the grace period.
+            if seg.set_grace(deadline) && seg.deadline().is_some_and(|d| d <= now) {
+                self.begin_unmounting(now, *id);
+            }
+        }
+        out
+    }
+
+    /// Any state → UNMOUNTING: replicas dropped, writes aborted, the record removed at once
+    /// if no read is in flight (SPEC §7).
+    pub(super) fn begin_unmounting(&mut self, now: u64, id: Uuid) {
+        let Some(seg) = self.segments.get_mut(&id) else {
+            return;
+        };
+        if matches!(seg.state, SegState::Unmounting) {
+            return;
+        }
+        seg.state = SegState::Unmounting;
+        let values = std::mem::take(&mut seg.values);
+        log::debug!("segment {id} unmounting: {} values dropped", values.len());
+        for vid in values {
+            self.drop_replica(now, id, vid);
+        }
+        self.segment_read_ended(id, true);
+    }
+
+    /// Removes an UNMOUNTING segment's record if no read is in flight on it. `publish`:
+    /// the segment just became UNMOUNTING (set the flag readers check on drop).
+    pub(super) fn segment_read_ended(&mut self, id: Uuid, publish: bool) {
+        let Some(seg) = self.segments.get(&id) else {
+            return;
+        };
+        if !matches!(seg.state, SegState::Unmounting) {
+            return;
+        }
+        if publish {
+            // Pairs with the `fetch_sub` in `ValueRead::drop` (SeqCst on both sides).
+            seg.shared.unmounting.store(true, Ordering::SeqCst);
+        }
+        if seg.shared.reads.load(Ordering::SeqCst) == 0 {
+            let seg = self.segments.remove(&id).expect("present");
+            log::debug!("segment {id} removed");
+            self.garbage.push(seg.mapping);
+        }
+    }
+
+    /// Runs every transition due at `now`: grace deadlines, lease expiries of retired
+    /// values, the periodic eviction check.
+    pub(super) fn handle_timeout(&mut self, now: u64) {
+        let due: Vec<Uuid> =
+            self.segments.values().filter(|s| s.deadline().is_some_and(|d| d <= now)).map(|s| s.id).collect();
+        for id in due {
+            self.begin_unmounting(now, id);
+        }
+        while let Some(&(at, vid)) = self.pending.first() {
+            if at > now {
+                break;
+            }
+            self.mark_ready(vid);
+            // `mark_ready` removes the entry; make sure a stale one cannot loop.
+            self.pending.remove(&(at, vid));
+        }
+        if self.evict_at.is_some_and(|t| t <= now) {
+            self.periodic_eviction(now);
+        } else {
+            self.arm_eviction(now);
+        }
+    }
+
+    /// Earliest deadline (ns), if any.
+    pub(super) fn next_deadline(&self) -> Option<u64> {
+        let grace = self.segments.values().filter_map(Segment::deadline).min();
+        let lease = self.pending.first().map(|&(at, _)| at);
+        [grace, lease, self.evict_at].into_iter().flatten().min()
+    }
+
+    /// (allocated, capacity): used bytes over all segments, size of the live ones.
+    pub(super) fn totals(&self) -> (u64, u64) {
+        self.segments.values().fold((0, 0), |(a, c), s| (a + s.used(), c + if s.is_live() { s.size } else { 0 }))
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id]
+    }
+
+    pub(super) fn node_name(&self, id: NodeId) -> &str {
+        &self.node(id).name
+    }
+
+    /// Every segment record, sorted by node name then id string.
+    pub(super) fn segment_infos(&self) -> Vec<SegmentInfo> {
+        let mut out: Vec<SegmentInfo> = self
+            .segments
+            .values()
+            .map(|s| {
+                let node = self.node(s.node);
+                SegmentInfo {
+                    name: node.name.clone(),
+                    id: s.id,
+                    client_id: node.client_id,
+                    base_address: s.base_address(),
+                    size: s.size,
+                    protocol: s.protocol,
+                    status: s.status(),
+                    used: s.used(),
+                }
+            })
+            .collect();
+        // Uuid order is the order of its lower-case hex string.
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        out
+    }
+
+    pub(super) fn mounted_node_names(&self) -> Vec<String> {
+        let names: BTreeSet<&str> =
+            self.segments.values().filter(|s| s.is_mounted()).map(|s| self.node_name(s.node)).collect();
+        names.into_iter().map(str::to_string).collect()
+    }
+
+    pub(super) fn query_segment(&self, name: &str) -> Option<(u64, u64)> {
+        self.segments.values().filter(|s| s.is_mounted() && self.node_name(s.node) == name).fold(None, |acc, s| {
+            let (u, c) = acc.unwrap_or((0, 0));
+            Some((u + s.used(), c + s.size))
+        })
+    }
+
+    pub(super) fn gauges(&self) -> Gauges {
+        let (allocated_bytes, total_capacity_bytes) = self.totals();
+        let mut per_node: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        let mut g = Gauges {
+            key_count: self.objects.len() as u64,
+            allocated_bytes,
+            total_capacity_bytes,
+            active_clients: self.nodes.iter().filter(|n| n.alive).count() as u64,
+            ..Gauges::default()
+        };
+        for s in self.segments.values() {
+            g.segments_total += 1;
+            if s.is_mounted() {
+                g.segments_mounted += 1;
+            } else {
+                g.segments_unmounting += 1;
+            }
+            if s.is_live() {
+                let e = per_node.entry(self.node_name(s.node)).or_default();
+                e.0 += s.used();
+                e.1 += s.size;
+            }
+        }
+        g.nodes_mounted = self.mounted_node_names().len() as u64;
+        g.nodes = per_node
+            .into_iter()
+            .map(|(name, (allocated, capacity))| NodeGauge { name: name.to_string(), allocated, capacity })
+            .collect();
+        g
+    }
+}
