@@ -1,0 +1,314 @@
+//! The admin endpoints of SPEC §4 (and the POST form of `/batch_query_keys`, §6.1).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::http::{Body, BodyStream, Response, Route, CT_TEXT};
+use crate::store::{QueryError, Replica, Store};
+
+use super::error::ApiError;
+use super::json::{self, push_str, push_u64, Json};
+use super::metrics::size_human;
+use super::params::{self, query_param, validate_key};
+use super::Service;
+
+const NO_KEYS: &str = "No keys provided. Use ?keys=key1,key2,...";
+const HEALTH_JSON_OK: &[u8] =
+    br#"{"status":"ok","role":"leader","ha_state":"serving","service_ready":true,"leader_address":null,"view_version":null}"#;
+const HEALTH_JSON_DOWN: &[u8] =
+    br#"{"status":"unavailable","role":"leader","ha_state":"stopping","service_ready":false,"leader_address":null,"view_version":null}"#;
+
+/// Keys asked from the store per `/get_all_keys` chunk.
+const KEYS_PER_CHUNK: usize = 1000;
+
+/// `{"transport_endpoint_":..,"buffer_address_":..,"size_":..,"protocol_":..}` (SPEC §4.3).
+fn push_descriptor(out: &mut Vec<u8>, r: &Replica) {
+    out.extend_from_slice(b"{\"transport_endpoint_\":");
+    push_str(out, &r.endpoint);
+    out.extend_from_slice(b",\"buffer_address_\":");
+    push_u64(out, r.address);
+    out.extend_from_slice(b",\"size_\":");
+    push_u64(out, r.size);
+    out.extend_from_slice(b",\"protocol_\":\"");
+    out.extend_from_slice(r.protocol.as_str().as_bytes());
+    out.extend_from_slice(b"\"}");
+}
+
+impl Service {
+    /// `GET /health` (SPEC §4.9).
+    pub(super) fn health(&self, head: &crate::http::RequestHead) -> Response {
+        let down = self.master.is_shutting_down();
+        let status = if down { 503 } else { 200 };
+        if params::accepts_json(head) {
+            Response::json(Route::Health, status, if down { HEALTH_JSON_DOWN } else { HEALTH_JSON_OK })
+        } else {
+            let body: &[u8] = if down { b"UNAVAILABLE" } else { b"OK" };
+            Response::text(Route::Health, status, body)
+        }
+    }
+
+    /// `GET /query_key?key=K` (SPEC §4.3). Read-only: no lease, no counter.
+    pub(super) fn query_key(&self, head: &crate::http::RequestHead) -> Result<Response, ApiError> {
+        let raw = query_param(head.query.as_deref(), "key").ok_or(ApiError::invalid("Missing key query parameter"))?;
+        let key = validate_key(&raw)?;
+        let replicas = self.master.store.query_key(key).map_err(query_error)?;
+        let mut out = Vec::with_capacity(40 + replicas.len() * 128);
+        out.extend_from_slice(b"{\"success\":true,\"data\":[");
+        for (i, r) in replicas.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_descriptor(&mut out, r);
+        }
+        out.extend_from_slice(b"]}");
+        Ok(Response::json(Route::QueryKey, 200, out))
+    }
+
+    /// `GET /batch_query_keys?keys=k1,k2` (SPEC §4.4).
+    pub(super) fn batch_query_get(&self, head: &crate::http::RequestHead) -> Result<Response, ApiError> {
+        let raw = query_param(head.query.as_deref(), "keys").ok_or(ApiError::invalid(NO_KEYS))?;
+        let n = raw.iter().filter(|&&b| b == b',').count() + 1;
+        self.check_batch_len(n)?;
+        let items: Vec<&[u8]> = raw.split(|&b| b == b',').collect();
+        self.batch_query(&items)
+    }
+
+    /// `POST /batch_query_keys` with `{"keys":[...]}` (SPEC §6.1).
+    pub(super) fn batch_query_post(&self, body: &[u8]) -> Result<Response, ApiError> {
+        let doc = super::rest::parse_object(body)?;
+        let keys = match doc.member("keys") {
+            None => return Err(ApiError::invalid(NO_KEYS)),
+            Some(Json::Array(a)) if a.is_empty() => return Err(ApiError::invalid(NO_KEYS)),
+            Some(Json::Array(a)) => a,
+            Some(_) => return Err(ApiError::invalid("Invalid keys: must be an array of strings")),
+        };
+        let items = keys
+            .iter()
+            .map(|k| k.as_str().map(str::as_bytes))
+            .collect::<Option<Vec<&[u8]>>>()
+            .ok_or(ApiError::invalid("Invalid keys: must be an array of strings"))?;
+        self.check_batch_len(items.len())?;
+        self.batch_query(&items)
+    }
+
+    fn check_batch_len(&self, n: usize) -> Result<(), ApiError> {
+        let max = self.master.config.max_batch_keys;
+        if n > max {
+            return Err(ApiError::InvalidParams(format!("Too many keys: {n} exceeds the limit of {max}").into()));
+        }
+        Ok(())
+    }
+
+    /// The common part of both batch forms: key rules, de-duplication, lookups.
+    fn batch_query(&self, items: &[&[u8]]) -> Result<Response, ApiError> {
+        let keys = items.iter().map(|k| validate_key(k)).collect::<Result<Vec<&str>, _>>()?;
+        let mut seen = HashSet::with_capacity(if keys.len() > 8 { keys.len() } else { 0 });
+        let mut out = Vec::with_capacity(32 + keys.len() * 160);
+        out.extend_from_slice(b"{\"success\":true,\"data\":{");
+        let mut first = true;
+        for (i, key) in keys.iter().enumerate() {
+            let dup = if keys.len() > 8 { !seen.insert(*key) } else { keys[..i].contains(key) };
+            if dup {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            push_str(&mut out, key);
+            match self.master.store.query_key(key) {
+                Ok(replicas) => {
+                    out.extend_from_slice(b":{\"ok\":true,\"values\":[");
+                    for (j, r) in replicas.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(b"{\"transport_endpoint_\":");
+                        push_str(&mut out, &r.endpoint);
+                        out.extend_from_slice(b",\"buffer_descriptor\":");
+                        push_descriptor(&mut out, r);
+                        out.push(b'}');
+                    }
+                    out.extend_from_slice(b"]}");
+                }
+                Err(QueryError::NotFound) => out.extend_from_slice(br#":{"ok":false,"error":"OBJECT_NOT_FOUND"}"#),
+                Err(QueryError::NotReady) => out.extend_from_slice(br#":{"ok":false,"error":"REPLICA_IS_NOT_READY"}"#),
+            }
+        }
+        out.extend_from_slice(b"}}");
+        Ok(Response::json(Route::BatchQueryKeys, 200, out))
+    }
+
+    /// `GET /get_all_keys[?prefix=&after=&limit=]` (SPEC §4.5): a streamed body.
+    pub(super) fn get_all_keys(&self, head: &crate::http::RequestHead) -> Result<Response, ApiError> {
+        let q = head.query.as_deref();
+        let limit = match query_param(q, "limit") {
+            None => u64::MAX,
+            Some(raw) => params::parse_limit(&raw).ok_or(ApiError::invalid("Invalid limit parameter"))?,
+        };
+        let prefix = query_param(q, "prefix").map(|p| p.into_owned()).unwrap_or_default();
+        let after = query_param(q, "after").map(|a| a.into_owned());
+        let stream = KeyStream::new(self.master.store.clone(), prefix, after, limit);
+        Ok(Response {
+            status: 200,
+            content_type: Some(CT_TEXT),
+            headers: Vec::new(),
+            body: Body::Stream(Box::new(stream)),
+            close: false,
+            route: Route::GetAllKeys,
+        })
+    }
+
+    /// `GET /get_all_segments` (SPEC §4.6).
+    pub(super) fn get_all_segments(&self) -> Response {
+        let names = self.master.store.mounted_node_names();
+        let mut out = Vec::with_capacity(names.iter().map(|n| n.len() + 1).sum());
+        for n in &names {
+            out.extend_from_slice(n.as_bytes());
+            out.push(b'\n');
+        }
+        Response::text(Route::GetAllSegments, 200, out)
+    }
+
+    /// `GET /query_segment?segment=NAME` (SPEC §4.7).
+    pub(super) fn query_segment(&self, head: &crate::http::RequestHead) -> Result<Response, ApiError> {
+        let name = query_param(head.query.as_deref(), "segment")
+            .ok_or(ApiError::invalid("Missing segment query parameter"))?;
+        // Node names are text: a name that is not UTF-8 matches no segment.
+        let text = std::str::from_utf8(&name).map_err(|_| ApiError::SegmentNotFound)?;
+        let (used, cap) = self.master.store.query_segment(text).ok_or(ApiError::SegmentNotFound)?;
+        let mut out = Vec::with_capacity(name.len() + 64);
+        out.extend_from_slice(&name);
+        out.extend_from_slice(b"\nUsed(bytes): ");
+        push_u64(&mut out, used);
+        out.extend_from_slice(b"\nCapacity(bytes): ");
+        push_u64(&mut out, cap);
+        out.push(b'\n');
+        Ok(Response::text(Route::QuerySegment, 200, out))
+    }
+
+    /// `GET /get_segments_detail` (SPEC §4.8).
+    pub(super) fn get_segments_detail(&self) -> Response {
+        let segs = self.master.store.segments();
+        let mut out = Vec::with_capacity(48 + segs.len() * 420);
+        out.extend_from_slice(b"{\"total_segments\":");
+        push_u64(&mut out, segs.len() as u64);
+        out.extend_from_slice(b",\"segments\":[");
+        for (i, s) in segs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"segment_name\":");
+            push_str(&mut out, &s.name);
+            out.extend_from_slice(b",\"segment_id\":\"");
+            params::push_uuid(&mut out, s.id);
+            out.extend_from_slice(b"\",\"client_id\":\"");
+            params::push_uuid(&mut out, s.client_id);
+            out.extend_from_slice(format!("\",\"base_address\":\"0x{:x}\",\"size_bytes\":", s.base_address).as_bytes());
+            push_u64(&mut out, s.size);
+            out.extend_from_slice(b",\"size_human\":");
+            push_str(&mut out, &size_human(s.size));
+            out.extend_from_slice(b",\"te_endpoint\":");
+            push_str(&mut out, &s.name);
+            out.extend_from_slice(b",\"protocol\":\"");
+            out.extend_from_slice(s.protocol.as_str().as_bytes());
+            out.extend_from_slice(b"\",\"status\":\"");
+            out.extend_from_slice(s.status.as_str().as_bytes());
+            out.extend_from_slice(b"\",\"allocator_used_bytes\":");
+            push_u64(&mut out, s.used);
+            out.extend_from_slice(b",\"allocator_capacity_bytes\":");
+            push_u64(&mut out, s.size);
+            out.extend_from_slice(b",\"allocator_usage_percent\":");
+            let pct = if s.used == 0 || s.size == 0 { 0.0 } else { s.used as f64 * 100.0 / s.size as f64 };
+            json::push_f64(&mut out, pct);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+        Response::json(Route::GetSegmentsDetail, 200, out)
+    }
+}
+
+/// Maps a replica query failure.
+fn query_error(e: QueryError) -> ApiError {
+    match e {
+        QueryError::NotFound => ApiError::ObjectNotFound,
+        QueryError::NotReady => ApiError::ReplicaNotReady,
+    }
+}
+
+/// The body of `/get_all_keys`: pages through [`Store::list_keys`] lazily, one page per
+/// chunk, continuing after the last key seen (so a HEAD costs nothing).
+///
+/// `prefix` and `after` are byte strings; when they are not UTF-8 the store is asked with
+/// their longest valid UTF-8 prefix and the result is filtered here by bytes.
+pub(crate) struct KeyStream {
+    store: Arc<Store>,
+    prefix: Vec<u8>,
+    /// The UTF-8 part of `prefix` given to the store.
+    store_prefix: String,
+    /// Only keys strictly greater than this (bytes).
+    after: Option<Vec<u8>>,
+    /// Where the next store page starts (exclusive).
+    cursor: Option<String>,
+    remaining: u64,
+    page: Vec<String>,
+    done: bool,
+}
+
+/// The longest prefix of `b` that is valid UTF-8.
+fn utf8_prefix(b: &[u8]) -> &str {
+    match std::str::from_utf8(b) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&b[..e.valid_up_to()]).unwrap_or_default(),
+    }
+}
+
+impl KeyStream {
+    /// A stream of at most `limit` keys starting with `prefix`, strictly after `after`.
+    pub(crate) fn new(store: Arc<Store>, prefix: Vec<u8>, after: Option<Vec<u8>>, limit: u64) -> Self {
+        let store_prefix = utf8_prefix(&prefix).to_string();
+        // The store cursor starts at the UTF-8 part of `after`: every key > after is > it.
+        let cursor = after.as_deref().map(|a| utf8_prefix(a).to_string());
+        Self { store, prefix, store_prefix, after, cursor, remaining: limit, page: Vec::new(), done: limit == 0 }
+    }
+}
+
+impl BodyStream for KeyStream {
+    fn next_chunk(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.done {
+            return false;
+        }
+        let want = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(KEYS_PER_CHUNK);
+        self.page.clear();
+        self.store.list_keys(&self.store_prefix, self.cursor.as_deref(), want, &mut self.page);
+        let full = self.page.len() >= want;
+        for key in &self.page {
+            let k = key.as_bytes();
+            if !k.starts_with(&self.prefix) {
+                if k > self.prefix.as_slice() {
+                    // Sorted: no later key can start with the prefix.
+                    self.done = true;
+                    break;
+                }
+                continue;
+            }
+            if self.after.as_deref().is_some_and(|a| k <= a) {
+                continue;
+            }
+            out.extend_from_slice(k);
+            out.push(b'\n');
+            self.remaining -= 1;
+            if self.remaining == 0 {
+                self.done = true;
+                break;
+            }
+        }
+        if let Some(last) = self.page.pop() {
+            self.cursor = Some(last);
+        }
+        if !full {
+            self.done = true;
+        }
+        !self.done
+    }
+}

@@ -1,0 +1,184 @@
+//! Every error an endpoint can answer, and the one place that turns it into a status code and a
+//! body of the route's shape (SPEC §1.4 "Error body shapes", §10).
+
+use std::borrow::Cow;
+
+use crate::http::{Response, Route};
+
+use super::json;
+use super::router;
+
+/// An endpoint error. [`ApiError::into_response`] is the only mapping to HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ApiError {
+    /// Unknown path: 404 `not found` (always shape E3).
+    NotFound,
+    /// Known path, method not served: 405 with `Allow` (always shape E3).
+    MethodNotAllowed,
+    /// Any `Invalid ...`, `Missing ...`, `Malformed JSON body` ... message: 400, `-600`.
+    InvalidParams(Cow<'static, str>),
+    /// No complete value / no object record: 404, `-704`.
+    ObjectNotFound,
+    /// `/query_key`: first write still in progress: 404, `-703`.
+    ReplicaNotReady,
+    /// Remove of a key whose write is in progress: 409, `-703`.
+    BeingWritten,
+    /// Remove of a leased value: 409, `-706`.
+    HasLease,
+    /// No space even after eviction: 507, `-200`.
+    InsufficientStorage,
+    /// `/api/mount` allocation refused: 507, `-200`.
+    MountNoMemory,
+    /// `/dev/shm/<name>` missing: 404, `-1100`.
+    ShmNotFound(String),
+    /// The OS refused a mapping: 500, `-1`.
+    MountFailed(String),
+    /// Some unmount ids failed: 404, `-101`, with the ids as written.
+    UnmountFailed(Vec<String>),
+    /// A streamed write lost its segment: 503, connection closed.
+    WriteAborted,
+    /// `/query_segment` of a name with no MOUNTED segment: 404.
+    SegmentNotFound,
+}
+
+/// The body shapes of SPEC §1.4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// `{"success":false,"error_code":<int>,"error_message":"<text>"}`
+    Admin,
+    /// `{"success":false,"error":"<text>"}`
+    Batch,
+    /// `{"error":"<text>"}`
+    Rest,
+    /// The message as a plain-text body.
+    Plain,
+}
+
+impl Shape {
+    /// The error shape an endpoint uses.
+    pub(crate) fn of(route: Route) -> Shape {
+        match route {
+            Route::QueryKey => Shape::Admin,
+            Route::BatchQueryKeys => Shape::Batch,
+            Route::GetAllKeys | Route::QuerySegment | Route::Health => Shape::Plain,
+            _ => Shape::Rest,
+        }
+    }
+}
+
+impl ApiError {
+    /// A 400 with a fixed message.
+    pub(crate) fn invalid(msg: &'static str) -> Self {
+        ApiError::InvalidParams(Cow::Borrowed(msg))
+    }
+
+    /// HTTP status.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            ApiError::NotFound
+            | ApiError::ObjectNotFound
+            | ApiError::ReplicaNotReady
+            | ApiError::ShmNotFound(_)
+            | ApiError::UnmountFailed(_)
+            | ApiError::SegmentNotFound => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::InvalidParams(_) => 400,
+            ApiError::BeingWritten | ApiError::HasLease => 409,
+            ApiError::InsufficientStorage | ApiError::MountNoMemory => 507,
+            ApiError::MountFailed(_) => 500,
+            ApiError::WriteAborted => 503,
+        }
+    }
+
+    /// Upstream `ErrorCode` (SPEC §10).
+    pub(crate) fn code(&self) -> i32 {
+        match self {
+            ApiError::InvalidParams(_) | ApiError::NotFound | ApiError::MethodNotAllowed => -600,
+            ApiError::ObjectNotFound => -704,
+            ApiError::ReplicaNotReady | ApiError::BeingWritten => -703,
+            ApiError::HasLease => -706,
+            ApiError::InsufficientStorage | ApiError::MountNoMemory => -200,
+            ApiError::ShmNotFound(_) => -1100,
+            ApiError::MountFailed(_) | ApiError::WriteAborted => -1,
+            ApiError::UnmountFailed(_) | ApiError::SegmentNotFound => -101,
+        }
+    }
+
+    /// The message in shape `shape`: admin bodies carry the code name for object errors,
+    /// Store REST bodies their sentence.
+    pub(crate) fn message(&self, shape: Shape) -> Cow<'_, str> {
+        let admin = matches!(shape, Shape::Admin | Shape::Batch);
+        Cow::Borrowed(match self {
+            ApiError::NotFound => "not found",
+            ApiError::MethodNotAllowed => "method not allowed",
+            ApiError::InvalidParams(m) => m,
+            ApiError::ObjectNotFound if admin => "OBJECT_NOT_FOUND",
+            ApiError::ObjectNotFound => "Key not found",
+            ApiError::ReplicaNotReady => "REPLICA_IS_NOT_READY",
+            ApiError::BeingWritten => "Key is being written",
+            ApiError::HasLease => "Key has an active lease",
+            ApiError::InsufficientStorage => "Insufficient storage",
+            ApiError::MountNoMemory => "Allocate and mount failed: insufficient memory",
+            ApiError::ShmNotFound(name) => return Cow::Owned(format!("Shared memory object not found: {name}")),
+            ApiError::MountFailed(text) => return Cow::Owned(format!("Mount failed: {text}")),
+            ApiError::UnmountFailed(_) => "Unmount failed for one or more segments",
+            ApiError::WriteAborted => "Write aborted: segment unmounted",
+            ApiError::SegmentNotFound => "segment not found",
+        })
+    }
+
+    /// The response for this error on `route`.
+    pub(crate) fn into_response(self, route: Route) -> Response {
+        let status = self.status();
+        // Protocol-level errors use shape E3 whatever the route (SPEC §1.4).
+        let shape = match self {
+            ApiError::NotFound | ApiError::MethodNotAllowed => Shape::Rest,
+            _ => Shape::of(route),
+        };
+        let msg = self.message(shape);
+        let mut resp = match shape {
+            Shape::Plain => Response::text(route, status, msg.as_bytes()),
+            Shape::Rest => {
+                let mut body = json::error_body(&msg);
+                if let ApiError::UnmountFailed(ids) = &self {
+                    body.pop();
+                    body.extend_from_slice(b",\"failed_segment_ids\":[");
+                    for (i, id) in ids.iter().enumerate() {
+                        if i > 0 {
+                            body.push(b',');
+                        }
+                        json::push_str(&mut body, id);
+                    }
+                    body.extend_from_slice(b"]}");
+                }
+                Response::json(route, status, body)
+            }
+            Shape::Admin => {
+                let mut body = Vec::with_capacity(64 + msg.len());
+                body.extend_from_slice(b"{\"success\":false,\"error_code\":");
+                let code = self.code();
+                if code < 0 {
+                    body.push(b'-');
+                }
+                json::push_u64(&mut body, u64::from(code.unsigned_abs()));
+                body.extend_from_slice(b",\"error_message\":");
+                json::push_str(&mut body, &msg);
+                body.push(b'}');
+                Response::json(route, status, body)
+            }
+            Shape::Batch => {
+                let mut body = Vec::with_capacity(32 + msg.len());
+                body.extend_from_slice(b"{\"success\":false,\"error\":");
+                json::push_str(&mut body, &msg);
+                body.push(b'}');
+                Response::json(route, status, body)
+            }
+        };
+        match self {
+            ApiError::MethodNotAllowed => resp = resp.with_header("Allow", router::allow(route)),
+            ApiError::WriteAborted => resp.close = true,
+            _ => {}
+        }
+        resp
+    }
+}

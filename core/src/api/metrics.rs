@@ -1,0 +1,379 @@
+//! `/metrics` (Prometheus text 0.0.4, SPEC §9), `/metrics/summary` (SPEC §4.2) and the
+//! human-readable byte formats of SPEC §1.4. Pure functions over summed counters.
+
+use std::fmt::Write as _;
+
+use crate::http::Route;
+use crate::platform::ProcessSample;
+use crate::store::{Gauges, NodeGauge, StoreCounters};
+
+use super::json::push_u64;
+use super::stats::{Ctr, Snapshot, Totals, DURATION_BOUNDS_NS, DURATION_LABELS, NDUR, VALUE_BOUNDS};
+
+/// Everything one `/metrics` scrape prints.
+pub(crate) struct Scrape<'a> {
+    /// Store gauges.
+    pub(crate) gauges: &'a Gauges,
+    /// Store-kept counters.
+    pub(crate) store: &'a StoreCounters,
+    /// Summed worker counters.
+    pub(crate) totals: &'a Totals,
+    /// `http_connections_open`.
+    pub(crate) connections_open: u64,
+    /// `process_*`.
+    pub(crate) process: ProcessSample,
+}
+
+fn family(out: &mut Vec<u8>, name: &str, kind: &str, help: &str) {
+    out.extend_from_slice(b"# HELP ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(help.as_bytes());
+    out.extend_from_slice(b"\n# TYPE ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(kind.as_bytes());
+    out.push(b'\n');
+}
+
+fn scalar(out: &mut Vec<u8>, name: &str, kind: &str, help: &str, v: u64) {
+    family(out, name, kind, help);
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    push_u64(out, v);
+    out.push(b'\n');
+}
+
+/// Appends a label value with `\`, `"` and line feed escaped (SPEC §9).
+pub(crate) fn push_label_value(out: &mut Vec<u8>, v: &str) {
+    for &b in v.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Appends a nanosecond amount as seconds, exactly, without a decimal point when integral.
+fn push_seconds(out: &mut Vec<u8>, ns: u64) {
+    push_u64(out, ns / 1_000_000_000);
+    let frac = ns % 1_000_000_000;
+    if frac != 0 {
+        let digits = format!("{frac:09}");
+        out.push(b'.');
+        out.extend_from_slice(digits.trim_end_matches('0').as_bytes());
+    }
+}
+
+/// Appends a float sample: integers without decimal point, others in plain notation.
+fn push_float(out: &mut Vec<u8>, v: f64) {
+    use std::io::Write;
+    let v = if v.is_finite() { v } else { 0.0 };
+    let _ = write!(out, "{v}");
+}
+
+const COUNTERS: [(&str, &str); 22] = [
+    ("master_put_start_requests_total", "Total number of PutStart requests received"),
+    ("master_put_start_failures_total", "Total number of failed PutStart requests"),
+    ("master_put_end_requests_total", "Total number of PutEnd requests received"),
+    ("master_put_end_failures_total", "Total number of failed PutEnd requests"),
+    ("master_put_revoke_requests_total", "Total number of PutRevoke requests received"),
+    ("master_put_revoke_failures_total", "Total number of failed PutRevoke requests"),
+    ("master_get_replica_list_requests_total", "Total number of GetReplicaList requests received"),
+    ("master_get_replica_list_failures_total", "Total number of failed GetReplicaList requests"),
+    ("master_exist_key_requests_total", "Total number of ExistKey requests received"),
+    ("master_exist_key_failures_total", "Total number of failed ExistKey requests"),
+    ("master_remove_requests_total", "Total number of Remove requests received"),
+    ("master_remove_failures_total", "Total number of failed Remove requests"),
+    ("master_remove_all_requests_total", "Total number of Remove all requests received"),
+    ("master_remove_all_failures_total", "Total number of failed Remove all requests"),
+    ("master_mount_segment_requests_total", "Total number of segments mounted"),
+    ("master_mount_segment_failures_total", "Total number of failed MountSegment requests"),
+    ("master_unmount_segment_requests_total", "Total number of UnmountSegment requests received"),
+    ("master_unmount_segment_failures_total", "Total number of failed UnmountSegment requests"),
+    ("master_attempted_evictions_total", "Total number of attempted eviction operations"),
+    ("master_successful_evictions_total", "Total number of successful eviction operations"),
+    ("master_evicted_key_count", "Total number of keys evicted"),
+    ("master_evicted_size_bytes", "Total bytes of evicted objects"),
+];
+
+fn node_series(out: &mut Vec<u8>, name: &str, help: &str, g: &Gauges, pick: impl Fn(&NodeGauge) -> u64) {
+    family(out, name, "gauge", help);
+    for n in &g.nodes {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"{segment=\"");
+        push_label_value(out, &n.name);
+        out.extend_from_slice(b"\"} ");
+        push_u64(out, pick(n));
+        out.push(b'\n');
+    }
+}
+
+/// Renders every family of SPEC §9, in the order of its table.
+pub(crate) fn render_metrics(out: &mut Vec<u8>, s: &Scrape<'_>) {
+    let g = s.gauges;
+    let t = s.totals;
+    out.reserve(8192 + 160 * (g.nodes.len() * 2 + t.requests.len()) + 1800 * Route::ALL.len());
+
+    scalar(out, "master_key_count", "gauge", "Keys currently known to the master", g.key_count);
+    scalar(
+        out,
+        "master_allocated_bytes",
+        "gauge",
+        "Total memory bytes currently allocated across all segments",
+        g.allocated_bytes,
+    );
+    scalar(
+        out,
+        "master_total_capacity_bytes",
+        "gauge",
+        "Total memory capacity across all mounted segments",
+        g.total_capacity_bytes,
+    );
+    scalar(out, "master_active_clients", "gauge", "Total number of active clients", g.active_clients);
+    node_series(out, "segment_allocated_bytes", "Bytes allocated on the segments of one store node", g, |n| {
+        n.allocated
+    });
+    node_series(out, "segment_total_capacity_bytes", "Capacity of the segments of one store node", g, |n| n.capacity);
+
+    let values: [u64; 22] = [
+        t.ctr(Ctr::PutStart),
+        t.ctr(Ctr::PutStartFail),
+        t.ctr(Ctr::PutEnd),
+        0,
+        s.store.put_revokes,
+        0,
+        t.ctr(Ctr::GetReq),
+        t.ctr(Ctr::GetFail),
+        t.ctr(Ctr::ExistReq),
+        0,
+        t.ctr(Ctr::RemoveReq),
+        t.ctr(Ctr::RemoveFail),
+        t.ctr(Ctr::RemoveAllReq),
+        0,
+        t.ctr(Ctr::MountReq),
+        0,
+        t.ctr(Ctr::UnmountReq),
+        t.ctr(Ctr::UnmountFail),
+        s.store.attempted_evictions,
+        s.store.successful_evictions,
+        s.store.evicted_keys,
+        s.store.evicted_bytes,
+    ];
+    for ((name, help), v) in COUNTERS.iter().zip(values) {
+        scalar(out, name, "counter", help, v);
+    }
+
+    // master_value_size_bytes
+    family(out, "master_value_size_bytes", "histogram", "Distribution of object value sizes");
+    let mut cum = 0;
+    for (b, &n) in t.values.iter().enumerate() {
+        cum += n;
+        out.extend_from_slice(b"master_value_size_bytes_bucket{le=\"");
+        match VALUE_BOUNDS.get(b) {
+            Some(&bound) => {
+                push_u64(out, bound);
+                out.extend_from_slice(b".000000");
+            }
+            None => out.extend_from_slice(b"+Inf"),
+        }
+        out.extend_from_slice(b"\"} ");
+        push_u64(out, cum);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"master_value_size_bytes_sum ");
+    push_u64(out, t.value_sum);
+    out.extend_from_slice(b"\nmaster_value_size_bytes_count ");
+    push_u64(out, cum);
+    out.push(b'\n');
+
+    // http_requests_total
+    family(out, "http_requests_total", "counter", "HTTP responses sent");
+    for &(route, method, code, n) in &t.requests {
+        out.extend_from_slice(b"http_requests_total{route=\"");
+        out.extend_from_slice(route.as_str().as_bytes());
+        out.extend_from_slice(b"\",method=\"");
+        out.extend_from_slice(method.as_str().as_bytes());
+        out.extend_from_slice(b"\",code=\"");
+        push_u64(out, u64::from(code));
+        out.extend_from_slice(b"\"} ");
+        push_u64(out, n);
+        out.push(b'\n');
+    }
+
+    // http_request_duration_seconds
+    family(
+        out,
+        "http_request_duration_seconds",
+        "histogram",
+        "Time from a complete request head to the last response byte",
+    );
+    for route in Route::ALL {
+        let row = &t.durations[route.index()];
+        if row.iter().all(|&n| n == 0) {
+            continue;
+        }
+        let mut cum = 0;
+        for (b, &n) in row.iter().enumerate() {
+            cum += n;
+            out.extend_from_slice(b"http_request_duration_seconds_bucket{route=\"");
+            out.extend_from_slice(route.as_str().as_bytes());
+            out.extend_from_slice(b"\",le=\"");
+            out.extend_from_slice(DURATION_LABELS[b].as_bytes());
+            out.extend_from_slice(b"\"} ");
+            push_u64(out, cum);
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"http_request_duration_seconds_sum{route=\"");
+        out.extend_from_slice(route.as_str().as_bytes());
+        out.extend_from_slice(b"\"} ");
+        push_seconds(out, t.duration_sum_ns[route.index()]);
+        out.extend_from_slice(b"\nhttp_request_duration_seconds_count{route=\"");
+        out.extend_from_slice(route.as_str().as_bytes());
+        out.extend_from_slice(b"\"} ");
+        push_u64(out, cum);
+        out.push(b'\n');
+    }
+
+    scalar(out, "http_connections_open", "gauge", "Open client connections on all listeners", s.connections_open);
+    scalar(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes", s.process.resident_bytes);
+    family(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds");
+    out.extend_from_slice(b"process_cpu_seconds_total ");
+    push_float(out, s.process.cpu_seconds);
+    out.push(b'\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Human-readable sizes (SPEC §1.4).
+
+/// `size_human` of `/get_segments_detail`: `16 GiB`, `1.5 KiB`, `11 B`, `1024 MiB`.
+pub(crate) fn size_human(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut i = 0;
+    while i + 1 < UNITS.len() && n >> (10 * (i + 1)) > 0 {
+        i += 1;
+    }
+    let v = n as f64 / (1u64 << (10 * i)) as f64;
+    let mut s = format!("{v:.2}");
+    let trimmed = s.trim_end_matches('0').trim_end_matches('.').len();
+    s.truncate(trimmed);
+    s.push(' ');
+    s.push_str(UNITS[i]);
+    s
+}
+
+/// Byte amounts of `/metrics/summary`: `1023 B`, `1.50 KB`, `1.00 MB` (at most `TB`).
+pub(crate) fn summary_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut i = 1;
+    while i + 1 < UNITS.len() && n >> (10 * (i + 1)) > 0 {
+        i += 1;
+    }
+    format!("{:.2} {}", n as f64 / (1u64 << (10 * i)) as f64, UNITS[i])
+}
+
+// ---------------------------------------------------------------------------------------------
+// /metrics/summary (SPEC §4.2).
+
+/// The q-quantile (`num/den`) of non-cumulative duration buckets, as printed: `0.25 ms`,
+/// `>10000.00 ms`, or `n/a` without observations.
+pub(crate) fn latency_quantile(buckets: &[u64; NDUR], num: u64, den: u64) -> String {
+    let n: u64 = buckets.iter().sum();
+    if n == 0 {
+        return "n/a".to_string();
+    }
+    // ceil(q × n) in exact integer arithmetic.
+    let target = (u128::from(n) * u128::from(num)).div_ceil(u128::from(den));
+    let mut cum = 0u128;
+    for (b, &c) in buckets.iter().enumerate() {
+        cum += u128::from(c);
+        if cum >= target {
+            return match DURATION_BOUNDS_NS.get(b) {
+                Some(&ns) => format!("{:.2} ms", ns as f64 / 1e6),
+                None => ">10000.00 ms".to_string(),
+            };
+        }
+    }
+    ">10000.00 ms".to_string()
+}
+
+/// Renders the eight lines of `/metrics/summary`. `now` holds the counters at the request,
+/// `base` those of the latest snapshot; `window` is the time between them in seconds.
+pub(crate) fn render_summary(
+    g: &Gauges,
+    store: &StoreCounters,
+    now: &Snapshot,
+    base: &Snapshot,
+    window: f64,
+) -> String {
+    let mut s = String::with_capacity(640);
+    let used = g.allocated_bytes;
+    let cap = g.total_capacity_bytes;
+    let _ = write!(s, "Mem Storage: {} / {}", summary_bytes(used), summary_bytes(cap));
+    if cap > 0 {
+        let _ = write!(s, " ({:.1}%)", used as f64 * 100.0 / cap as f64);
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Keys: {}", g.key_count);
+    let _ = writeln!(
+        s,
+        "Segments: {} (mounted: {}, unmounting: {}), nodes: {}",
+        g.segments_total, g.segments_mounted, g.segments_unmounting, g.nodes_mounted
+    );
+    let _ = writeln!(s, "Clients: {}", g.active_clients);
+
+    let rate = |delta: u64| {
+        if window > 0.0 {
+            delta as f64 / window
+        } else {
+            0.0
+        }
+    };
+    let _ = writeln!(
+        s,
+        "HTTP Requests (per sec, last {window:.2} s): total={:.2}, 4xx={:.2}, 5xx={:.2}",
+        rate(now.http_total.saturating_sub(base.http_total)),
+        rate(now.http_4xx.saturating_sub(base.http_4xx)),
+        rate(now.http_5xx.saturating_sub(base.http_5xx)),
+    );
+    let mut lat = [0u64; NDUR];
+    for (d, (a, b)) in lat.iter_mut().zip(now.latency.iter().zip(&base.latency)) {
+        *d = a.saturating_sub(*b);
+    }
+    let (p50, p99) = (latency_quantile(&lat, 1, 2), latency_quantile(&lat, 99, 100));
+    let _ = writeln!(s, "HTTP Latency (last {window:.2} s): p50={p50}, p99={p99}");
+
+    let delta = |c: Ctr| now.ctr(c).saturating_sub(base.ctr(c));
+    let ok = |req: Ctr, fail: Option<Ctr>| delta(req).saturating_sub(fail.map_or(0, delta));
+    let _ = write!(
+        s,
+        "Store Ops (Success/Total per sec): Put={:.2}/{:.2}",
+        rate(delta(Ctr::PutEnd)),
+        rate(delta(Ctr::PutStart))
+    );
+    for (name, req, fail) in [
+        ("Get", Ctr::GetReq, Some(Ctr::GetFail)),
+        ("Exist", Ctr::ExistReq, None),
+        ("Remove", Ctr::RemoveReq, Some(Ctr::RemoveFail)),
+        ("RemoveAll", Ctr::RemoveAllReq, None),
+        ("Mount", Ctr::MountReq, None),
+        ("Unmount", Ctr::UnmountReq, Some(Ctr::UnmountFail)),
+    ] {
+        let _ = write!(s, ", {name}={:.2}/{:.2}", rate(ok(req, fail)), rate(delta(req)));
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Eviction: Success/Attempts={}/{}, keys={}, size={}",
+        store.successful_evictions,
+        store.attempted_evictions,
+        store.evicted_keys,
+        summary_bytes(store.evicted_bytes)
+    );
+    s
+}

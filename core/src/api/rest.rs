@@ -1,0 +1,330 @@
+//! The Store REST API (SPEC §3, §5, §6.2–§6.7).
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::config::Protocol;
+use crate::http::{Body, HeadDecision, RequestHead, Response, Route, CT_OCTET};
+use crate::store::{MountError, MountKind, MountOutcome, PutError, RemoveError, UnmountFamily, WriteHandle};
+use crate::time::Now;
+
+use super::error::ApiError;
+use super::json::{self, Json, UInt};
+use super::params::{parse_uuid, push_uuid};
+use super::stats::Ctr;
+use super::{path_key, Service, StreamState};
+
+/// Largest accepted `size` (2^62, SPEC §3).
+const MAX_SIZE: u64 = 1 << 62;
+/// Largest `grace_period_seconds` (SPEC §5.2).
+const MAX_GRACE: u64 = 86400;
+const SUCCESS: &[u8] = br#"{"status":"success"}"#;
+const INVALID_SIZE: &str = "Invalid size: must be an integer in [1, 4611686018427387904]";
+const INVALID_IDS: &str = "Invalid segment_ids: must be a string or an array of strings";
+
+/// Parses a JSON request body that must be an object (SPEC §3).
+pub(super) fn parse_object(body: &[u8]) -> Result<Json<'_>, ApiError> {
+    match json::parse(body) {
+        Err(_) => Err(ApiError::invalid("Malformed JSON body")),
+        Ok(v @ Json::Object(_)) => Ok(v),
+        Ok(_) => Err(ApiError::invalid("Request body must be a JSON object")),
+    }
+}
+
+/// `size`: required integer in `[1, 2^62]`.
+fn size_field(obj: &Json<'_>) -> Result<u64, ApiError> {
+    match obj.member("size").map(Json::as_uint) {
+        Some(UInt::Value(n)) if (1..=MAX_SIZE).contains(&n) => Ok(n),
+        _ => Err(ApiError::invalid(INVALID_SIZE)),
+    }
+}
+
+/// `location`: optional string, default `""`.
+fn location_field<'j>(obj: &'j Json<'_>) -> Result<&'j str, ApiError> {
+    match obj.member("location") {
+        None => Ok(""),
+        Some(v) => v.as_str().ok_or(ApiError::invalid("Invalid location: must be a string")),
+    }
+}
+
+/// `{"status":"success","segment_ids":[...]` (left open for more members).
+fn mount_body(out: &MountOutcome) -> Vec<u8> {
+    let mut body = Vec::with_capacity(40 + out.segment_ids.len() * 40 + 32);
+    body.extend_from_slice(br#"{"status":"success","segment_ids":["#);
+    for (i, id) in out.segment_ids.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.push(b'"');
+        push_uuid(&mut body, *id);
+        body.push(b'"');
+    }
+    body.push(b']');
+    body
+}
+
+impl Service {
+    /// `protocol`: optional `tcp` / `rdma`, default `--protocol`.
+    fn protocol_field(&self, obj: &Json<'_>) -> Result<Protocol, ApiError> {
+        match obj.member("protocol").map(|v| v.as_str()) {
+            None => Ok(self.master.config.protocol),
+            Some(Some("tcp")) => Ok(Protocol::Tcp),
+            Some(Some("rdma")) => Ok(Protocol::Rdma),
+            Some(_) => Err(ApiError::invalid("Invalid protocol: must be tcp or rdma")),
+        }
+    }
+
+    /// `POST /api/mount_shm` (SPEC §5.1).
+    pub(super) fn mount_shm(&self, now: Now, body: &[u8]) -> Result<Response, ApiError> {
+        let obj = parse_object(body)?;
+        let name = obj
+            .member("name")
+            .and_then(Json::as_str)
+            .ok_or(ApiError::invalid("Invalid name: must be a non-empty string"))?;
+        let name = name.strip_prefix('/').unwrap_or(name);
+        let rule = if name.is_empty() {
+            Some("Invalid name: must be a non-empty string")
+        } else if name.contains('/') {
+            Some("Invalid name: must not contain '/'")
+        } else if name == "." || name == ".." {
+            Some("Invalid name: must not be '.' or '..'")
+        } else if name.contains('\0') {
+            Some("Invalid name: must not contain NUL")
+        } else if name.len() > 255 {
+            Some("Invalid name: must be at most 255 bytes")
+        } else {
+            None
+        };
+        if let Some(msg) = rule {
+            return Err(ApiError::invalid(msg));
+        }
+        let size = size_field(&obj)?;
+        let page = self.master.platform.page_size().max(1);
+        let offset = match obj.member("offset").map(Json::as_uint) {
+            None => 0,
+            Some(UInt::Value(o)) if o % page == 0 => o,
+            Some(_) => {
+                return Err(ApiError::InvalidParams(
+                    format!("Invalid offset: must be a non-negative multiple of {page}").into(),
+                ))
+            }
+        };
+        let protocol = self.protocol_field(&obj)?;
+        let location = location_field(&obj)?;
+        let out =
+            self.master.store.mount_shm(now.mono, name, offset, size, protocol, location).map_err(|e| match e {
+                MountError::ShmNotFound => ApiError::ShmNotFound(name.to_string()),
+                MountError::NotRegularFile => ApiError::invalid("Invalid name: not a regular file"),
+                MountError::TooSmall(n) => ApiError::InvalidParams(
+                    format!("Invalid size: offset + size exceeds the object size of {n} bytes").into(),
+                ),
+                MountError::Os(text) => ApiError::MountFailed(text),
+                MountError::OutOfMemory => ApiError::MountFailed(e.to_string()),
+            })?;
+        self.stats.bump(Ctr::MountReq, out.segment_ids.len() as u64);
+        let mut body = mount_body(&out);
+        body.push(b'}');
+        Ok(Response::json(Route::MountShm, 200, body))
+    }
+
+    /// `POST /api/mount` (SPEC §5.3).
+    pub(super) fn mount(&self, now: Now, body: &[u8]) -> Result<Response, ApiError> {
+        let obj = parse_object(body)?;
+        let size = size_field(&obj)?;
+        let protocol = self.protocol_field(&obj)?;
+        let location = location_field(&obj)?;
+        let out = self.master.store.mount_anonymous(now.mono, MountKind::Anonymous, size, protocol, location).map_err(
+            |e| match e {
+                // Any refusal of an anonymous allocation is reported as lack of memory (SPEC §5.3).
+                MountError::OutOfMemory | MountError::Os(_) => ApiError::MountNoMemory,
+                other => ApiError::MountFailed(other.to_string()),
+            },
+        )?;
+        self.stats.bump(Ctr::MountReq, out.segment_ids.len() as u64);
+        let mut body = mount_body(&out);
+        body.extend_from_slice(b",\"allocated_size\":");
+        json::push_u64(&mut body, out.allocated_size);
+        body.push(b'}');
+        Ok(Response::json(Route::Mount, 200, body))
+    }
+
+    /// `POST /api/unmount_shm` and `POST /api/unmount` (SPEC §5.2, §5.4).
+    pub(super) fn unmount(&self, now: Now, body: &[u8], family: UnmountFamily) -> Result<Response, ApiError> {
+        let obj = parse_object(body)?;
+        let raw: Vec<&str> = match obj.member("segment_ids") {
+            None => return Err(ApiError::invalid("Missing segment_ids")),
+            Some(Json::Str(s)) if s.is_empty() => return Err(ApiError::invalid("Missing segment_ids")),
+            Some(Json::Str(s)) => vec![&**s],
+            Some(Json::Array(a)) if a.is_empty() => return Err(ApiError::invalid("Missing segment_ids")),
+            Some(Json::Array(a)) => {
+                a.iter().map(Json::as_str).collect::<Option<_>>().ok_or(ApiError::invalid(INVALID_IDS))?
+            }
+            Some(_) => return Err(ApiError::invalid(INVALID_IDS)),
+        };
+        let mut ids: Vec<(Uuid, &str)> = Vec::with_capacity(raw.len());
+        for s in &raw {
+            let id = parse_uuid(s)
+                .ok_or_else(|| ApiError::InvalidParams(format!("Invalid segment_ids: not a UUID: {s}").into()))?;
+            // Compared case-insensitively: a repeated id is processed once (first spelling kept).
+            if !ids.iter().any(|(seen, _)| *seen == id) {
+                ids.push((id, s));
+            }
+        }
+        let grace = match obj.member("grace_period_seconds").map(Json::as_uint) {
+            None => 0,
+            Some(UInt::Value(g)) if g <= MAX_GRACE => g,
+            Some(_) => return Err(ApiError::invalid("Invalid grace_period_seconds: must be an integer in [0, 86400]")),
+        };
+        let uuids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
+        let ok = self.master.store.unmount(now.mono, family, &uuids, Duration::from_secs(grace));
+        let failed: Vec<String> = ids
+            .iter()
+            .zip(ok.iter().chain(std::iter::repeat(&false)))
+            .filter(|(_, ok)| !**ok)
+            .map(|((_, s), _)| s.to_string())
+            .collect();
+        self.stats.bump(Ctr::UnmountReq, ids.len() as u64);
+        self.stats.bump(Ctr::UnmountFail, failed.len() as u64);
+        if failed.is_empty() {
+            let route = if family == UnmountFamily::Shm { Route::UnmountShm } else { Route::Unmount };
+            Ok(Response::json(route, 200, SUCCESS))
+        } else {
+            Err(ApiError::UnmountFailed(failed))
+        }
+    }
+
+    /// `PUT /api/put` with `{"key":..,"value":..}` (SPEC §6.2).
+    pub(super) fn put_json(&self, now: Now, body: &[u8]) -> Result<Response, ApiError> {
+        let obj = parse_object(body)?;
+        let (key, value) = match (obj.member("key"), obj.member("value")) {
+            (Some(k), Some(v)) if !matches!(k, Json::Str(s) if s.is_empty()) => (k, v),
+            _ => return Err(ApiError::invalid("Missing key or value")),
+        };
+        let key = key.as_str().ok_or(ApiError::invalid("Invalid key: must be a string"))?;
+        let value = value.as_str().ok_or(ApiError::invalid("Invalid value: must be a string"))?;
+        let key = super::params::validate_key(key.as_bytes())?;
+        self.store_value(now, key, value.as_bytes()).map(|mut r| {
+            r.route = Route::PutJson;
+            r
+        })
+    }
+
+    /// Validates the value and stores it in one step (JSON put, chunked raw put).
+    pub(super) fn store_value(&self, now: Now, key: &str, value: &[u8]) -> Result<Response, ApiError> {
+        if value.is_empty() {
+            return Err(ApiError::invalid("Invalid value: must not be empty"));
+        }
+        self.stats.bump(Ctr::PutStart, 1);
+        match self.master.store.put(now.mono, key, value) {
+            Ok(()) => {
+                self.stats.bump(Ctr::PutEnd, 1);
+                self.stats.observe_value(value.len() as u64);
+                Ok(Response::json(Route::PutRaw, 200, SUCCESS))
+            }
+            Err(PutError::InsufficientStorage) => {
+                self.stats.bump(Ctr::PutStartFail, 1);
+                Err(ApiError::InsufficientStorage)
+            }
+        }
+    }
+
+    /// `PUT /api/put/{key}` at the request head (SPEC §6.3): key rules, empty body, then —
+    /// with `Content-Length` — allocation before the body is read.
+    pub(super) fn put_raw_head(&self, now: Now, head: &RequestHead, raw_key: &str) -> HeadDecision<StreamState> {
+        let key = match path_key(raw_key) {
+            Ok(k) => k,
+            Err(e) => return HeadDecision::Respond(e.into_response(Route::PutRaw)),
+        };
+        if head.chunked {
+            return HeadDecision::Stream(StreamState::Collect(Vec::new()));
+        }
+        let len = match head.content_length {
+            Some(n) if n > 0 => n,
+            _ => {
+                return HeadDecision::Respond(
+                    ApiError::invalid("Invalid value: must not be empty").into_response(Route::PutRaw),
+                )
+            }
+        };
+        self.stats.bump(Ctr::PutStart, 1);
+        match self.master.store.begin_write(now.mono, &key, len) {
+            Ok(w) => HeadDecision::Stream(StreamState::Write(w)),
+            Err(PutError::InsufficientStorage) => {
+                self.stats.bump(Ctr::PutStartFail, 1);
+                let mut resp = ApiError::InsufficientStorage.into_response(Route::PutRaw);
+                resp.close = true;
+                HeadDecision::RespondNow(resp)
+            }
+        }
+    }
+
+    /// The last body byte of a streamed write arrived: the value becomes current.
+    pub(super) fn complete_write(&self, now: Now, w: WriteHandle) -> Result<Response, ApiError> {
+        let len = w.complete(now.mono).map_err(|_| ApiError::WriteAborted)?;
+        self.stats.bump(Ctr::PutEnd, 1);
+        self.stats.observe_value(len);
+        Ok(Response::json(Route::PutRaw, 200, SUCCESS))
+    }
+
+    /// `GET /api/get/{key}` (SPEC §6.4); HEAD answers the same without lease or counter.
+    pub(super) fn get(&self, now: Now, head: &RequestHead, raw_key: &str) -> Result<Response, ApiError> {
+        let key = path_key(raw_key)?;
+        let side_effects = head.method != crate::http::Method::Head;
+        if side_effects {
+            self.stats.bump(Ctr::GetReq, 1);
+        }
+        match self.master.store.get(now.mono, &key, side_effects) {
+            Some(v) => Ok(Response {
+                status: 200,
+                content_type: Some(CT_OCTET),
+                headers: Vec::new(),
+                body: Body::Value(Box::new(v)),
+                close: false,
+                route: Route::Get,
+            }),
+            None => {
+                if side_effects {
+                    self.stats.bump(Ctr::GetFail, 1);
+                }
+                Err(ApiError::ObjectNotFound)
+            }
+        }
+    }
+
+    /// `GET /api/exist/{key}` (SPEC §6.5).
+    pub(super) fn exist(&self, head: &RequestHead, raw_key: &str) -> Result<Response, ApiError> {
+        let key = path_key(raw_key)?;
+        if head.method != crate::http::Method::Head {
+            self.stats.bump(Ctr::ExistReq, 1);
+        }
+        let body: &[u8] = if self.master.store.exists(&key) { br#"{"exists":true}"# } else { br#"{"exists":false}"# };
+        Ok(Response::json(Route::Exist, 200, body))
+    }
+
+    /// `DELETE /api/remove/{key}` (SPEC §6.6).
+    pub(super) fn remove(&self, now: Now, raw_key: &str) -> Result<Response, ApiError> {
+        let key = path_key(raw_key)?;
+        self.stats.bump(Ctr::RemoveReq, 1);
+        self.master.store.remove(now.mono, &key).map_err(|e| {
+            self.stats.bump(Ctr::RemoveFail, 1);
+            match e {
+                RemoveError::NotFound => ApiError::ObjectNotFound,
+                RemoveError::Leased => ApiError::HasLease,
+                RemoveError::BeingWritten => ApiError::BeingWritten,
+            }
+        })?;
+        Ok(Response::json(Route::Remove, 200, SUCCESS))
+    }
+
+    /// `DELETE /api/remove_all` (SPEC §6.7).
+    pub(super) fn remove_all(&self, now: Now) -> Response {
+        self.stats.bump(Ctr::RemoveAllReq, 1);
+        let n = self.master.store.remove_all(now.mono);
+        let mut body = Vec::with_capacity(48);
+        body.extend_from_slice(br#"{"status":"success removed "#);
+        json::push_u64(&mut body, n);
+        body.extend_from_slice(br#" keys"}"#);
+        Response::json(Route::RemoveAll, 200, body)
+    }
+}

@@ -1,0 +1,105 @@
+//! The routing table (SPEC §2.3): exact, case-sensitive match on the raw path; `{key}` is one
+//! raw path segment.
+
+use crate::http::{Method, Route};
+
+use super::Listener;
+
+/// `Allow` of every method (`OPTIONS *`).
+pub(crate) const ALLOW_ALL: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+
+/// Maps a raw path to its route and the raw (undecoded) `{key}` segment (empty when the
+/// route has none). Unknown paths, and every `/api/*` path on the admin listener, give
+/// [`Route::Other`].
+pub(crate) fn route_of(path: &str, listener: Listener) -> (Route, &str) {
+    let route = match path {
+        "/metrics" => Route::Metrics,
+        "/metrics/summary" => Route::MetricsSummary,
+        "/health" => Route::Health,
+        "/query_key" => Route::QueryKey,
+        "/batch_query_keys" => Route::BatchQueryKeys,
+        "/get_all_keys" => Route::GetAllKeys,
+        "/get_all_segments" => Route::GetAllSegments,
+        "/query_segment" => Route::QuerySegment,
+        "/get_segments_detail" => Route::GetSegmentsDetail,
+        _ if listener == Listener::Admin => Route::Other,
+        "/api/mount_shm" => Route::MountShm,
+        "/api/unmount_shm" => Route::UnmountShm,
+        "/api/mount" => Route::Mount,
+        "/api/unmount" => Route::Unmount,
+        "/api/put" => Route::PutJson,
+        "/api/remove_all" => Route::RemoveAll,
+        _ => return keyed(path),
+    };
+    (route, "")
+}
+
+/// `/api/{get,exist,remove,put}/<segment>`.
+fn keyed(path: &str) -> (Route, &str) {
+    let Some(rest) = path.strip_prefix("/api/") else {
+        return (Route::Other, "");
+    };
+    let (route, key) = if let Some(k) = rest.strip_prefix("get/") {
+        (Route::Get, k)
+    } else if let Some(k) = rest.strip_prefix("exist/") {
+        (Route::Exist, k)
+    } else if let Some(k) = rest.strip_prefix("remove/") {
+        (Route::Remove, k)
+    } else if let Some(k) = rest.strip_prefix("put/") {
+        (Route::PutRaw, k)
+    } else {
+        return (Route::Other, "");
+    };
+    if key.contains('/') {
+        (Route::Other, "")
+    } else {
+        (route, key)
+    }
+}
+
+/// The `Allow` list of a known route (SPEC §2.3).
+pub(crate) fn allow(route: Route) -> &'static str {
+    match route {
+        Route::Metrics
+        | Route::MetricsSummary
+        | Route::Health
+        | Route::QueryKey
+        | Route::GetAllKeys
+        | Route::GetAllSegments
+        | Route::QuerySegment
+        | Route::GetSegmentsDetail
+        | Route::Get
+        | Route::Exist => "GET, HEAD, OPTIONS",
+        Route::BatchQueryKeys => "GET, HEAD, POST, OPTIONS",
+        Route::MountShm | Route::UnmountShm | Route::Mount | Route::Unmount => "POST, OPTIONS",
+        Route::PutJson | Route::PutRaw => "PUT, OPTIONS",
+        Route::Remove | Route::RemoveAll => "DELETE, OPTIONS",
+        Route::Other => ALLOW_ALL,
+    }
+}
+
+/// True when `method` is served on `route` (agrees with [`allow`]).
+pub(crate) fn allowed(route: Route, method: Method) -> bool {
+    use Route::*;
+    match method {
+        Method::Options => true,
+        Method::Get | Method::Head => matches!(
+            route,
+            Metrics
+                | MetricsSummary
+                | Health
+                | QueryKey
+                | BatchQueryKeys
+                | GetAllKeys
+                | GetAllSegments
+                | QuerySegment
+                | GetSegmentsDetail
+                | Get
+                | Exist
+        ),
+        Method::Post => matches!(route, BatchQueryKeys | MountShm | UnmountShm | Mount | Unmount),
+        Method::Put => matches!(route, PutJson | PutRaw),
+        Method::Delete => matches!(route, Remove | RemoveAll),
+        Method::Other => false,
+    }
+}
