@@ -120,6 +120,9 @@ fn run(args: Args) -> Result<(), Fatal> {
         }
     };
 
+    // Handlers first: a signal that arrives once the address is printed must shut down
+    // gracefully, not kill the process.
+    spawn_signal_thread(master.clone(), runtime.waker())?;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on http://{main_addr}");
@@ -134,7 +137,6 @@ fn run(args: Args) -> Result<(), Fatal> {
         args.runtime
     );
 
-    spawn_signal_thread(master.clone(), runtime.waker())?;
     runtime.join();
     log::info!("all connections closed; exiting");
     Ok(())

@@ -14,6 +14,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,6 +32,8 @@ const FIRST_CONN: usize = 3;
 /// How long a closing connection keeps draining unread input so the peer sees our last
 /// response instead of a reset.
 const LINGER: Duration = Duration::from_millis(500);
+/// While shutting down, how often an idle worker rechecks whether the process may exit.
+const SHUTDOWN_RECHECK: Duration = Duration::from_millis(20);
 
 /// The listeners of one worker thread.
 pub struct WorkerSockets {
@@ -106,6 +109,8 @@ struct Conn {
     read_closed: bool,
     /// Set once the core is done: we half-closed and drain input until this instant.
     linger_until: Option<Instant>,
+    /// Accepted after shutdown began: not an "idle connection at the signal" (SPEC §2.7).
+    after_shutdown: bool,
 }
 
 struct Worker {
@@ -150,10 +155,15 @@ impl Worker {
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            if self.shutdown_seen && self.open == 0 {
+            // Listeners stay open until no connection is open in the whole process
+            // (SPEC §2.7): an idle worker keeps accepting while another one drains.
+            if self.shutdown_seen && self.master.connections_open.load(Ordering::Relaxed) <= 0 {
                 return Ok(());
             }
-            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+            let mut timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+            if self.shutdown_seen {
+                timeout = Some(timeout.map_or(SHUTDOWN_RECHECK, |t| t.min(SHUTDOWN_RECHECK)));
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -171,7 +181,7 @@ impl Worker {
             if self.master.is_shutting_down() && !self.shutdown_seen {
                 self.shutdown_seen = true;
                 for i in 0..self.conns.len() {
-                    if let Some(c) = self.conns[i].as_mut() {
+                    if let Some(c) = self.conns[i].as_mut().filter(|c| !c.after_shutdown) {
                         let svc = if c.listener == Listener::Main { &mut self.main_svc } else { &mut self.admin_svc };
                         c.core.handle_shutdown(now, svc);
                         self.drive(now, i);
@@ -234,7 +244,9 @@ impl Worker {
             }
             let svc = if kind == Listener::Main { &self.main_svc } else { &self.admin_svc };
             let core = svc.new_connection(now);
-            self.conns[slot] = Some(Conn { sock, core, listener: kind, read_closed: false, linger_until: None });
+            let after_shutdown = self.master.is_shutting_down();
+            self.conns[slot] =
+                Some(Conn { sock, core, listener: kind, read_closed: false, linger_until: None, after_shutdown });
             self.open += 1;
         }
     }

@@ -30,6 +30,10 @@ pub(crate) const IN_HIGH: usize = 1024 * 1024;
 const IN_HARD: usize = 16 * 1024 * 1024;
 /// Initial capacity cap of a buffered body (it grows as bytes arrive).
 const BODY_PREALLOC: u64 = 64 * 1024;
+/// While a streamed body is in progress, its handler state is polled this often (with an
+/// empty chunk) so that a write aborted from elsewhere (its segment was unmounted, SPEC §6.3)
+/// is answered within 100 ms even when the client sends nothing more.
+pub(crate) const STREAM_POLL: Duration = Duration::from_millis(50);
 /// The interim response to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -131,6 +135,8 @@ pub struct Connection<S> {
     head_start: Option<Instant>,
     /// Last body byte (or head completion) of the body being received.
     body_last: Instant,
+    /// Last time a streamed body's handler state was polled for an abort (see [`STREAM_POLL`]).
+    stream_polled: Instant,
     /// Last write progress (or when output became pending).
     write_progress: Instant,
     /// Since when the connection has been idle (None while not idle).
@@ -161,6 +167,7 @@ impl<S> Connection<S> {
             shutdown: false,
             head_start: None,
             body_last: now.mono,
+            stream_polled: now.mono,
             write_progress: now.mono,
             idle_since: Some(now.mono),
             last_after_eof: false,
@@ -221,6 +228,22 @@ impl<S> Connection<S> {
                 drop(st); // aborts a streamed write
                 self.queue(now, &info, resp, true, h);
             }
+        } else if due(self.stream_poll_deadline()) {
+            self.stream_polled = now.mono;
+            let early = match &mut self.read {
+                ReadState::Body(st) => match &mut st.sink {
+                    Sink::Stream(state) => h.on_body(now, &st.head, state, &[]),
+                    _ => None,
+                },
+                ReadState::Head => None,
+            };
+            if let Some(resp) = early {
+                if let ReadState::Body(st) = std::mem::replace(&mut self.read, ReadState::Head) {
+                    let info = st.info;
+                    drop(st);
+                    self.queue(now, &info, resp, true, h);
+                }
+            }
         }
         self.after(now, h);
     }
@@ -261,10 +284,16 @@ impl<S> Connection<S> {
         if self.is_closed() {
             return None;
         }
-        [self.stall_deadline(), self.idle_deadline(), self.header_deadline(), self.body_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.stall_deadline(),
+            self.idle_deadline(),
+            self.header_deadline(),
+            self.body_deadline(),
+            self.stream_poll_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// False while enough output is queued that the caller should stop reading (backpressure).
@@ -585,6 +614,10 @@ impl<S> Connection<S> {
             connection,
         };
         self.out.push_with(|d| render_head(d, &parts));
+        // Counted when produced (SPEC §9): a scrape that follows this response on another
+        // connection, possibly on another worker, always sees it.
+        let duration = info.head_done.map_or(Duration::ZERO, |t| now.mono.saturating_duration_since(t));
+        h.on_response_sent(resp.route, info.method, resp.status, duration);
         let sent = Sent { route: resp.route, method: info.method, status: resp.status, head_done: info.head_done };
         match body {
             Body::Bytes(b) if !b.is_empty() => self.out.push_bytes(b, sent),
@@ -599,12 +632,9 @@ impl<S> Connection<S> {
         }
     }
 
-    /// Releases responses whose last byte was written (`on_response_sent`).
-    fn settle<H: Handler<Stream = S>>(&mut self, now: Now, h: &mut H) {
-        self.out.settle(|s| {
-            let duration = s.head_done.map_or(Duration::ZERO, |t| now.mono.saturating_duration_since(t));
-            h.on_response_sent(s.route, s.method, s.status, duration);
-        });
+    /// Drops fully written responses from the output queue.
+    fn settle<H: Handler<Stream = S>>(&mut self, _now: Now, _h: &mut H) {
+        self.out.settle(|_| {});
     }
 
     // ---- bookkeeping -----------------------------------------------------------------
@@ -675,8 +705,20 @@ impl<S> Connection<S> {
         self.head_start?.checked_add(self.limits.header_read_timeout)
     }
 
-    /// No body byte for the header-read timeout while a body is expected: 408.
+    /// Next poll of a streamed body's handler state for an abort ([`STREAM_POLL`]).
+    fn stream_poll_deadline(&self) -> Option<Instant> {
+        if self.read_done || self.closed {
+            return None;
+        }
+        match &self.read {
+            ReadState::Body(st) if matches!(st.sink, Sink::Stream(_)) => {
+                self.stream_polled.max(self.body_last).checked_add(STREAM_POLL)
+            }
+            _ => None,
+        }
+    }
 
+    /// No body byte for the header-read timeout while a body is expected: 408.
     fn body_deadline(&self) -> Option<Instant> {
         if self.read_done || self.closed || self.out.pending() > OUT_HIGH {
             return None;

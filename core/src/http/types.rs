@@ -336,7 +336,9 @@ pub trait Handler {
     /// framing, 413 on `Content-Length`, 417).
     fn on_head(&mut self, now: Now, head: &RequestHead) -> HeadDecision<Self::Stream>;
 
-    /// Body bytes of a streamed request. Returning a response ends the request early
+    /// Body bytes of a streamed request. The codec also calls it with an empty `chunk`
+    /// every 50 ms while the body is in progress, so that state changed from elsewhere (a
+    /// write aborted by an unmount) is noticed without more input. Returning a response ends the request early
     /// (e.g. `503 Write aborted: segment unmounted`); the connection is then closed.
     fn on_body(&mut self, now: Now, head: &RequestHead, stream: &mut Self::Stream, chunk: &[u8]) -> Option<Response>;
 
@@ -347,9 +349,9 @@ pub trait Handler {
     /// For HEAD the handler answers as for GET but without side effects; the codec drops the body.
     fn on_request(&mut self, now: Now, head: &RequestHead, body: &[u8]) -> Response;
 
-    /// The last byte of a final response was handed to the connection (metrics).
-    /// `duration` is measured from the complete request head (zero for responses to
-    /// requests whose head never completed).
+    /// A final response was produced and handed to the connection's output (metrics).
+    /// `duration` is measured from the complete request head to that moment (zero for
+    /// responses to requests whose head never completed).
     fn on_response_sent(&mut self, route: Route, method: Method, status: u16, duration: Duration);
 
     /// The service is shutting down: responses carry `Connection: close` (SPEC §2.7).

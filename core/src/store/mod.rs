@@ -516,7 +516,12 @@ impl Store {
         location: &str,
     ) -> Result<MountOutcome, MountError> {
         let align = self.mount_alignment;
-        let total = size.div_ceil(align).checked_mul(align).ok_or(MountError::OutOfMemory)?;
+        // `/api/mount` rounds up to the alignment; the start-up segment has exactly the
+        // configured size (SPEC §11), and only its splitting uses the alignment.
+        let total = match kind {
+            MountKind::Startup => size,
+            _ => size.div_ceil(align).checked_mul(align).ok_or(MountError::OutOfMemory)?,
+        };
         if total == 0 {
             return Ok(MountOutcome { segment_ids: Vec::new(), allocated_size: 0 });
         }
