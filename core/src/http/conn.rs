@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chunked::{ChunkDecoder, Event};
-use super::output::{Output, Sent};
+use super::output::Output;
 use super::parse::{check_request_line, method_hint, parse_head, HeadError, HeadScanner};
 use super::render::{render_head, status_has_no_body, ConnHeader, DateCache, Framing, HeadParts};
 use super::types::*;
@@ -274,7 +274,7 @@ impl<S> Connection<S> {
             self.out.advance(n);
             self.write_progress = now.mono;
         }
-        self.settle(now, h);
+        self.out.settle();
         self.after(now, h);
     }
 
@@ -618,23 +618,17 @@ impl<S> Connection<S> {
         // connection, possibly on another worker, always sees it.
         let duration = info.head_done.map_or(Duration::ZERO, |t| now.mono.saturating_duration_since(t));
         h.on_response_sent(resp.route, info.method, resp.status, duration);
-        let sent = Sent { route: resp.route, method: info.method, status: resp.status, head_done: info.head_done };
         match body {
-            Body::Bytes(b) if !b.is_empty() => self.out.push_bytes(b, sent),
-            Body::Value(v) if !v.bytes().is_empty() => self.out.push_value(v, sent),
-            Body::Stream(s) => self.out.push_stream(s, framing == Framing::Chunked, sent),
-            _ => self.out.push_end(sent),
+            Body::Bytes(b) if !b.is_empty() => self.out.push_bytes(b),
+            Body::Value(v) if !v.bytes().is_empty() => self.out.push_value(v),
+            Body::Stream(s) => self.out.push_stream(s, framing == Framing::Chunked),
+            _ => {}
         }
         if close {
             self.read_done = true;
             self.read = ReadState::Head;
             self.head_start = None;
         }
-    }
-
-    /// Drops fully written responses from the output queue.
-    fn settle<H: Handler<Stream = S>>(&mut self, _now: Now, _h: &mut H) {
-        self.out.settle(|_| {});
     }
 
     // ---- bookkeeping -----------------------------------------------------------------
@@ -647,7 +641,7 @@ impl<S> Connection<S> {
         }
         // Requests held back by backpressure may be processable now.
         self.process_buffered(now, h);
-        self.settle(now, h);
+        self.out.settle();
         if h.shutting_down() {
             self.shutdown = true;
         }

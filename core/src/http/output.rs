@@ -2,39 +2,24 @@
 //!
 //! Rendered heads and small bodies are appended to one buffer (so pipelined small responses
 //! go out in few writes); large owned bodies, segment-memory values and streams are kept as
-//! segments of their own and handed out without copying. Each final response carries a
-//! [`Sent`] record that is released once its last byte has been consumed.
+//! segments of their own and handed out without copying.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
-use super::types::{BodyStream, Method, Route, ValueBytes};
+use super::types::{BodyStream, ValueBytes};
 
 /// Owned bodies up to this size are copied behind their head; larger ones are queued as is.
 const COPY_BODY_MAX: usize = 16 * 1024;
 /// Room reserved in front of a stream piece for its chunk-size line (16 hex digits + CRLF).
 const CHUNK_PREFIX: usize = 18;
 
-/// A final response whose last byte is still queued (for `Handler::on_response_sent`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sent {
-    /// Route label.
-    pub route: Route,
-    /// Method label.
-    pub method: Method,
-    /// Status code.
-    pub status: u16,
-    /// When the request head completed (None: it never did).
-    pub head_done: Option<Instant>,
-}
-
 enum Seg {
-    /// Owned bytes. `marks` are responses that end at the given offset of `data`.
-    Buf { data: Vec<u8>, pos: usize, marks: VecDeque<(usize, Sent)>, appendable: bool },
+    /// Owned bytes.
+    Buf { data: Vec<u8>, pos: usize, appendable: bool },
     /// A value in segment memory.
-    Value { value: Box<dyn ValueBytes>, pos: usize, sent: Option<Sent> },
+    Value { value: Box<dyn ValueBytes>, pos: usize },
     /// A streamed body; `buf[pos..]` is the framed piece being written.
-    Stream { stream: Box<dyn BodyStream>, chunked: bool, buf: Vec<u8>, pos: usize, finished: bool, sent: Option<Sent> },
+    Stream { stream: Box<dyn BodyStream>, chunked: bool, buf: Vec<u8>, pos: usize, finished: bool },
 }
 
 impl Seg {
@@ -73,66 +58,44 @@ impl Output {
     }
 
     /// The appendable buffer at the back of the queue, created if needed.
-    fn tail(&mut self) -> (&mut Vec<u8>, &mut VecDeque<(usize, Sent)>) {
+    fn tail(&mut self) -> &mut Vec<u8> {
         if !matches!(self.segs.back(), Some(Seg::Buf { appendable: true, .. })) {
-            self.segs.push_back(Seg::Buf { data: Vec::new(), pos: 0, marks: VecDeque::new(), appendable: true });
+            self.segs.push_back(Seg::Buf { data: Vec::new(), pos: 0, appendable: true });
         }
         match self.segs.back_mut() {
-            Some(Seg::Buf { data, marks, .. }) => (data, marks),
+            Some(Seg::Buf { data, .. }) => data,
             _ => unreachable!("just pushed"),
         }
     }
 
     /// Appends bytes produced by `f` (a rendered head, `100 Continue`) to the tail buffer.
     pub fn push_with(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
-        let (data, _) = self.tail();
+        let data = self.tail();
         let before = data.len();
         f(data);
         let added = data.len() - before;
         self.pending += added;
     }
 
-    /// Marks the end of a response at the current end of the queue. Must follow a
-    /// non-empty `push_with` (a head is never empty).
-    pub fn push_end(&mut self, sent: Sent) {
-        let (data, marks) = self.tail();
-        let at = data.len();
-        marks.push_back((at, sent));
-    }
-
-    /// Queues an owned body, then the end of its response.
-    pub fn push_bytes(&mut self, body: Vec<u8>, sent: Sent) {
+    /// Queues an owned body.
+    pub fn push_bytes(&mut self, body: Vec<u8>) {
         if body.len() <= COPY_BODY_MAX {
             self.push_with(|d| d.extend_from_slice(&body));
-            self.push_end(sent);
         } else {
             self.pending += body.len();
-            let at = body.len();
-            self.segs.push_back(Seg::Buf {
-                data: body,
-                pos: 0,
-                marks: VecDeque::from([(at, sent)]),
-                appendable: false,
-            });
+            self.segs.push_back(Seg::Buf { data: body, pos: 0, appendable: false });
         }
     }
 
-    /// Queues a value (non-empty) from segment memory, then the end of its response.
-    pub fn push_value(&mut self, value: Box<dyn ValueBytes>, sent: Sent) {
+    /// Queues a value (non-empty) from segment memory.
+    pub fn push_value(&mut self, value: Box<dyn ValueBytes>) {
         self.pending += value.bytes().len();
-        self.segs.push_back(Seg::Value { value, pos: 0, sent: Some(sent) });
+        self.segs.push_back(Seg::Value { value, pos: 0 });
     }
 
-    /// Queues a streamed body, then the end of its response.
-    pub fn push_stream(&mut self, stream: Box<dyn BodyStream>, chunked: bool, sent: Sent) {
-        self.segs.push_back(Seg::Stream {
-            stream,
-            chunked,
-            buf: Vec::new(),
-            pos: 0,
-            finished: false,
-            sent: Some(sent),
-        });
+    /// Queues a streamed body.
+    pub fn push_stream(&mut self, stream: Box<dyn BodyStream>, chunked: bool) {
+        self.segs.push_back(Seg::Stream { stream, chunked, buf: Vec::new(), pos: 0, finished: false });
     }
 
     /// The next bytes to write, or None. Never returns an empty slice after [`Output::settle`].
@@ -152,31 +115,22 @@ impl Output {
         self.pending = self.pending.saturating_sub(n);
     }
 
-    /// Releases responses whose last byte has been written, drops finished segments and
-    /// pulls the next piece of a stream at the front, until the front has bytes to write
-    /// (or the queue is empty). `done` is called for each released response, in order.
-    pub fn settle(&mut self, mut done: impl FnMut(Sent)) {
+    /// Drops finished segments and pulls the next piece of a stream at the front, until
+    /// the front has bytes to write (or the queue is empty). A dropped value ends its read.
+    pub fn settle(&mut self) {
         while let Some(seg) = self.segs.front_mut() {
             match seg {
-                Seg::Buf { data, pos, marks, .. } => {
-                    while marks.front().is_some_and(|(at, _)| *at <= *pos) {
-                        if let Some((_, s)) = marks.pop_front() {
-                            done(s);
-                        }
-                    }
+                Seg::Buf { data, pos, .. } => {
                     if *pos < data.len() {
                         return;
                     }
                 }
-                Seg::Value { value, pos, sent } => {
+                Seg::Value { value, pos } => {
                     if *pos < value.bytes().len() {
                         return;
                     }
-                    if let Some(s) = sent.take() {
-                        done(s);
-                    }
                 }
-                Seg::Stream { stream, chunked, buf, pos, finished, sent } => {
+                Seg::Stream { stream, chunked, buf, pos, finished } => {
                     if *pos < buf.len() {
                         return;
                     }
@@ -186,9 +140,6 @@ impl Output {
                         *pos = start;
                         self.pending += buf.len() - start;
                         continue;
-                    }
-                    if let Some(s) = sent.take() {
-                        done(s);
                     }
                 }
             }
