@@ -208,7 +208,7 @@ pub(crate) fn render_metrics(out: &mut Vec<u8>, s: &Scrape<'_>) {
         out,
         "http_request_duration_seconds",
         "histogram",
-        "Time from a complete request head to the last response byte",
+        "Time from a complete request head to the response handed to the connection",
     );
     for route in Route::ALL {
         let row = &t.durations[route.index()];
