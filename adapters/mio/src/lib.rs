@@ -10,7 +10,8 @@
 //! deadline  -> Connection::handle_timeout, Master::handle_timeout
 //! waker     -> Master::is_shutting_down -> Connection::handle_shutdown
 //! ```
-//! Every HTTP decision is made by `mc_core`.
+//! Every HTTP decision is made by `mc_core`. The RPC listener (`--rpc-port`, see `rpc.rs`)
+//! is driven the same way with `mc_core::rpc::RpcConnection`.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -23,6 +24,8 @@ use mc_core::http::Connection;
 use mc_core::{Master, Now, Service};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+
+mod rpc;
 
 const MAIN: Token = Token(0);
 const ADMIN: Token = Token(1);
@@ -38,6 +41,8 @@ pub struct WorkerSockets {
     pub main: std::net::TcpListener,
     /// Admin listener (`--admin-port`), if any.
     pub admin: Option<std::net::TcpListener>,
+    /// Master RPC listener (`--rpc-port`), if any.
+    pub rpc: Option<std::net::TcpListener>,
 }
 
 /// Wakes every worker (used to announce shutdown).
@@ -119,11 +124,14 @@ struct Worker {
     open: usize,
     buf: Vec<u8>,
     shutdown_seen: bool,
+    /// The RPC listener and its connections (`rpc.rs`).
+    rpc: rpc::RpcSide,
 }
 
 impl Worker {
     fn new(master: Arc<Master>, poll: Poll, socks: WorkerSockets) -> io::Result<Self> {
         let stats = master.register_worker();
+        let rpc = rpc::RpcSide::new(&master, &stats, &poll, socks.rpc)?;
         let mut listeners = Vec::new();
         let mut main = TcpListener::from_std(socks.main);
         poll.registry().register(&mut main, MAIN, Interest::READABLE)?;
@@ -144,13 +152,14 @@ impl Worker {
             open: 0,
             buf: vec![0u8; 64 * 1024],
             shutdown_seen: false,
+            rpc,
         })
     }
 
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            if self.shutdown_seen && self.open == 0 {
+            if self.shutdown_seen && self.open == 0 && self.rpc.open() == 0 {
                 return Ok(());
             }
             let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
@@ -165,6 +174,7 @@ impl Worker {
                 match ev.token() {
                     WAKE => {}
                     t @ (MAIN | ADMIN) => self.accept(now, t),
+                    t if rpc::owns(t) => self.rpc_event(now, t),
                     Token(t) => self.drive(now, t - FIRST_CONN),
                 }
             }
@@ -177,6 +187,7 @@ impl Worker {
                         self.drive(now, i);
                     }
                 }
+                self.rpc_shutdown(now);
             }
             self.fire_timers(now);
         }
@@ -184,13 +195,14 @@ impl Worker {
 
     fn next_deadline(&self) -> Option<Instant> {
         let conns = self.conns.iter().flatten().filter_map(|c| c.linger_until.or_else(|| c.core.poll_timeout()));
-        conns.chain(self.master.poll_timeout()).min()
+        conns.chain(self.master.poll_timeout()).chain(self.rpc.next_deadline()).min()
     }
 
     fn fire_timers(&mut self, now: Now) {
         if self.master.poll_timeout().is_some_and(|d| d <= now.mono) {
             self.master.handle_timeout(now);
         }
+        self.rpc_timers(now);
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_mut() else { continue };
             match c.linger_until {

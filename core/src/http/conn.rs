@@ -676,7 +676,6 @@ impl<S> Connection<S> {
     }
 
     /// No body byte for the header-read timeout while a body is expected: 408.
-
     fn body_deadline(&self) -> Option<Instant> {
         if self.read_done || self.closed || self.out.pending() > OUT_HIGH {
             return None;
