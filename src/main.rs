@@ -75,6 +75,14 @@ fn run(args: Args) -> Result<(), Fatal> {
         ),
         None => None,
     };
+    // Master RPC listener (`--rpc-port`, reference/rpc/rpc-spec.md).
+    let rpc_addrs = match args.rpc_port {
+        RpcPort::Port(p) => Some(
+            net::bind_group(SocketAddr::new(args.host, p), threads)
+                .map_err(|e| Fatal(1, format!("cannot bind {}:{p}: {e}", args.host)))?,
+        ),
+        RpcPort::Off => None,
+    };
 
     let local_hostname = args.local_hostname.clone().or(file.local_hostname).unwrap_or_else(|| "127.0.0.1".to_string());
     let config = Config {
@@ -98,16 +106,17 @@ fn run(args: Args) -> Result<(), Fatal> {
             .mount_startup_segment(now(), startup)
             .map_err(|e| Fatal(1, format!("cannot allocate the start-up segment of {startup} bytes: {e}")))?;
     }
-    if args.rpc_port != RpcPort::Off {
-        log::warn!("the master RPC protocol is not served by this build; --rpc-port is ignored");
-    }
 
     let mut sockets: Vec<mc_mio::WorkerSockets> =
-        main_addrs.into_iter().map(|main| mc_mio::WorkerSockets { main, admin: None }).collect();
+        main_addrs.into_iter().map(|main| mc_mio::WorkerSockets { main, admin: None, rpc: None }).collect();
     if let Some(admins) = admin_addrs {
         for (s, a) in sockets.iter_mut().zip(admins) {
             s.admin = Some(a);
         }
+    }
+    let rpc_addr = rpc_addrs.as_ref().map(|r| r[0].local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
+    for (s, r) in sockets.iter_mut().zip(rpc_addrs.into_iter().flatten()) {
+        s.rpc = Some(r);
     }
     let admin_addr =
         sockets[0].admin.as_ref().map(|a| a.local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
@@ -128,6 +137,9 @@ fn run(args: Args) -> Result<(), Fatal> {
         let _ = writeln!(out, "listening on http://{main_addr}");
         if let Some(a) = admin_addr {
             let _ = writeln!(out, "admin listening on http://{a}");
+        }
+        if let Some(a) = rpc_addr {
+            let _ = writeln!(out, "rpc listening on {a}");
         }
         let _ = out.flush();
     }

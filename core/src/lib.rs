@@ -2,7 +2,8 @@
 //!
 //! Everything that decides what mc-master *does* lives here: the incremental HTTP/1.1
 //! codec ([`http`]), the router and endpoint handlers with their metrics ([`api`]), and the
-//! master state: segments, allocators, objects, leases, eviction ([`store`]).
+//! master state: segments, allocators, objects, leases, eviction ([`store`]), and upstream
+//! Mooncake's master RPC protocol, coro_rpc framing with struct_pack payloads ([`rpc`]).
 //!
 //! The core has no sockets, no threads, no clock reads and no runtime crates. Time comes in
 //! as a [`Now`]; bytes come in as `&[u8]`; responses go out as byte slices the caller writes;
@@ -60,6 +61,7 @@ pub mod api;
 pub mod config;
 pub mod http;
 pub mod platform;
+pub mod rpc;
 pub mod store;
 pub mod time;
 

@@ -10,7 +10,8 @@
 //! deadline  -> Connection::handle_timeout, Master::handle_timeout
 //! waker     -> Master::is_shutting_down -> Connection::handle_shutdown
 //! ```
-//! Every HTTP decision is made by `mc_core`.
+//! Every HTTP decision is made by `mc_core`. The RPC listener (`--rpc-port`, see `rpc.rs`)
+//! is driven the same way with `mc_core::rpc::RpcConnection`.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -24,6 +25,8 @@ use mc_core::http::Connection;
 use mc_core::{Master, Now, Service};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+
+mod rpc;
 
 const MAIN: Token = Token(0);
 const ADMIN: Token = Token(1);
@@ -41,6 +44,8 @@ pub struct WorkerSockets {
     pub main: std::net::TcpListener,
     /// Admin listener (`--admin-port`), if any.
     pub admin: Option<std::net::TcpListener>,
+    /// Master RPC listener (`--rpc-port`), if any.
+    pub rpc: Option<std::net::TcpListener>,
 }
 
 /// Wakes every worker (used to announce shutdown).
@@ -121,14 +126,16 @@ struct Worker {
     admin_svc: Service,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
-    open: usize,
     buf: Vec<u8>,
     shutdown_seen: bool,
+    /// The RPC listener and its connections (`rpc.rs`).
+    rpc: rpc::RpcSide,
 }
 
 impl Worker {
     fn new(master: Arc<Master>, poll: Poll, socks: WorkerSockets) -> io::Result<Self> {
         let stats = master.register_worker();
+        let rpc = rpc::RpcSide::new(&master, &stats, &poll, socks.rpc)?;
         let mut listeners = Vec::new();
         let mut main = TcpListener::from_std(socks.main);
         poll.registry().register(&mut main, MAIN, Interest::READABLE)?;
@@ -146,9 +153,9 @@ impl Worker {
             listeners,
             conns: Vec::new(),
             free: Vec::new(),
-            open: 0,
             buf: vec![0u8; 64 * 1024],
             shutdown_seen: false,
+            rpc,
         })
     }
 
@@ -157,7 +164,7 @@ impl Worker {
         loop {
             // Listeners stay open until no connection is open in the whole process
             // (SPEC §2.7): an idle worker keeps accepting while another one drains.
-            if self.shutdown_seen && self.master.connections_open.load(Ordering::Relaxed) <= 0 {
+            if self.shutdown_seen && self.master.connections_open.load(Ordering::Relaxed) <= 0 && self.rpc.open() == 0 {
                 return Ok(());
             }
             let mut timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
@@ -175,6 +182,7 @@ impl Worker {
                 match ev.token() {
                     WAKE => {}
                     t @ (MAIN | ADMIN) => self.accept(now, t),
+                    t if rpc::owns(t) => self.rpc_event(now, t),
                     Token(t) => self.drive(now, t - FIRST_CONN),
                 }
             }
@@ -187,6 +195,7 @@ impl Worker {
                         self.drive(now, i);
                     }
                 }
+                self.rpc_shutdown(now);
             }
             self.fire_timers(now);
         }
@@ -194,13 +203,14 @@ impl Worker {
 
     fn next_deadline(&self) -> Option<Instant> {
         let conns = self.conns.iter().flatten().filter_map(|c| c.linger_until.or_else(|| c.core.poll_timeout()));
-        conns.chain(self.master.poll_timeout()).min()
+        conns.chain(self.master.poll_timeout()).chain(self.rpc.next_deadline()).min()
     }
 
     fn fire_timers(&mut self, now: Now) {
         if self.master.poll_timeout().is_some_and(|d| d <= now.mono) {
             self.master.handle_timeout(now);
         }
+        self.rpc_timers(now);
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_mut() else { continue };
             match c.linger_until {
@@ -247,7 +257,6 @@ impl Worker {
             let after_shutdown = self.master.is_shutting_down();
             self.conns[slot] =
                 Some(Conn { sock, core, listener: kind, read_closed: false, linger_until: None, after_shutdown });
-            self.open += 1;
         }
     }
 
@@ -315,7 +324,6 @@ impl Worker {
         if let Some(mut c) = self.conns[i].take() {
             let _ = self.poll.registry().deregister(&mut c.sock);
             self.free.push(i);
-            self.open -= 1;
         }
     }
 }

@@ -209,7 +209,7 @@ impl Service {
             out.extend_from_slice(b",\"size_human\":");
             push_str(&mut out, &size_human(s.size));
             out.extend_from_slice(b",\"te_endpoint\":");
-            push_str(&mut out, &s.name);
+            push_str(&mut out, &s.te_endpoint);
             out.extend_from_slice(b",\"protocol\":\"");
             out.extend_from_slice(s.protocol.as_str().as_bytes());
             out.extend_from_slice(b"\",\"status\":\"");

@@ -154,7 +154,7 @@ pub(crate) fn render_metrics(out: &mut Vec<u8>, s: &Scrape<'_>) {
         t.ctr(Ctr::RemoveAllReq),
         0,
         t.ctr(Ctr::MountReq),
-        0,
+        t.ctr(Ctr::MountFail),
         t.ctr(Ctr::UnmountReq),
         t.ctr(Ctr::UnmountFail),
         s.store.attempted_evictions,

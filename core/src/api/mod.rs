@@ -22,6 +22,7 @@
 mod admin;
 mod error;
 mod json;
+mod metadata;
 mod metrics;
 mod params;
 mod rest;
@@ -42,8 +43,9 @@ use crate::store::{MountError, MountKind, Store, WriteHandle};
 use crate::time::Now;
 
 use error::ApiError;
+pub(crate) use stats::Ctr;
 pub use stats::WorkerStats;
-use stats::{Ctr, Snapshot, Totals};
+use stats::{Snapshot, Totals};
 
 /// Largest request head (SPEC §2.4).
 const MAX_HEAD: usize = 64 * 1024;
@@ -298,6 +300,7 @@ impl Service {
             Route::Exist => self.exist(head, key),
             Route::Remove => self.remove(now, key),
             Route::RemoveAll => Ok(self.remove_all(now)),
+            Route::Metadata => Ok(self.metadata(head, body)),
             Route::Other => Err(ApiError::NotFound),
         };
         result.unwrap_or_else(|e| e.into_response(route))

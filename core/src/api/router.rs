@@ -29,6 +29,7 @@ pub(crate) fn route_of(path: &str, listener: Listener) -> (Route, &str) {
         "/api/unmount" => Route::Unmount,
         "/api/put" => Route::PutJson,
         "/api/remove_all" => Route::RemoveAll,
+        "/metadata" => Route::Metadata,
         _ => return keyed(path),
     };
     (route, "")
@@ -74,6 +75,7 @@ pub(crate) fn allow(route: Route) -> &'static str {
         Route::MountShm | Route::UnmountShm | Route::Mount | Route::Unmount => "POST, OPTIONS",
         Route::PutJson | Route::PutRaw => "PUT, OPTIONS",
         Route::Remove | Route::RemoveAll => "DELETE, OPTIONS",
+        Route::Metadata => "GET, HEAD, PUT, DELETE, OPTIONS",
         Route::Other => ALLOW_ALL,
     }
 }
@@ -96,10 +98,11 @@ pub(crate) fn allowed(route: Route, method: Method) -> bool {
                 | GetSegmentsDetail
                 | Get
                 | Exist
+                | Metadata
         ),
         Method::Post => matches!(route, BatchQueryKeys | MountShm | UnmountShm | Mount | Unmount),
-        Method::Put => matches!(route, PutJson | PutRaw),
-        Method::Delete => matches!(route, Remove | RemoveAll),
+        Method::Put => matches!(route, PutJson | PutRaw | Metadata),
+        Method::Delete => matches!(route, Remove | RemoveAll | Metadata),
         Method::Other => false,
     }
 }

@@ -75,10 +75,12 @@ pub(crate) enum Ctr {
     UnmountReq,
     /// `master_unmount_segment_failures_total`
     UnmountFail,
+    /// `master_mount_segment_failures_total` (registrations refused over RPC)
+    MountFail,
 }
 
 /// Number of [`Ctr`] values.
-pub(crate) const NCTR: usize = Ctr::UnmountFail as usize + 1;
+pub(crate) const NCTR: usize = Ctr::MountFail as usize + 1;
 
 /// Adds `n` to a counter that has a single writer.
 #[inline]

@@ -110,13 +110,15 @@ pub enum Route {
     Remove,
     /// `/api/remove_all`
     RemoveAll,
+    /// `/metadata` (the transfer engine's HTTP metadata server, upstream-behavior §7)
+    Metadata,
     /// Unknown path, `OPTIONS *`, or a request rejected before routing (400, 408, 431, 505).
     Other,
 }
 
 impl Route {
     /// All routes, in metrics index order.
-    pub const ALL: [Route; 20] = [
+    pub const ALL: [Route; 21] = [
         Route::Metrics,
         Route::MetricsSummary,
         Route::Health,
@@ -136,6 +138,7 @@ impl Route {
         Route::Exist,
         Route::Remove,
         Route::RemoveAll,
+        Route::Metadata,
         Route::Other,
     ];
 
@@ -161,6 +164,7 @@ impl Route {
             Route::Exist => "/api/exist/{key}",
             Route::Remove => "/api/remove/{key}",
             Route::RemoveAll => "/api/remove_all",
+            Route::Metadata => "/metadata",
             Route::Other => "other",
         }
     }

@@ -24,6 +24,21 @@ use super::object::{ValueId, ValueState};
 use super::state::{Inner, EVICTION_PERIOD_NS};
 use super::PutError;
 
+/// Where a write may place replicas: a writer can only move bytes to memory it reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Placement {
+    /// REST writers: segments of this process (mapped memory).
+    Local,
+    /// RPC writers: segments of RPC clients (their transfer engines move the bytes).
+    Remote,
+}
+
+impl Placement {
+    fn admits(self, seg: &super::segment::Segment) -> bool {
+        seg.is_remote() == (self == Placement::Remote)
+    }
+}
+
 /// An eviction candidate.
 struct Candidate {
     lease: u64,
@@ -48,8 +63,9 @@ impl Inner {
     }
 
     /// Complete values of keys without a visible write, with a replica on a MOUNTED
-    /// segment. Returns (candidates at `now` sorted, earliest lease of the leased ones).
-    fn candidates(&self, now: u64) -> (Vec<Candidate>, Option<u64>) {
+    /// segment (of the `only` kind, if given). Returns (candidates at `now` sorted, earliest
+    /// lease of the leased ones).
+    fn candidates(&self, now: u64, only: Option<Placement>) -> (Vec<Candidate>, Option<u64>) {
         let mut out = Vec::new();
         let mut next_lease: Option<u64> = None;
         for (key, obj) in &self.objects {
@@ -61,7 +77,8 @@ impl Inner {
                 continue;
             };
             debug_assert_eq!(v.state, ValueState::Complete);
-            if !v.replicas.iter().any(|l| self.segments.get(&l.seg).is_some_and(|s| s.is_mounted())) {
+            let on = |s: &super::segment::Segment| s.is_mounted() && only.is_none_or(|p| p.admits(s));
+            if !v.replicas.iter().any(|l| self.segments.get(&l.seg).is_some_and(on)) {
                 continue;
             }
             let lease = v.shared.lease.load(Ordering::SeqCst);
@@ -114,7 +131,7 @@ impl Inner {
         let used = self.used_ratio();
         let (h, r) = (self.params.high_watermark, self.params.eviction_ratio);
         if used > h {
-            let (cands, _) = self.candidates(now);
+            let (cands, _) = self.candidates(now, None);
             let f = r.max(used - h + r);
             let k = Self::share(cands.len(), f);
             self.eviction_pass(now, &cands, k);
@@ -130,7 +147,7 @@ impl Inner {
         if !self.above_watermark() {
             return;
         }
-        let (cands, _) = self.candidates(now);
+        let (cands, _) = self.candidates(now, None);
         if !cands.is_empty() {
             let used = self.used_ratio();
             let (h, r) = (self.params.high_watermark, self.params.eviction_ratio);
@@ -140,7 +157,7 @@ impl Inner {
                 return;
             }
         }
-        let (cands, next_lease) = self.candidates(now);
+        let (cands, next_lease) = self.candidates(now, None);
         let next = now + EVICTION_PERIOD_NS;
         self.evict_at = if !cands.is_empty() { Some(next) } else { next_lease.map(|l| l.max(next)) };
     }
@@ -155,33 +172,40 @@ impl Inner {
         }
     }
 
-    /// Takes `len` bytes on the MOUNTED segment with the tightest fit (SPEC §8.2 step 1).
-    fn try_place(&mut self, len: u64) -> Option<(Uuid, u64)> {
+    /// Takes `len` bytes on the MOUNTED segment with the tightest fit (SPEC §8.2 step 1)
+    /// among those `place` admits and `pick` accepts.
+    pub(super) fn try_place(
+        &mut self,
+        len: u64,
+        place: Placement,
+        pick: &dyn Fn(&super::segment::Segment) -> bool,
+    ) -> Option<(Uuid, u64)> {
         let (_, id) = self
             .segments
             .values()
-            .filter(|s| s.is_mounted())
+            .filter(|s| s.is_mounted() && place.admits(s) && pick(s))
             .filter_map(|s| Some((s.allocator()?.best_fit(len)?, s.id)))
             .min()?;
         let off = self.segments.get_mut(&id)?.mounted_allocator_mut()?.alloc(len)?;
         Some((id, off))
     }
 
-    /// Allocation with eviction on failure (SPEC §8.2 step 1, §8.6).
-    pub(super) fn allocate_space(&mut self, now: u64, len: u64) -> Result<(Uuid, u64), PutError> {
-        let largest = self.segments.values().filter(|s| s.is_mounted()).map(|s| s.size).max();
+    /// Allocation with eviction on failure (SPEC §8.2 step 1, §8.6), on segments `place`
+    /// admits; allocation-failure passes evict only values stored there.
+    pub(super) fn allocate_space(&mut self, now: u64, len: u64, place: Placement) -> Result<(Uuid, u64), PutError> {
+        let largest = self.segments.values().filter(|s| s.is_mounted() && place.admits(s)).map(|s| s.size).max();
         if largest.is_none_or(|l| len > l) {
             return Err(PutError::InsufficientStorage);
         }
         loop {
-            if let Some(place) = self.try_place(len) {
-                return Ok(place);
+            if let Some(spot) = self.try_place(len, place, &|_| true) {
+                return Ok(spot);
             }
             let r = self.params.eviction_ratio;
             if r.is_nan() || r <= 0.0 {
                 return Err(PutError::InsufficientStorage);
             }
-            let (cands, _) = self.candidates(now);
+            let (cands, _) = self.candidates(now, Some(place));
             if cands.is_empty() {
                 return Err(PutError::InsufficientStorage);
             }

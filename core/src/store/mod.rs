@@ -54,9 +54,13 @@
 
 mod alloc;
 mod evict;
+mod metadata;
 #[cfg(test)]
 mod model_tests;
 mod object;
+mod remote;
+#[cfg(test)]
+mod remote_tests;
 mod segment;
 mod state;
 #[cfg(test)]
@@ -77,6 +81,9 @@ use object::{ValueId, ValueShared};
 use segment::{split_chunks, Mapping, SegShared};
 use state::{Inner, NewSegment, Params};
 
+pub use metadata::{Metadata, MetadataPut};
+pub use remote::{ClientStatus, ErrorCode, PutStartResult, RemoteSegment, ReplicaDesc, ReplicaList, WriteConfig};
+
 /// How a segment was created; decides which unmount endpoint accepts it (SPEC §5.2, §5.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MountKind {
@@ -86,6 +93,8 @@ pub enum MountKind {
     Startup,
     /// `POST /api/mount_shm`.
     Shm,
+    /// `MountSegment` of an RPC client (remote memory, see `remote.rs`).
+    Remote,
 }
 
 /// Which unmount endpoint is asking.
@@ -95,6 +104,8 @@ pub enum UnmountFamily {
     Anonymous,
     /// `POST /api/unmount_shm`: accepts `Shm` segments.
     Shm,
+    /// `UnmountSegment` / `GracefulUnmountSegment` over RPC: accepts `Remote` segments.
+    Remote,
 }
 
 /// Segment status (SPEC §7).
@@ -204,6 +215,8 @@ pub struct Replica {
 pub struct SegmentInfo {
     /// Owning node's name.
     pub name: String,
+    /// Transfer endpoint: the node's name, or a remote segment's own endpoint.
+    pub te_endpoint: String,
     /// Segment id.
     pub id: Uuid,
     /// Owning node's client id.
@@ -282,6 +295,7 @@ pub struct Store {
     lease_ttl_ns: u64,
     mount_alignment: u64,
     max_registration_size: u64,
+    metadata: Metadata,
 }
 
 /// A value borrowed for a read: its bytes stay valid (and the memory unreleased) until drop.
@@ -438,8 +452,11 @@ impl Store {
     /// `platform.random_u128()`.
     pub fn new(config: &Config, platform: Arc<dyn Platform>, now: Instant) -> Self {
         let client_id = new_uuid(&*platform);
-        let params =
-            Params { high_watermark: config.eviction_high_watermark_ratio, eviction_ratio: config.eviction_ratio };
+        let params = Params {
+            high_watermark: config.eviction_high_watermark_ratio,
+            eviction_ratio: config.eviction_ratio,
+            client_ttl: u64::try_from(config.client_ttl.as_nanos()).unwrap_or(u64::MAX),
+        };
         Self {
             inner: RwLock::new(Inner::new(params, config.node_name.clone(), client_id)),
             platform,
@@ -448,7 +465,13 @@ impl Store {
             lease_ttl_ns: u64::try_from(config.lease_ttl.as_nanos()).unwrap_or(u64::MAX),
             mount_alignment: config.mount_alignment.max(1),
             max_registration_size: config.max_registration_size,
+            metadata: Metadata::default(),
         }
+    }
+
+    /// The HTTP metadata server's entries (upstream-behavior §7).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
     }
 
     /// Nanoseconds since the epoch.
@@ -642,8 +665,11 @@ impl Store {
     pub fn get(self: &Arc<Self>, now: Instant, key: &str, grant_lease: bool) -> Option<ValueRead> {
         let inner = self.read();
         let (vid, v) = inner.current(key)?;
-        let loc = *v.replicas.first()?;
-        let seg = inner.segments.get(&loc.seg)?;
+        // Only this process's memory can be served (a remote replica lives in its client).
+        let (loc, seg, mapping) = v.replicas.iter().find_map(|l| {
+            let seg = inner.segments.get(&l.seg)?;
+            Some((*l, seg, seg.mapping.clone()?))
+        })?;
         debug_assert!(seg.is_live());
         v.shared.reads.fetch_add(1, Ordering::SeqCst);
         seg.shared.reads.fetch_add(1, Ordering::SeqCst);
@@ -652,7 +678,7 @@ impl Store {
         }
         Some(ValueRead {
             store: self.clone(),
-            mapping: seg.mapping.clone(),
+            mapping,
             map_off: seg.map_off + loc.off,
             len: v.len,
             vid,
@@ -662,9 +688,13 @@ impl Store {
         })
     }
 
-    /// True when `key` has a complete current value.
+    /// True when `key` has a complete current value that [`Store::get`] can serve (a replica
+    /// in this process's memory).
     pub fn exists(&self, key: &str) -> bool {
-        self.read().current(key).is_some()
+        let inner = self.read();
+        inner
+            .current(key)
+            .is_some_and(|(_, v)| v.replicas.iter().any(|l| inner.segments.get(&l.seg).is_some_and(|s| !s.is_remote())))
     }
 
     /// `DELETE /api/remove/{key}`.
@@ -672,7 +702,7 @@ impl Store {
         let now = self.ns(now);
         self.with_write(|inner| {
             let now = inner.tick(now);
-            let r = inner.remove_key(now, key);
+            let r = inner.remove_key(now, key, false);
             inner.arm_eviction(now);
             r
         })
@@ -683,7 +713,7 @@ impl Store {
         let now = self.ns(now);
         self.with_write(|inner| {
             let now = inner.tick(now);
-            let n = inner.remove_all(now);
+            let n = inner.remove_all(now, false, &|_| true);
             inner.arm_eviction(now);
             n
         })
@@ -701,7 +731,7 @@ impl Store {
             .filter_map(|loc| {
                 let seg = inner.segments.get(&loc.seg).filter(|s| s.is_live())?;
                 Some(Replica {
-                    endpoint: inner.node_name(seg.node).to_string(),
+                    endpoint: inner.endpoint(seg).to_string(),
                     address: seg.base_address() + loc.off,
                     size: v.len,
                     protocol: seg.protocol,
@@ -772,9 +802,16 @@ impl Store {
         if self.read().next_deadline().is_none_or(|d| d > now) {
             return;
         }
-        self.with_write(|inner| {
+        let expired = self.with_write(|inner| {
             let now = inner.tick(now);
             inner.handle_timeout(now);
+            std::mem::take(&mut inner.expired_names)
         });
+        for name in expired {
+            let n = self.metadata.remove_node(&name);
+            if n > 0 {
+                log::info!("removed {n} metadata entries of expired node {name}");
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::evict::Placement;
 use super::segment::Mapping;
 use super::state::Inner;
 use super::{PutError, RemoveError, WriteAborted};
@@ -31,6 +32,8 @@ pub(super) struct Loc {
     pub(super) seg: Uuid,
     /// Offset inside the segment.
     pub(super) off: u64,
+    /// Replica id (process-wide counter, reported in RPC replica descriptors).
+    pub(super) rid: u64,
 }
 
 /// State of a value (SPEC §8.1).
@@ -70,6 +73,12 @@ pub(super) struct Value {
     /// Entry in `Inner::pending` (lease expiry awaited), if any.
     pub(super) pending_at: Option<u64>,
     pub(super) shared: Arc<ValueShared>,
+    /// The RPC client writing it (`None`: written over REST by this process).
+    pub(super) writer: Option<Uuid>,
+    /// When the write started (ns).
+    pub(super) started: u64,
+    /// Checksum given by an RPC writer at PutEnd.
+    pub(super) checksum: Option<u64>,
 }
 
 /// An object record: exists while it has a complete value or a visible write in progress.
@@ -100,7 +109,9 @@ impl Inner {
     /// Allocates `len` bytes for a write of `key` (SPEC §8.2 step 1), evicting if needed.
     pub(super) fn begin_value(&mut self, now: u64, key: &str, len: u64, visible: bool) -> Result<NewValue, PutError> {
         debug_assert!(len > 0);
-        let (seg_id, off) = self.allocate_space(now, len)?;
+        let (seg_id, off) = self.allocate_space(now, len, Placement::Local)?;
+        let rid = self.next_replica;
+        self.next_replica += 1;
         let vid = self.next_value;
         self.next_value += 1;
         let key: Arc<str> = match self.objects.get_key_value(key) {
@@ -116,7 +127,7 @@ impl Inner {
         let out = NewValue {
             vid,
             seg: seg_id,
-            mapping: seg.mapping.clone(),
+            mapping: seg.mapping.clone().expect("local placement picks mapped segments"),
             map_off: seg.map_off + off,
             shared: shared.clone(),
         };
@@ -125,11 +136,14 @@ impl Inner {
             Value {
                 key,
                 len,
-                replicas: vec![Loc { seg: seg_id, off }],
+                replicas: vec![Loc { seg: seg_id, off, rid }],
                 state: ValueState::Writing { visible },
                 seq: 0,
                 pending_at: None,
                 shared,
+                writer: None,
+                started: now,
+                checksum: None,
             },
         );
         Ok(out)
@@ -275,10 +289,11 @@ impl Inner {
         Some((vid, self.values.get(&vid)?))
     }
 
-    /// Removes `key`'s object and retires its current value (SPEC §6.6).
-    pub(super) fn remove_key(&mut self, now: u64, key: &str) -> Result<(), RemoveError> {
+    /// Removes `key`'s object and retires its current value (SPEC §6.6). `force` (RPC
+    /// `Remove(key, true)`) ignores the lease.
+    pub(super) fn remove_key(&mut self, now: u64, key: &str, force: bool) -> Result<(), RemoveError> {
         let obj = self.objects.get(key).ok_or(RemoveError::NotFound)?;
-        if obj.current.is_some_and(|vid| self.leased(vid, now)) {
+        if !force && obj.current.is_some_and(|vid| self.leased(vid, now)) {
             return Err(RemoveError::Leased);
         }
         if !obj.writes.is_empty() {
@@ -291,15 +306,15 @@ impl Inner {
         Ok(())
     }
 
-    /// Removes every object with a complete value, no unexpired lease and no write in
-    /// progress (SPEC §6.7). Returns the number removed.
-    pub(super) fn remove_all(&mut self, now: u64) -> u64 {
+    /// Removes every object with a complete value, no unexpired lease (unless `force`) and no
+    /// write in progress, whose key satisfies `pick` (SPEC §6.7). Returns the number removed.
+    pub(super) fn remove_all(&mut self, now: u64, force: bool, pick: &dyn Fn(&str) -> bool) -> u64 {
         let doomed: Vec<(Arc<str>, ValueId)> = self
             .objects
             .iter()
-            .filter(|(_, o)| o.writes.is_empty())
+            .filter(|(k, o)| o.writes.is_empty() && pick(k))
             .filter_map(|(k, o)| Some((k.clone(), o.current?)))
-            .filter(|&(_, vid)| !self.leased(vid, now))
+            .filter(|&(_, vid)| force || !self.leased(vid, now))
             .collect();
         for (key, vid) in &doomed {
             self.objects.remove(key);

@@ -37,13 +37,19 @@ pub(super) type NodeId = usize;
 /// The embedded store node (always alive).
 pub(super) const EMBEDDED: NodeId = 0;
 
-/// A store node: the owner of segments. Remote nodes (registered over RPC) can be added
-/// later with `alive` driven by heartbeats; the embedded node never expires.
+/// A store node: the owner of segments. The embedded node never expires; remote nodes
+/// (registered over RPC by client id, see `remote.rs`) are alive while they heartbeat.
 #[derive(Debug)]
 pub(super) struct Node {
     pub(super) name: String,
     pub(super) client_id: Uuid,
     pub(super) alive: bool,
+    /// Remote nodes: last heartbeat (mount or ping), ns since the store epoch. `None`: the
+    /// embedded node, which never expires.
+    pub(super) last_seen: Option<u64>,
+    /// Remote nodes: ReMountSegment seen since registration (Ping answers OK, else
+    /// NEED_REMOUNT), as upstream.
+    pub(super) remounted: bool,
 }
 
 /// One platform mapping; several segments (chunks of one mount) may share it.
@@ -125,9 +131,14 @@ pub(super) struct Segment {
     /// Stored, reported nowhere (SPEC §3).
     #[allow(dead_code)]
     pub(super) location: String,
-    pub(super) mapping: Arc<Mapping>,
-    /// Offset of the segment's first byte inside `mapping`.
+    /// The memory of a segment of the embedded node; `None` for a remote segment, whose
+    /// bytes live in its client's process (moved by the client's transfer engine).
+    pub(super) mapping: Option<Arc<Mapping>>,
+    /// Offset of the segment's first byte inside `mapping`; for a remote segment, its base
+    /// address in the client's process.
     pub(super) map_off: u64,
+    /// Transfer-engine endpoint of a remote segment (`None`: the owning node's name).
+    pub(super) te_endpoint: Option<String>,
     pub(super) size: u64,
     pub(super) state: SegState,
     pub(super) shared: Arc<SegShared>,
@@ -190,7 +201,12 @@ impl Segment {
 
     /// Address of the first byte in the owning process.
     pub(super) fn base_address(&self) -> u64 {
-        self.mapping.base() + self.map_off
+        self.mapping.as_ref().map_or(0, |m| m.base()) + self.map_off
+    }
+
+    /// True for a segment mounted by an RPC client (no local memory).
+    pub(super) fn is_remote(&self) -> bool {
+        self.mapping.is_none()
     }
 
     /// Whether `family`'s unmount endpoint may unmount this segment (SPEC §5.2, §5.4).
@@ -200,6 +216,7 @@ impl Segment {
                 matches!(self.kind, MountKind::Anonymous | MountKind::Startup)
             }
             UnmountFamily::Shm => self.kind == MountKind::Shm,
+            UnmountFamily::Remote => self.kind == MountKind::Remote,
         }
     }
 

@@ -21,6 +21,8 @@ pub(super) struct Params {
     pub(super) high_watermark: f64,
     /// `--eviction-ratio`.
     pub(super) eviction_ratio: f64,
+    /// `--client-ttl` in ns (remote nodes expire this long after their last heartbeat).
+    pub(super) client_ttl: u64,
 }
 
 /// Period of the eviction check while above the watermark (SPEC §8.6).
@@ -30,6 +32,10 @@ pub(super) const EVICTION_PERIOD_NS: u64 = 10_000_000;
 pub(super) struct Inner {
     pub(super) params: Params,
     pub(super) nodes: Vec<Node>,
+    /// Remote nodes by client id.
+    pub(super) clients: HashMap<Uuid, NodeId>,
+    /// Next replica id (process-wide, from 1, as upstream).
+    pub(super) next_replica: u64,
     pub(super) segments: BTreeMap<Uuid, Segment>,
     pub(super) objects: BTreeMap<Arc<str>, Object>,
     pub(super) values: HashMap<ValueId, Value>,
@@ -44,6 +50,8 @@ pub(super) struct Inner {
     pub(super) last_now: u64,
     /// Mappings of removed segments, dropped after the lock is released.
     pub(super) garbage: Vec<Arc<Mapping>>,
+    /// Names of remote nodes that expired, for the metadata cleanup after the lock.
+    pub(super) expired_names: Vec<String>,
 }
 
 /// A new segment to register.
@@ -57,7 +65,9 @@ impl Inner {
     pub(super) fn new(params: Params, node_name: String, client_id: Uuid) -> Self {
         Self {
             params,
-            nodes: vec![Node { name: node_name, client_id, alive: true }],
+            nodes: vec![Node { name: node_name, client_id, alive: true, last_seen: None, remounted: true }],
+            clients: HashMap::new(),
+            next_replica: 1,
             segments: BTreeMap::new(),
             objects: BTreeMap::new(),
             values: HashMap::new(),
@@ -68,6 +78,7 @@ impl Inner {
             next_seq: 1,
             last_now: 0,
             garbage: Vec::new(),
+            expired_names: Vec::new(),
         }
     }
 
@@ -93,8 +104,9 @@ impl Inner {
                 kind,
                 protocol,
                 location: location.to_string(),
-                mapping: mapping.clone(),
+                mapping: Some(mapping.clone()),
                 map_off: c.map_off,
+                te_endpoint: None,
                 size: c.size,
                 state: SegState::Mounted { alloc: Allocator::new(c.size) },
                 shared: Arc::new(SegShared::default()),
@@ -160,13 +172,16 @@ impl Inner {
         if seg.shared.reads.load(Ordering::SeqCst) == 0 {
             let seg = self.segments.remove(&id).expect("present");
             log::debug!("segment {id} removed");
-            self.garbage.push(seg.mapping);
+            self.garbage.extend(seg.mapping);
         }
     }
 
     /// Runs every transition due at `now`: grace deadlines, lease expiries of retired
     /// values, the periodic eviction check.
     pub(super) fn handle_timeout(&mut self, now: u64) {
+        if self.next_client_expiry().is_some_and(|t| t <= now) {
+            self.expire_clients(now);
+        }
         let due: Vec<Uuid> =
             self.segments.values().filter(|s| s.deadline().is_some_and(|d| d <= now)).map(|s| s.id).collect();
         for id in due {
@@ -191,7 +206,7 @@ impl Inner {
     pub(super) fn next_deadline(&self) -> Option<u64> {
         let grace = self.segments.values().filter_map(Segment::deadline).min();
         let lease = self.pending.first().map(|&(at, _)| at);
-        [grace, lease, self.evict_at].into_iter().flatten().min()
+        [grace, lease, self.evict_at, self.next_client_expiry()].into_iter().flatten().min()
     }
 
     /// (allocated, capacity): used bytes over all segments, size of the live ones.
@@ -216,6 +231,7 @@ impl Inner {
                 let node = self.node(s.node);
                 SegmentInfo {
                     name: node.name.clone(),
+                    te_endpoint: self.endpoint(s).to_string(),
                     id: s.id,
                     client_id: node.client_id,
                     base_address: s.base_address(),

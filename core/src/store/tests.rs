@@ -61,6 +61,10 @@ impl Harness {
         self.store.handle_timeout(self.now);
     }
 
+    pub(super) fn advance(&mut self, d: Duration) {
+        self.advance_to(self.now + d);
+    }
+
     pub(super) fn mount(&self, size: u64) -> Uuid {
         let out = self.store.mount_anonymous(self.now, MountKind::Anonymous, size, Protocol::Tcp, "").unwrap();
         assert_eq!(out.segment_ids.len(), 1);

@@ -1,0 +1,165 @@
+//! The per-connection state machine of the RPC listener: bytes in, frames out, like
+//! [`crate::http::Connection`].
+//!
+//! ```text
+//!   handle_input ──► buffer ──► complete frame? ──► header acceptable? ── no ──► close (no reply)
+//!                                   │                      │ yes
+//!                                   │                      ▼
+//!                                   │            RpcService::call(fid, body) ──► reply queued
+//!                                   └─ (repeat while output is below the high-water mark)
+//!   poll_transmit / consume ◄── replies, in request order, each with its request's seq
+//! ```
+//!
+//! Requests of one connection are answered strictly one after another, in order, like the
+//! real master. Attachments are read and discarded. There is no idle timeout (upstream's
+//! default). The connection is closed when the peer closed its side and every reply has been
+//! written, after a frame with a bad magic, version or serialize type (like upstream), or
+//! after a frame larger than [`MAX_FRAME`].
+
+use std::time::Instant;
+
+use super::frame::{RequestHeader, REQ_HDR};
+use super::service::RpcService;
+use crate::time::Now;
+
+/// Largest body + attachment accepted; a larger frame closes the connection.
+pub const MAX_FRAME: u64 = 256 * 1024 * 1024;
+/// Stop processing pipelined requests while this many reply bytes are pending.
+const OUT_HIGH: usize = 1024 * 1024;
+
+/// One RPC connection. See the module docs.
+#[derive(Debug, Default)]
+pub struct RpcConnection {
+    /// Received bytes; `inbuf[in_pos..]` is not processed yet.
+    inbuf: Vec<u8>,
+    in_pos: usize,
+    /// Reply bytes; `out[out_pos..]` is not written yet.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// No further request is processed (peer EOF, bad frame, shutdown).
+    read_done: bool,
+    /// Requests answered.
+    answered: u64,
+}
+
+impl RpcConnection {
+    /// A new connection.
+    pub fn new(_now: Now) -> Self {
+        Self::default()
+    }
+
+    /// Bytes received from the peer; complete requests are answered. Poll output afterwards.
+    pub fn handle_input(&mut self, now: Now, data: &[u8], svc: &mut RpcService) {
+        if self.read_done || data.is_empty() {
+            return;
+        }
+        if self.in_pos == self.inbuf.len() {
+            self.inbuf.clear();
+            self.in_pos = 0;
+        }
+        self.inbuf.extend_from_slice(data);
+        self.process(now, svc);
+    }
+
+    /// The peer half-closed: requests already complete are answered, a partial one is dropped.
+    pub fn handle_eof(&mut self, now: Now, svc: &mut RpcService) {
+        if !self.read_done {
+            self.process(now, svc);
+            self.stop_reading();
+        }
+    }
+
+    /// Shutting down: no new request is processed; the connection closes once its replies
+    /// are written.
+    pub fn handle_shutdown(&mut self, _now: Now) {
+        self.stop_reading();
+    }
+
+    /// Bytes to write, if any.
+    pub fn poll_transmit(&self) -> Option<&[u8]> {
+        (self.out_pos < self.out.len()).then(|| &self.out[self.out_pos..])
+    }
+
+    /// `n` bytes of [`RpcConnection::poll_transmit`] were written. Requests held back by the
+    /// output high-water mark resume.
+    pub fn consume(&mut self, now: Now, n: usize, svc: &mut RpcService) {
+        self.out_pos = (self.out_pos + n).min(self.out.len());
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        if !self.read_done {
+            self.process(now, svc);
+        }
+    }
+
+    /// The next deadline: none (the RPC port has no idle timeout, like upstream).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Nothing is timed; present for symmetry with [`crate::http::Connection`].
+    pub fn handle_timeout(&mut self, _now: Now, _svc: &mut RpcService) {}
+
+    /// Whether the caller should read more input (false while replies pile up, or once done).
+    pub fn wants_read(&self) -> bool {
+        !self.read_done && self.out.len() - self.out_pos < OUT_HIGH
+    }
+
+    /// The connection is finished: close the socket.
+    pub fn is_closed(&self) -> bool {
+        self.read_done && self.poll_transmit().is_none()
+    }
+
+    /// Requests answered so far.
+    pub fn answered(&self) -> u64 {
+        self.answered
+    }
+
+    fn stop_reading(&mut self) {
+        self.read_done = true;
+        self.inbuf = Vec::new();
+        self.in_pos = 0;
+    }
+
+    fn process(&mut self, now: Now, svc: &mut RpcService) {
+        while !self.read_done && self.out.len() - self.out_pos < OUT_HIGH {
+            let avail = &self.inbuf[self.in_pos..];
+            if avail.len() < REQ_HDR {
+                break;
+            }
+            let h = RequestHeader::parse(avail);
+            if !h.is_acceptable() {
+                log::debug!(
+                    "rpc: closing on a frame with magic {:#04x}, version {}, serialize type {}",
+                    h.magic,
+                    h.version,
+                    h.serialize_type
+                );
+                self.stop_reading();
+                break;
+            }
+            if h.payload_len() > MAX_FRAME {
+                log::warn!("rpc: closing on a frame of {} bytes", h.payload_len());
+                self.stop_reading();
+                break;
+            }
+            let total = REQ_HDR + h.payload_len() as usize;
+            if avail.len() < total {
+                self.inbuf.reserve(total - avail.len());
+                break;
+            }
+            let body = &avail[REQ_HDR..REQ_HDR + h.length as usize];
+            svc.call_into(now, &h, body, &mut self.out);
+            self.answered += 1;
+            self.in_pos += total;
+        }
+        if self.in_pos == self.inbuf.len() {
+            self.inbuf.clear();
+            self.in_pos = 0;
+        } else if self.in_pos > 64 * 1024 && self.in_pos * 2 > self.inbuf.len() {
+            self.inbuf.drain(..self.in_pos);
+            self.in_pos = 0;
+        }
+    }
+}

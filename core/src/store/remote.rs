@@ -1,0 +1,657 @@
+//! Remote store nodes: upstream clients that register over the master RPC protocol
+//! (`reference/rpc/rpc-spec.md`, SPEC §8.7).
+//!
+//! A remote node is identified by its client id. It mounts segments of its own memory: the
+//! master records only the base address and size and hands out ranges; the client moves the
+//! bytes with its transfer engine. Objects written over RPC get their replicas on remote
+//! segments only, and objects written over REST on this process's segments only, so a writer
+//! always reaches the memory it is told to write (`Placement`).
+//!
+//! ```text
+//!   MountSegment ──► node registered (alive, last_seen = now; Ping answers NEED_REMOUNT
+//!                    until ReMountSegment, as upstream)
+//!   Ping / mount ──► last_seen = now
+//!   last_seen + client_ttl passed ──► node expired: active clients −1, its segments
+//!                    UNMOUNTING (replicas dropped regardless of leases), its writes in
+//!                    progress aborted, its metadata entries deleted
+//!   PutStart ──► Writing (visible: the key reports a write in progress) ──PutEnd──► Complete
+//!                    └──PutRevoke / writer expired / segment unmounted──► aborted
+//! ```
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::alloc::Allocator;
+use super::evict::Placement;
+use super::object::{Loc, Value, ValueId, ValueShared, ValueState};
+use super::segment::{Node, NodeId, SegShared, SegState, Segment};
+use super::state::Inner;
+use super::{MountKind, RemoveError, SegmentStatus, Store};
+use crate::config::Protocol;
+
+/// A PutStart whose write is still in progress after this long may be discarded by a new
+/// PutStart of the same key (upstream `--put_start_discard_timeout_sec`, 30 s).
+const PUT_START_DISCARD_NS: u64 = 30_000_000_000;
+
+/// A segment as an RPC client describes it (`Segment` of the wire protocol, minus `host_id`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteSegment {
+    /// Segment id (chosen by the client).
+    pub id: Uuid,
+    /// Node name (`local_hostname:port` of the client).
+    pub name: String,
+    /// Address of the first byte in the client's process.
+    pub base: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Transfer-engine endpoint the replicas' bytes are reached at.
+    pub te_endpoint: String,
+    /// Protocol string of the mount (`tcp`, `rdma`, …).
+    pub protocol: String,
+}
+
+/// Mooncake `ErrorCode`s the RPC operations of the store return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ErrorCode {
+    /// -101
+    #[error("SEGMENT_NOT_FOUND")]
+    SegmentNotFound,
+    /// -200
+    #[error("NO_AVAILABLE_HANDLE")]
+    NoAvailableHandle,
+    /// -600
+    #[error("INVALID_PARAMS")]
+    InvalidParams,
+    /// -601
+    #[error("ILLEGAL_CLIENT")]
+    IllegalClient,
+    /// -700
+    #[error("INVALID_WRITE")]
+    InvalidWrite,
+    /// -703
+    #[error("REPLICA_IS_NOT_READY")]
+    ReplicaNotReady,
+    /// -704
+    #[error("OBJECT_NOT_FOUND")]
+    ObjectNotFound,
+    /// -705
+    #[error("OBJECT_ALREADY_EXISTS")]
+    ObjectAlreadyExists,
+    /// -706
+    #[error("OBJECT_HAS_LEASE")]
+    ObjectHasLease,
+    /// -714
+    #[error("OBJECT_REPLICA_BUSY")]
+    ObjectReplicaBusy,
+    /// -1010
+    #[error("UNAVAILABLE_IN_CURRENT_STATUS")]
+    UnavailableInCurrentStatus,
+}
+
+impl ErrorCode {
+    /// The numeric code (upstream `ErrorCode`).
+    pub fn code(self) -> i32 {
+        match self {
+            ErrorCode::SegmentNotFound => -101,
+            ErrorCode::NoAvailableHandle => -200,
+            ErrorCode::InvalidParams => -600,
+            ErrorCode::IllegalClient => -601,
+            ErrorCode::InvalidWrite => -700,
+            ErrorCode::ReplicaNotReady => -703,
+            ErrorCode::ObjectNotFound => -704,
+            ErrorCode::ObjectAlreadyExists => -705,
+            ErrorCode::ObjectHasLease => -706,
+            ErrorCode::ObjectReplicaBusy => -714,
+            ErrorCode::UnavailableInCurrentStatus => -1010,
+        }
+    }
+}
+
+impl From<RemoveError> for ErrorCode {
+    fn from(e: RemoveError) -> Self {
+        match e {
+            RemoveError::NotFound => ErrorCode::ObjectNotFound,
+            RemoveError::Leased => ErrorCode::ObjectHasLease,
+            RemoveError::BeingWritten => ErrorCode::ReplicaNotReady,
+        }
+    }
+}
+
+/// What a Ping tells the client (`ClientStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientStatus {
+    /// Registered and remounted.
+    Ok,
+    /// Unknown, expired, or not remounted since registration: call ReMountSegment.
+    NeedRemount,
+}
+
+/// One memory replica as an RPC client sees it (`Replica::Descriptor` with a
+/// `MemoryDescriptor`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaDesc {
+    /// Replica id.
+    pub id: u64,
+    /// Address of the value's first byte in the owning client's process.
+    pub address: u64,
+    /// Value length.
+    pub size: u64,
+    /// Transfer-engine endpoint of the owning segment.
+    pub endpoint: String,
+    /// True once the write completed (`COMPLETE`), else `PROCESSING`.
+    pub complete: bool,
+}
+
+/// Placement wishes of an RPC write (`ReplicateConfig`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteConfig {
+    /// Memory replicas wanted, on distinct nodes (best effort, at least one).
+    pub replicas: u64,
+    /// Node names tried first, in order.
+    pub preferred: Vec<String>,
+}
+
+/// A GetReplicaList answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaList {
+    /// The readable replicas.
+    pub replicas: Vec<ReplicaDesc>,
+    /// Checksum given at PutEnd.
+    pub checksum: Option<u64>,
+}
+
+/// Why a put did not start (PutStart): allocation or the object state.
+pub type PutStartResult = Result<Vec<ReplicaDesc>, ErrorCode>;
+
+impl Inner {
+    /// The node of `client`, registered (or revived) at `now` with `name`.
+    fn client_node(&mut self, now: u64, client: Uuid, name: &str) -> NodeId {
+        if let Some(&id) = self.clients.get(&client) {
+            let n = &mut self.nodes[id];
+            if !n.alive {
+                n.alive = true;
+                n.remounted = false;
+                n.name = name.to_string();
+            }
+            n.last_seen = Some(now);
+            return id;
+        }
+        self.nodes.push(Node {
+            name: name.to_string(),
+            client_id: client,
+            alive: true,
+            last_seen: Some(now),
+            remounted: false,
+        });
+        let id = self.nodes.len() - 1;
+        self.clients.insert(client, id);
+        id
+    }
+
+    /// The alive node of `client`, if any.
+    fn alive_client(&self, client: Uuid) -> Option<NodeId> {
+        self.clients.get(&client).copied().filter(|&id| self.nodes[id].alive)
+    }
+
+    /// `MountSegment`: returns whether a new segment was created (false: already mounted).
+    pub(super) fn mount_remote(&mut self, now: u64, client: Uuid, seg: &RemoteSegment) -> Result<bool, ErrorCode> {
+        if seg.base == 0 || seg.size == 0 || seg.id.is_nil() {
+            return Err(ErrorCode::InvalidParams);
+        }
+        if let Some(existing) = self.segments.get(&seg.id) {
+            let same = existing.is_remote()
+                && existing.map_off == seg.base
+                && existing.size == seg.size
+                && self.clients.get(&client) == Some(&existing.node);
+            if !same {
+                return Err(ErrorCode::InvalidParams);
+            }
+            if !existing.is_mounted() {
+                return Err(ErrorCode::UnavailableInCurrentStatus);
+            }
+            self.client_node(now, client, &seg.name);
+            return Ok(false);
+        }
+        let node = self.client_node(now, client, &seg.name);
+        let protocol = if seg.protocol.eq_ignore_ascii_case("rdma") { Protocol::Rdma } else { Protocol::Tcp };
+        self.segments.insert(
+            seg.id,
+            Segment {
+                id: seg.id,
+                node,
+                kind: MountKind::Remote,
+                protocol,
+                location: String::new(),
+                mapping: None,
+                map_off: seg.base,
+                size: seg.size,
+                te_endpoint: Some(seg.te_endpoint.clone()),
+                state: SegState::Mounted { alloc: Allocator::new(seg.size) },
+                shared: Arc::new(SegShared::default()),
+                values: Default::default(),
+            },
+        );
+        Ok(true)
+    }
+
+    /// `ReMountSegment`: a no-op for a remounted client; otherwise mounts each segment
+    /// (identical ones already mounted are fine) and marks the client remounted.
+    /// Returns the number of segments created.
+    pub(super) fn remount_remote(&mut self, now: u64, client: Uuid, segs: &[RemoteSegment]) -> Result<u64, ErrorCode> {
+        if let Some(id) = self.alive_client(client) {
+            if self.nodes[id].remounted {
+                self.nodes[id].last_seen = Some(now);
+                return Ok(0);
+            }
+        }
+        let mut created = 0;
+        for s in segs {
+            created += u64::from(self.mount_remote(now, client, s)?);
+        }
+        if let Some(&id) = self.clients.get(&client) {
+            let n = &mut self.nodes[id];
+            if n.alive {
+                n.remounted = true;
+                n.last_seen = Some(now);
+            }
+        }
+        Ok(created)
+    }
+
+    /// `UnmountSegment` (immediate): unknown ids succeed (idempotent, as upstream).
+    pub(super) fn unmount_remote(&mut self, now: u64, id: Uuid) -> Result<(), ErrorCode> {
+        let Some(seg) = self.segments.get(&id) else {
+            return Ok(());
+        };
+        if seg.kind != MountKind::Remote {
+            return Err(ErrorCode::InvalidParams);
+        }
+        if matches!(seg.state, SegState::Unmounting) {
+            return Err(ErrorCode::UnavailableInCurrentStatus);
+        }
+        self.begin_unmounting(now, id);
+        Ok(())
+    }
+
+    /// `GracefulUnmountSegment`: the segment must belong to `client`.
+    pub(super) fn graceful_unmount_remote(
+        &mut self,
+        now: u64,
+        id: Uuid,
+        client: Uuid,
+        grace: u64,
+    ) -> Result<(), ErrorCode> {
+        let node = *self.clients.get(&client).ok_or(ErrorCode::SegmentNotFound)?;
+        let seg = self.segments.get_mut(&id).filter(|s| s.node == node).ok_or(ErrorCode::InvalidParams)?;
+        if matches!(seg.state, SegState::Unmounting) {
+            return Err(ErrorCode::UnavailableInCurrentStatus);
+        }
+        seg.set_grace(now.saturating_add(grace));
+        if seg.deadline().is_some_and(|d| d <= now) {
+            self.begin_unmounting(now, id);
+        }
+        Ok(())
+    }
+
+    /// `Ping`: refreshes a known client's heartbeat.
+    pub(super) fn ping(&mut self, now: u64, client: Uuid) -> ClientStatus {
+        match self.alive_client(client) {
+            Some(id) => {
+                let n = &mut self.nodes[id];
+                n.last_seen = Some(now);
+                if n.remounted {
+                    ClientStatus::Ok
+                } else {
+                    ClientStatus::NeedRemount
+                }
+            }
+            None => ClientStatus::NeedRemount,
+        }
+    }
+
+    /// Earliest expiry of an alive remote node.
+    pub(super) fn next_client_expiry(&self) -> Option<u64> {
+        let ttl = self.params.client_ttl;
+        self.nodes.iter().filter(|n| n.alive).filter_map(|n| Some(n.last_seen?.saturating_add(ttl))).min()
+    }
+
+    /// Expires every remote node whose heartbeat is older than the TTL (SPEC §8.7).
+    pub(super) fn expire_clients(&mut self, now: u64) {
+        let ttl = self.params.client_ttl;
+        let due: Vec<NodeId> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].alive && self.nodes[i].last_seen.is_some_and(|t| t.saturating_add(ttl) <= now))
+            .collect();
+        for node in due {
+            let n = &mut self.nodes[node];
+            n.alive = false;
+            n.remounted = false;
+            let (client, name) = (n.client_id, n.name.clone());
+            log::info!("client {client} ({name}) expired: unmounting its segments");
+            let segs: Vec<Uuid> = self.segments.values().filter(|s| s.node == node).map(|s| s.id).collect();
+            for id in segs {
+                self.begin_unmounting(now, id);
+            }
+            let writes: Vec<ValueId> = self
+                .values
+                .iter()
+                .filter(|(_, v)| v.writer == Some(client) && matches!(v.state, ValueState::Writing { .. }))
+                .map(|(&vid, _)| vid)
+                .collect();
+            for vid in writes {
+                self.abort(vid, true);
+            }
+            self.expired_names.push(name);
+        }
+    }
+
+    /// Replica placement of an RPC write: up to `cfg.replicas` ranges on distinct remote
+    /// nodes, preferred names first; the first one may evict (SPEC §8.2, §8.6).
+    fn place_remote(&mut self, now: u64, len: u64, cfg: &WriteConfig) -> Result<Vec<(Uuid, u64)>, ErrorCode> {
+        let want = cfg.replicas.clamp(1, 64) as usize;
+        let mut out: Vec<(Uuid, u64)> = Vec::with_capacity(want);
+        let mut used: Vec<NodeId> = Vec::new();
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for name in &cfg.preferred {
+            if out.len() == want {
+                break;
+            }
+            let pick = |s: &Segment| names[s.node] == *name && !used.contains(&s.node);
+            if let Some(spot) = self.try_place(len, Placement::Remote, &pick) {
+                used.push(self.segments[&spot.0].node);
+                out.push(spot);
+            }
+        }
+        if out.is_empty() {
+            let spot = self.allocate_space(now, len, Placement::Remote).map_err(|_| ErrorCode::NoAvailableHandle)?;
+            used.push(self.segments[&spot.0].node);
+            out.push(spot);
+        }
+        while out.len() < want {
+            let pick = |s: &Segment| !used.contains(&s.node);
+            let Some(spot) = self.try_place(len, Placement::Remote, &pick) else { break };
+            used.push(self.segments[&spot.0].node);
+            out.push(spot);
+        }
+        Ok(out)
+    }
+
+    /// The descriptor of one replica of a value of `len` bytes.
+    fn describe(&self, loc: &Loc, len: u64, complete: bool) -> Option<ReplicaDesc> {
+        let seg = self.segments.get(&loc.seg)?;
+        Some(ReplicaDesc {
+            id: loc.rid,
+            address: seg.base_address() + loc.off,
+            size: len,
+            endpoint: self.endpoint(seg).to_string(),
+            complete,
+        })
+    }
+
+    /// The transfer endpoint of a segment: its own for remote segments, else the node name.
+    pub(super) fn endpoint<'a>(&'a self, seg: &'a Segment) -> &'a str {
+        seg.te_endpoint.as_deref().unwrap_or_else(|| self.node_name(seg.node))
+    }
+
+    /// `PutStart` / `UpsertStart` (upstream §4.1).
+    pub(super) fn put_start(
+        &mut self,
+        now: u64,
+        client: Uuid,
+        key: &str,
+        len: u64,
+        cfg: &WriteConfig,
+        upsert: bool,
+    ) -> PutStartResult {
+        if key.is_empty() || len == 0 || cfg.replicas == 0 {
+            return Err(ErrorCode::InvalidParams);
+        }
+        if let Some(obj) = self.objects.get(key) {
+            if obj.current.is_some() && !upsert {
+                return Err(ErrorCode::ObjectAlreadyExists);
+            }
+            let mut stale = Vec::new();
+            for &w in &obj.writes {
+                let v = &self.values[&w];
+                if v.writer.is_some() && v.started.saturating_add(PUT_START_DISCARD_NS) <= now {
+                    stale.push(w);
+                } else if upsert {
+                    return Err(ErrorCode::ObjectReplicaBusy);
+                } else {
+                    return Err(ErrorCode::ObjectAlreadyExists);
+                }
+            }
+            for w in stale {
+                log::debug!("discarding a stale write of {key}");
+                self.abort(w, true);
+            }
+        }
+        let spots = self.place_remote(now, len, cfg)?;
+        let vid = self.next_value;
+        self.next_value += 1;
+        let mut replicas = Vec::with_capacity(spots.len());
+        for (seg, off) in spots {
+            replicas.push(Loc { seg, off, rid: self.next_replica });
+            self.next_replica += 1;
+            self.segments.get_mut(&seg).expect("placed on a known segment").values.insert(vid);
+        }
+        let key: Arc<str> = match self.objects.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(key),
+        };
+        self.objects.entry(key.clone()).or_default().writes.push(vid);
+        let descs = replicas.iter().filter_map(|l| self.describe(l, len, false)).collect();
+        self.values.insert(
+            vid,
+            Value {
+                key,
+                len,
+                replicas,
+                state: ValueState::Writing { visible: true },
+                seq: 0,
+                pending_at: None,
+                shared: Arc::new(ValueShared::default()),
+                writer: Some(client),
+                started: now,
+                checksum: None,
+            },
+        );
+        Ok(descs)
+    }
+
+    /// The write of `key` by `client` in progress, or why there is none.
+    fn client_write(&self, client: Uuid, key: &str) -> Result<Option<ValueId>, ErrorCode> {
+        let obj = self.objects.get(key).ok_or(ErrorCode::ObjectNotFound)?;
+        if let Some(&w) = obj.writes.iter().find(|w| self.values.get(w).is_some_and(|v| v.writer == Some(client))) {
+            return Ok(Some(w));
+        }
+        if !obj.writes.is_empty() {
+            return Err(ErrorCode::IllegalClient);
+        }
+        Ok(None)
+    }
+
+    /// `PutEnd`: returns the value length when a write completed (None for a repeated end).
+    pub(super) fn put_end(
+        &mut self,
+        now: u64,
+        client: Uuid,
+        key: &str,
+        checksum: Option<u64>,
+    ) -> Result<Option<u64>, ErrorCode> {
+        match self.client_write(client, key)? {
+            Some(vid) => {
+                let len = self.values[&vid].len;
+                self.values.get_mut(&vid).expect("present").checksum = checksum;
+                self.complete(now, vid).map_err(|_| ErrorCode::InvalidWrite)?;
+                Ok(Some(len))
+            }
+            None => match self.current(key) {
+                Some((_, v)) if v.writer == Some(client) => Ok(None),
+                _ => Err(ErrorCode::InvalidWrite),
+            },
+        }
+    }
+
+    /// `PutRevoke`: aborts `client`'s write of `key`.
+    pub(super) fn put_revoke(&mut self, client: Uuid, key: &str) -> Result<(), ErrorCode> {
+        match self.client_write(client, key)? {
+            Some(vid) => {
+                self.abort(vid, true);
+                Ok(())
+            }
+            None => Err(ErrorCode::InvalidWrite),
+        }
+    }
+
+    /// The replicas of `key` an RPC reader can reach (those on remote segments).
+    fn remote_replicas(&self, key: &str) -> Result<(ValueId, ReplicaList), ErrorCode> {
+        let obj = self.objects.get(key).ok_or(ErrorCode::ObjectNotFound)?;
+        let Some((vid, v)) = self.current(key) else {
+            return Err(if obj.writes.is_empty() { ErrorCode::ObjectNotFound } else { ErrorCode::ReplicaNotReady });
+        };
+        let replicas: Vec<ReplicaDesc> = v
+            .replicas
+            .iter()
+            .filter(|l| self.segments.get(&l.seg).is_some_and(|s| s.is_remote() && s.is_live()))
+            .filter_map(|l| self.describe(l, v.len, true))
+            .collect();
+        if replicas.is_empty() {
+            // Stored in this process's memory, which RPC readers cannot reach.
+            return Err(ErrorCode::ObjectNotFound);
+        }
+        Ok((vid, ReplicaList { replicas, checksum: v.checksum }))
+    }
+}
+
+impl Store {
+    fn rpc_write<R>(&self, now: Instant, f: impl FnOnce(&mut Inner, u64) -> R) -> R {
+        let now = self.ns(now);
+        self.with_write(|inner| {
+            let now = inner.tick(now);
+            let r = f(inner, now);
+            inner.arm_eviction(now);
+            r
+        })
+    }
+
+    /// `MountSegment` of an RPC client. Returns whether a new segment was created.
+    pub fn client_mount(&self, now: Instant, client: Uuid, seg: &RemoteSegment) -> Result<bool, ErrorCode> {
+        self.rpc_write(now, |inner, now| inner.mount_remote(now, client, seg))
+    }
+
+    /// `ReMountSegment`. Returns the number of segments created.
+    pub fn client_remount(&self, now: Instant, client: Uuid, segs: &[RemoteSegment]) -> Result<u64, ErrorCode> {
+        self.rpc_write(now, |inner, now| inner.remount_remote(now, client, segs))
+    }
+
+    /// `UnmountSegment` (immediate; unknown ids succeed).
+    pub fn client_unmount(&self, now: Instant, segment: Uuid) -> Result<(), ErrorCode> {
+        self.rpc_write(now, |inner, now| inner.unmount_remote(now, segment))
+    }
+
+    /// `GracefulUnmountSegment`.
+    pub fn client_graceful_unmount(
+        &self,
+        now: Instant,
+        segment: Uuid,
+        client: Uuid,
+        grace: Duration,
+    ) -> Result<(), ErrorCode> {
+        let grace = u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX);
+        self.rpc_write(now, |inner, now| inner.graceful_unmount_remote(now, segment, client, grace))
+    }
+
+    /// `Ping`.
+    pub fn client_ping(&self, now: Instant, client: Uuid) -> ClientStatus {
+        self.rpc_write(now, |inner, now| inner.ping(now, client))
+    }
+
+    /// Status of a segment by id (`QuerySegmentStatusById`); `None` once removed.
+    pub fn segment_status(&self, id: Uuid) -> Option<SegmentStatus> {
+        self.read().segments.get(&id).map(|s| s.status())
+    }
+
+    /// Status of a segment of the node `name` (`QuerySegmentStatus`): MOUNTED if any is.
+    pub fn segment_status_by_name(&self, name: &str) -> Option<SegmentStatus> {
+        let inner = self.read();
+        let mut found = None;
+        for s in inner.segments.values().filter(|s| inner.node_name(s.node) == name) {
+            if s.is_mounted() {
+                return Some(SegmentStatus::Mounted);
+            }
+            found = Some(s.status());
+        }
+        found
+    }
+
+    /// `PutStart` / `UpsertStart` of an RPC client.
+    pub fn client_put_start(
+        &self,
+        now: Instant,
+        client: Uuid,
+        key: &str,
+        len: u64,
+        cfg: &WriteConfig,
+        upsert: bool,
+    ) -> PutStartResult {
+        self.rpc_write(now, |inner, now| inner.put_start(now, client, key, len, cfg, upsert))
+    }
+
+    /// `PutEnd`: Some(length) when the write completed now.
+    pub fn client_put_end(
+        &self,
+        now: Instant,
+        client: Uuid,
+        key: &str,
+        checksum: Option<u64>,
+    ) -> Result<Option<u64>, ErrorCode> {
+        self.rpc_write(now, |inner, now| inner.put_end(now, client, key, checksum))
+    }
+
+    /// `PutRevoke`.
+    pub fn client_put_revoke(&self, now: Instant, client: Uuid, key: &str) -> Result<(), ErrorCode> {
+        self.rpc_write(now, |inner, _| inner.put_revoke(client, key))
+    }
+
+    /// `GetReplicaList`: the replicas an RPC reader can reach; grants a lease (SPEC §8.4).
+    pub fn client_get(&self, now: Instant, key: &str) -> Result<ReplicaList, ErrorCode> {
+        let inner = self.read();
+        let (vid, list) = inner.remote_replicas(key)?;
+        if self.lease_ttl_ns > 0 {
+            if let Some(v) = inner.values.get(&vid) {
+                v.shared.lease.fetch_max(self.ns(now).saturating_add(self.lease_ttl_ns), Ordering::SeqCst);
+            }
+        }
+        Ok(list)
+    }
+
+    /// `ExistKey`: true when an RPC reader would find a replica. Grants no lease.
+    pub fn client_exists(&self, key: &str) -> bool {
+        self.read().remote_replicas(key).is_ok()
+    }
+
+    /// Keys with a complete value that satisfy `pick`, ascending.
+    pub fn keys_where(&self, pick: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let inner = self.read();
+        inner.objects.iter().filter(|(k, o)| o.current.is_some() && pick(k)).map(|(k, _)| k.to_string()).collect()
+    }
+
+    /// `Remove(key, force)`.
+    pub fn remove_forced(&self, now: Instant, key: &str, force: bool) -> Result<(), RemoveError> {
+        self.rpc_write(now, |inner, now| inner.remove_key(now, key, force))
+    }
+
+    /// `RemoveAll(force)` and `RemoveByRegex(…, force)`: removes every object with a complete
+    /// value, no write in progress and (unless `force`) no lease, whose key satisfies `pick`.
+    pub fn remove_where(&self, now: Instant, force: bool, pick: &dyn Fn(&str) -> bool) -> u64 {
+        self.rpc_write(now, |inner, now| inner.remove_all(now, force, pick))
+    }
+
+    /// The lease TTL granted by reads.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_nanos(self.lease_ttl_ns)
+    }
+}

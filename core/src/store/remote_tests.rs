@@ -1,0 +1,289 @@
+//! Remote store nodes (RPC clients): registration, heartbeats and expiry, the write path,
+//! reads and leases, removes, unmounts, placement rules and the admin views (SPEC §8.7,
+//! rpc-spec §6 invariants).
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::tests::{config, Harness, MIB};
+use super::*;
+
+const BASE: u64 = 0x7f00_0000_0000;
+
+fn seg(id: u128, name: &str, base: u64, size: u64) -> RemoteSegment {
+    RemoteSegment {
+        id: Uuid::from_u128(id),
+        name: name.to_string(),
+        base,
+        size,
+        te_endpoint: format!("te-{name}"),
+        protocol: "tcp".to_string(),
+    }
+}
+
+fn one() -> WriteConfig {
+    WriteConfig { replicas: 1, preferred: Vec::new() }
+}
+
+const C1: Uuid = Uuid::from_u128(0xc1);
+const C2: Uuid = Uuid::from_u128(0xc2);
+
+/// A store with client C1 owning one 16 MiB segment `s1` (id 0x51) named `n1`; clients
+/// expire after `ttl`.
+fn mounted_ttl(ttl: Duration) -> Harness {
+    let h = Harness::new(Config { client_ttl: ttl, ..config() });
+    assert_eq!(h.store.client_mount(h.now, C1, &seg(0x51, "n1", BASE, 16 * MIB)), Ok(true));
+    h
+}
+
+/// [`mounted_ttl`] with a TTL long enough never to expire in a test.
+fn mounted() -> Harness {
+    mounted_ttl(Duration::from_secs(3600))
+}
+
+fn put(h: &Harness, client: Uuid, key: &str, len: u64) -> Vec<ReplicaDesc> {
+    let d = h.store.client_put_start(h.now, client, key, len, &one(), false).unwrap();
+    assert_eq!(h.store.client_put_end(h.now, client, key, None), Ok(Some(len)));
+    d
+}
+
+#[test]
+fn mount_registers_a_node_and_ping_asks_for_a_remount_first() {
+    let h = Harness::new(config());
+    assert_eq!(h.store.gauges().active_clients, 1, "the embedded node");
+    assert_eq!(h.store.client_ping(h.now, C1), ClientStatus::NeedRemount, "unknown client");
+    let s = seg(0x51, "n1", BASE, 16 * MIB);
+    assert_eq!(h.store.client_mount(h.now, C1, &s), Ok(true));
+    assert_eq!(h.store.client_mount(h.now, C1, &s), Ok(false), "idempotent");
+    assert_eq!(h.store.gauges().active_clients, 2);
+    assert_eq!(h.store.client_ping(h.now, C1), ClientStatus::NeedRemount);
+    assert_eq!(h.store.client_remount(h.now, C1, std::slice::from_ref(&s)), Ok(0));
+    assert_eq!(h.store.client_ping(h.now, C1), ClientStatus::Ok);
+    // Invalid mounts.
+    assert_eq!(h.store.client_mount(h.now, C1, &seg(0x52, "n1", 0, MIB)), Err(ErrorCode::InvalidParams));
+    assert_eq!(h.store.client_mount(h.now, C1, &seg(0x52, "n1", BASE, 0)), Err(ErrorCode::InvalidParams));
+    assert_eq!(h.store.client_mount(h.now, C2, &s), Err(ErrorCode::InvalidParams), "another client's id");
+    let moved = seg(0x51, "n1", BASE + MIB, 16 * MIB);
+    assert_eq!(h.store.client_mount(h.now, C1, &moved), Err(ErrorCode::InvalidParams), "same id, other range");
+    // The admin views show the remote segment with its own name, endpoint and client id.
+    let info = h.store.segments();
+    assert_eq!(info.len(), 1);
+    assert_eq!((info[0].name.as_str(), info[0].te_endpoint.as_str()), ("n1", "te-n1"));
+    assert_eq!((info[0].client_id, info[0].base_address, info[0].size), (C1, BASE, 16 * MIB));
+    assert_eq!(h.store.mounted_node_names(), vec!["n1".to_string()]);
+    assert_eq!(h.store.query_segment("n1"), Some((0, 16 * MIB)));
+    assert_eq!(h.store.segment_status(Uuid::from_u128(0x51)), Some(SegmentStatus::Mounted));
+    assert_eq!(h.store.segment_status_by_name("n1"), Some(SegmentStatus::Mounted));
+}
+
+#[test]
+fn put_start_end_get_and_the_descriptor_invariants() {
+    let h = mounted();
+    let d = h.store.client_put_start(h.now, C2, "k", 5, &one(), false).unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!((d[0].address, d[0].size, d[0].endpoint.as_str(), d[0].complete), (BASE, 5, "te-n1", false));
+    // In progress: reported as being written, not readable, not listed.
+    assert_eq!(h.store.query_key("k"), Err(QueryError::NotReady));
+    assert_eq!(h.store.client_get(h.now, "k"), Err(ErrorCode::ReplicaNotReady));
+    assert!(!h.store.client_exists("k"));
+    assert_eq!(h.store.gauges().key_count, 1);
+    // Another put of the key while in progress, and PutEnd by another client.
+    assert_eq!(h.store.client_put_start(h.now, C1, "k", 5, &one(), false), Err(ErrorCode::ObjectAlreadyExists));
+    assert_eq!(h.store.client_put_end(h.now, C1, "k", None), Err(ErrorCode::IllegalClient));
+    assert_eq!(h.store.client_put_end(h.now, C2, "k", Some(7)), Ok(Some(5)));
+    assert_eq!(h.store.client_put_end(h.now, C2, "k", Some(7)), Ok(None), "a repeated end succeeds");
+    let list = h.store.client_get(h.now, "k").unwrap();
+    assert_eq!((list.replicas[0].address, list.replicas[0].complete, list.checksum), (BASE, true, Some(7)));
+    assert!(h.store.client_exists("k"));
+    // PutStart on an existing key: -705, nothing overwritten.
+    assert_eq!(h.store.client_put_start(h.now, C2, "k", 9, &one(), false), Err(ErrorCode::ObjectAlreadyExists));
+    // Values are packed without padding.
+    let d2 = put(&h, C2, "k2", 8);
+    assert_eq!(d2[0].address, BASE + 5);
+    assert_eq!(h.store.query_segment("n1"), Some((13, 16 * MIB)));
+    let r = h.store.query_key("k").unwrap();
+    assert_eq!((r[0].endpoint.as_str(), r[0].address, r[0].size), ("te-n1", BASE, 5));
+    let mut keys = Vec::new();
+    h.store.list_keys("", None, 10, &mut keys);
+    assert_eq!(keys, ["k", "k2"]);
+    // REST cannot serve bytes that live in a client's memory.
+    assert!(h.store.get(h.now, "k", true).is_none());
+    assert!(!h.store.exists("k"));
+    // Invalid puts.
+    assert_eq!(h.store.client_put_start(h.now, C2, "z", 0, &one(), false), Err(ErrorCode::InvalidParams));
+    let none = WriteConfig { replicas: 0, preferred: vec![] };
+    assert_eq!(h.store.client_put_start(h.now, C2, "z", 1, &none, false), Err(ErrorCode::InvalidParams));
+    assert_eq!(h.store.client_put_start(h.now, C2, "z", 17 * MIB, &one(), false), Err(ErrorCode::NoAvailableHandle));
+}
+
+#[test]
+fn revoke_upsert_and_stale_writes() {
+    let mut h = mounted();
+    h.store.client_put_start(h.now, C2, "k", 5, &one(), false).unwrap();
+    assert_eq!(h.store.client_put_revoke(h.now, C1, "k"), Err(ErrorCode::IllegalClient));
+    assert_eq!(h.store.client_put_revoke(h.now, C2, "k"), Ok(()));
+    assert_eq!(h.store.client_put_revoke(h.now, C2, "k"), Err(ErrorCode::ObjectNotFound));
+    assert_eq!(h.store.gauges().key_count, 0);
+    assert_eq!(h.store.gauges().allocated_bytes, 0);
+    assert_eq!(h.store.counters().put_revokes, 1);
+    // Upsert replaces a complete value atomically at its end.
+    put(&h, C2, "k", 5);
+    let d = h.store.client_put_start(h.now, C2, "k", 6, &one(), true).unwrap();
+    assert_eq!(h.store.client_get(h.now, "k").unwrap().replicas[0].size, 5, "old value until the end");
+    assert_eq!(h.store.client_put_start(h.now, C1, "k", 6, &one(), true), Err(ErrorCode::ObjectReplicaBusy));
+    assert_eq!(h.store.client_put_end(h.now, C2, "k", None), Ok(Some(6)));
+    assert_eq!(h.store.client_get(h.now, "k").unwrap().replicas[0].address, d[0].address);
+    // A write left in progress for 30 s is discarded by the next PutStart of the key.
+    h.store.client_put_start(h.now, C2, "s", 5, &one(), false).unwrap();
+    h.advance(Duration::from_secs(29));
+    assert_eq!(h.store.client_put_start(h.now, C1, "s", 5, &one(), false), Err(ErrorCode::ObjectAlreadyExists));
+    h.advance(Duration::from_secs(1));
+    assert!(h.store.client_put_start(h.now, C1, "s", 5, &one(), false).is_ok());
+    assert_eq!(h.store.client_put_end(h.now, C2, "s", None), Err(ErrorCode::IllegalClient));
+    assert_eq!(h.store.client_put_end(h.now, C1, "s", None), Ok(Some(5)));
+}
+
+#[test]
+fn leases_remove_force_and_remove_all_counts() {
+    let mut h = mounted();
+    put(&h, C2, "a", 1);
+    put(&h, C2, "b", 1);
+    put(&h, C2, "c", 1);
+    h.store.client_put_start(h.now, C2, "w", 1, &one(), false).unwrap();
+    h.store.client_get(h.now, "a").unwrap(); // lease 10 s
+    assert_eq!(h.store.remove_forced(h.now, "a", false), Err(RemoveError::Leased));
+    assert_eq!(h.store.remove_forced(h.now, "w", true), Err(RemoveError::BeingWritten));
+    assert_eq!(h.store.remove_forced(h.now, "nope", true), Err(RemoveError::NotFound));
+    assert_eq!(h.store.remove_where(h.now, false, &|k| k.starts_with('b')), 1);
+    assert_eq!(h.store.remove_where(h.now, false, &|_| true), 1, "c; a is leased, w is being written");
+    assert_eq!(h.store.remove_where(h.now, true, &|_| true), 1, "a with force");
+    assert_eq!(h.store.keys_where(&|_| true), Vec::<String>::new());
+    put(&h, C2, "d", 1);
+    h.store.client_get(h.now, "d").unwrap();
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.store.remove_forced(h.now, "d", false), Ok(()), "the lease expired");
+    assert_eq!(h.store.lease_ttl(), Duration::from_secs(10));
+}
+
+#[test]
+fn immediate_and_graceful_unmount() {
+    let mut h = mounted();
+    let s2 = seg(0x52, "n1", BASE + 16 * MIB, 16 * MIB);
+    h.store.client_mount(h.now, C1, &s2).unwrap();
+    put(&h, C2, "k", 5);
+    let id1 = Uuid::from_u128(0x51);
+    let on = h.store.query_key("k").unwrap()[0].address;
+    let (first, other) = if on < BASE + 16 * MIB { (id1, s2.id) } else { (s2.id, id1) };
+    h.store.client_get(h.now, "k").unwrap();
+    // Immediate unmount drops the replica regardless of its lease.
+    assert_eq!(h.store.client_unmount(h.now, first), Ok(()));
+    assert_eq!(h.store.query_key("k"), Err(QueryError::NotFound));
+    assert_eq!(h.store.segment_status(first), None);
+    assert_eq!(h.store.client_unmount(h.now, first), Ok(()), "unknown ids succeed");
+    // Graceful: readable until the deadline, no new allocation, then gone.
+    put(&h, C2, "g", 5);
+    h.store.client_mount(h.now, C2, &seg(0x61, "n2", BASE * 2, MIB)).unwrap();
+    h.store.client_unmount(h.now, Uuid::from_u128(0x61)).unwrap();
+    assert_eq!(
+        h.store.client_graceful_unmount(h.now, other, C2, Duration::from_secs(1)),
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        h.store.client_graceful_unmount(h.now, other, Uuid::from_u128(9), Duration::from_secs(1)),
+        Err(ErrorCode::SegmentNotFound)
+    );
+    assert_eq!(h.store.client_graceful_unmount(h.now, other, C1, Duration::from_secs(1)), Ok(()));
+    assert_eq!(h.store.client_graceful_unmount(h.now, other, C1, Duration::from_secs(5)), Ok(()));
+    assert_eq!(h.store.segment_status(other), Some(SegmentStatus::GracefullyUnmounting));
+    assert!(h.store.client_get(h.now, "g").is_ok());
+    assert_eq!(h.store.client_put_start(h.now, C2, "x", 5, &one(), false), Err(ErrorCode::NoAvailableHandle));
+    assert_eq!(h.store.mounted_node_names(), Vec::<String>::new());
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.store.segment_status(other), None, "removed at the deadline (not 10 s later)");
+    assert_eq!(h.store.client_get(h.now, "g"), Err(ErrorCode::ObjectNotFound));
+    // A REST unmount cannot touch a remote segment, an RPC unmount no local one.
+    let local = h.store.mount_anonymous(h.now, MountKind::Anonymous, MIB, Protocol::Tcp, "").unwrap();
+    assert_eq!(h.store.unmount(h.now, UnmountFamily::Anonymous, &[id1], Duration::ZERO), vec![false]);
+    assert_eq!(h.store.client_unmount(h.now, local.segment_ids[0]), Err(ErrorCode::InvalidParams));
+}
+
+#[test]
+fn placement_follows_the_writer() {
+    let h = mounted();
+    let local = h.store.mount_anonymous(h.now, MountKind::Anonymous, MIB, Protocol::Tcp, "").unwrap();
+    // A REST write lands in this process's memory; an RPC write in a client's.
+    h.store.put(h.now, "rest", b"hello").unwrap();
+    let r = h.store.query_key("rest").unwrap();
+    assert_eq!(r[0].endpoint, "127.0.0.1:8080");
+    assert!(h.store.get(h.now, "rest", false).is_some());
+    assert_eq!(h.store.client_get(h.now, "rest"), Err(ErrorCode::ObjectNotFound), "not reachable over RPC");
+    assert!(!h.store.client_exists("rest"));
+    assert_eq!(h.store.client_put_start(h.now, C2, "rest", 3, &one(), false), Err(ErrorCode::ObjectAlreadyExists));
+    put(&h, C2, "rpc", 3);
+    assert_eq!(h.store.query_key("rpc").unwrap()[0].endpoint, "te-n1");
+    // Without a remote segment an RPC write has nowhere to go, even with local room.
+    h.store.client_unmount(h.now, Uuid::from_u128(0x51)).unwrap();
+    assert_eq!(h.store.client_put_start(h.now, C2, "x", 3, &one(), false), Err(ErrorCode::NoAvailableHandle));
+    // And a REST write does not land on a remote segment.
+    h.store.unmount(h.now, UnmountFamily::Anonymous, &local.segment_ids, Duration::ZERO);
+    h.store.client_mount(h.now, C1, &seg(0x53, "n1", BASE, 16 * MIB)).unwrap();
+    assert_eq!(h.store.put(h.now, "y", b"v"), Err(PutError::InsufficientStorage));
+}
+
+#[test]
+fn replicas_on_distinct_nodes_preferred_first() {
+    let h = mounted();
+    h.store.client_mount(h.now, C2, &seg(0x61, "n2", BASE * 2, 16 * MIB)).unwrap();
+    let cfg = WriteConfig { replicas: 3, preferred: vec!["n2".to_string()] };
+    let d = h.store.client_put_start(h.now, C1, "k", 4, &cfg, false).unwrap();
+    let eps: Vec<&str> = d.iter().map(|r| r.endpoint.as_str()).collect();
+    assert_eq!(eps, ["te-n2", "te-n1"], "two nodes: two replicas, the preferred one first");
+    assert_ne!(d[0].id, d[1].id);
+    h.store.client_put_end(h.now, C1, "k", None).unwrap();
+    assert_eq!(h.store.client_get(h.now, "k").unwrap().replicas.len(), 2);
+    assert_eq!(h.store.gauges().allocated_bytes, 8);
+    // Unmounting one node's segment keeps the object readable through the other.
+    h.store.client_unmount(h.now, Uuid::from_u128(0x61)).unwrap();
+    assert_eq!(h.store.client_get(h.now, "k").unwrap().replicas.len(), 1);
+}
+
+#[test]
+fn client_expiry_unmounts_drops_objects_aborts_writes_and_cleans_metadata() {
+    let mut h = mounted_ttl(Duration::from_secs(10));
+    let store = h.store.clone();
+    let md = store.metadata();
+    md.put("mooncake/ram/n1", b"{}");
+    md.put("mooncake/rpc_meta/n1", b"{}");
+    md.put("mooncake/ram/n2", b"{}");
+    h.store.client_mount(h.now, C2, &seg(0x61, "n2", BASE * 2, 16 * MIB)).unwrap();
+    let cfg = WriteConfig { replicas: 1, preferred: vec!["n1".to_string()] };
+    h.store.client_put_start(h.now, C2, "on-n1", 4, &cfg, false).unwrap();
+    h.store.client_put_end(h.now, C2, "on-n1", None).unwrap();
+    h.store.client_get(h.now, "on-n1").unwrap(); // leased: expiry ignores it
+    let cfg2 = WriteConfig { replicas: 1, preferred: vec!["n2".to_string()] };
+    h.store.client_put_start(h.now, C1, "by-c1", 4, &cfg2, false).unwrap();
+    assert_eq!(h.store.gauges().active_clients, 3);
+    // C2 keeps pinging, C1 goes silent.
+    for _ in 0..9 {
+        h.advance(Duration::from_secs(1));
+        assert_eq!(h.store.client_ping(h.now, C2), ClientStatus::NeedRemount);
+    }
+    assert_eq!(h.store.gauges().active_clients, 3);
+    h.advance(Duration::from_secs(1));
+    let g = h.store.gauges();
+    assert_eq!(g.active_clients, 2, "C1 expired 10 s after its last heartbeat");
+    assert_eq!(h.store.segment_status(Uuid::from_u128(0x51)), None);
+    assert_eq!(h.store.query_key("on-n1"), Err(QueryError::NotFound));
+    assert_eq!(h.store.query_key("by-c1"), Err(QueryError::NotFound), "its write was aborted");
+    assert_eq!(g.key_count, 0);
+    assert_eq!(md.get("mooncake/ram/n1"), None);
+    assert_eq!(md.get("mooncake/rpc_meta/n1"), None);
+    assert!(md.get("mooncake/ram/n2").is_some());
+    // The expired client comes back: NEED_REMOUNT, then a remount revives it (empty).
+    assert_eq!(h.store.client_ping(h.now, C1), ClientStatus::NeedRemount);
+    assert_eq!(h.store.client_remount(h.now, C1, &[seg(0x51, "n1", BASE, 16 * MIB)]), Ok(1));
+    assert_eq!(h.store.client_ping(h.now, C1), ClientStatus::Ok);
+    assert_eq!(h.store.gauges().active_clients, 3);
+    assert_eq!(h.store.query_segment("n1"), Some((0, 16 * MIB)));
+}

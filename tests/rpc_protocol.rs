@@ -1,0 +1,341 @@
+//! The master RPC listener and the metadata server, end to end through the `mc-master` binary
+//! and real sockets: the `rpc listening on` line, pipelining, framing errors, remote nodes in
+//! the admin endpoints and metrics, client TTL expiry, and `/metadata`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mc_core::rpc::{decode, encode, RequestHeader, ResponseHeader, Style, Value, MAGIC, REQ_HDR, RESP_HDR, RPCS};
+
+struct Server {
+    child: Child,
+    http: String,
+    rpc: Option<String>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(args: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mc-master"))
+        .args(["--port", "0", "--threads", "2"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mc-master");
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines.recv_timeout(Duration::from_secs(20)).expect("first stdout line");
+    let http = first.strip_prefix("listening on http://").expect("listening line").to_string();
+    let mut s = Server { child, http, rpc: None, lines };
+    if !args.windows(2).any(|w| w == ["--rpc-port", "off"]) {
+        let mut l = s.lines.recv_timeout(Duration::from_secs(5)).expect("second stdout line");
+        if l.starts_with("admin listening on") {
+            l = s.lines.recv_timeout(Duration::from_secs(5)).expect("third stdout line");
+        }
+        s.rpc = Some(l.strip_prefix("rpc listening on ").expect("rpc line").to_string());
+    }
+    s
+}
+
+/// One HTTP/1.0 request; returns (status, body).
+fn http(addr: &str, method: &str, target: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let head = format!("{method} {target} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("response head") + 4;
+    let status = std::str::from_utf8(&out[9..12]).unwrap().parse().unwrap();
+    (status, out[split..].to_vec())
+}
+
+fn get(addr: &str, target: &str) -> (u16, String) {
+    let (st, b) = http(addr, "GET", target, b"");
+    (st, String::from_utf8(b).unwrap())
+}
+
+/// A blocking RPC client on one connection.
+struct Rpc {
+    sock: TcpStream,
+    seq: u32,
+}
+
+impl Rpc {
+    fn connect(addr: &str) -> Self {
+        let sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self { sock, seq: 0 }
+    }
+
+    fn frame(&mut self, name: &str, args: Vec<Value>) -> Vec<u8> {
+        let def = RPCS.iter().find(|d| d.name == name).unwrap();
+        let body = match def.request_type() {
+            None => Vec::new(),
+            Some(t) => {
+                let v = if def.args.len() == 1 { args.into_iter().next().unwrap() } else { Value::Struct(args) };
+                encode(&t, &v, Style { type_info: true, len_code: 0 }).unwrap()
+            }
+        };
+        let mut out = Vec::new();
+        RequestHeader {
+            magic: MAGIC,
+            version: 0,
+            serialize_type: 0,
+            msg_type: 0,
+            seq: self.seq,
+            function_id: def.id,
+            length: body.len() as u32,
+            attach_length: 0,
+        }
+        .write(&mut out);
+        out.extend_from_slice(&body);
+        self.seq += 1;
+        out
+    }
+
+    /// Reads one reply: (err_code, seq, body).
+    fn read_reply(&mut self) -> (u8, u32, Vec<u8>) {
+        let mut h = [0u8; RESP_HDR];
+        self.sock.read_exact(&mut h).unwrap();
+        let h = ResponseHeader::parse(&h);
+        let mut body = vec![0u8; h.length as usize];
+        self.sock.read_exact(&mut body).unwrap();
+        (h.err_code, h.seq, body)
+    }
+
+    fn call(&mut self, name: &str, args: Vec<Value>) -> Value {
+        let f = self.frame(name, args);
+        self.sock.write_all(&f).unwrap();
+        let (code, seq, body) = self.read_reply();
+        assert_eq!((code, seq), (0, self.seq - 1), "{name}");
+        let def = RPCS.iter().find(|d| d.name == name).unwrap();
+        decode(&def.ret, &body).unwrap().0
+    }
+}
+
+fn uuid(a: u64, b: u64) -> Value {
+    Value::Struct(vec![Value::UInt(a), Value::UInt(b)])
+}
+
+fn s(x: &str) -> Value {
+    Value::str(x)
+}
+
+fn segment(id: u64, name: &str, te: &str, base: u64, size: u64) -> Value {
+    Value::Struct(vec![uuid(id, id), s(name), Value::UInt(base), Value::UInt(size), s(te), s("tcp"), s("")])
+}
+
+fn config() -> Value {
+    Value::Struct(vec![
+        Value::UInt(1),
+        Value::UInt(0),
+        Value::UInt(0),
+        Value::UInt(0),
+        Value::opt(None),
+        Value::Bool(false),
+        Value::List(vec![]),
+        s(""),
+        Value::List(vec![]),
+        Value::Bool(false),
+        Value::UInt(0),
+        s(""),
+        Value::opt(None),
+    ])
+}
+
+/// Mounts a 16 MiB segment for `client` and writes `key` (`len` bytes) through it.
+fn mount_and_put(rpc: &mut Rpc, client: Value, name: &str, key: &str, len: u64) {
+    let seg = segment(0x1234, name, "10.0.0.9:17777", 0x7f00_0000_0000, 1 << 24);
+    assert_eq!(rpc.call("MountSegment", vec![seg, client.clone()]), Value::ok_void());
+    let started = rpc.call("PutStart", vec![client.clone(), s(key), Value::UInt(len), config(), s("default")]);
+    assert!(matches!(started, Value::Ok(_)), "{started:?}");
+    let meta = Value::Struct(vec![s(key), Value::opt(None)]);
+    assert_eq!(rpc.call("PutEnd", vec![client, meta, Value::Int(4), s("default")]), Value::ok_void());
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn rpc_line_pipelining_and_framing_errors() {
+    let srv = start(&["--rpc-port", "0", "--admin-port", "0"]);
+    let addr = srv.rpc.clone().unwrap();
+    let mut rpc = Rpc::connect(&addr);
+    // Three requests in one write: three replies in request order, seq echoed.
+    let mut all = Vec::new();
+    for seq in [0x30, 0x10, 0x20] {
+        rpc.seq = seq;
+        all.extend(rpc.frame("ServiceReady", vec![]));
+    }
+    rpc.sock.write_all(&all).unwrap();
+    let seqs: Vec<u32> = (0..3).map(|_| rpc.read_reply().1).collect();
+    assert_eq!(seqs, [0x30, 0x10, 0x20]);
+    // Unknown function: err_code 11, connection kept.
+    let mut f = rpc.frame("ServiceReady", vec![]);
+    f[8..12].copy_from_slice(&0x8ecf1981u32.to_le_bytes()); // CalcCacheStats
+    rpc.sock.write_all(&f).unwrap();
+    assert_eq!(rpc.read_reply().0, 11);
+    assert_eq!(rpc.call("ServiceReady", vec![]), Value::ok(s("2.0.0")));
+    // Bad magic: closed without a reply; a new connection works.
+    let mut bad = rpc.frame("ServiceReady", vec![]);
+    bad[0] = 0x16;
+    rpc.sock.write_all(&bad).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(rpc.sock.read(&mut buf).unwrap_or(0), 0, "closed without a reply");
+    let mut again = Rpc::connect(&addr);
+    assert_eq!(again.call("ServiceReady", vec![]), Value::ok(s("2.0.0")));
+    assert_eq!(REQ_HDR, 20);
+}
+
+#[test]
+fn rpc_port_off_prints_no_rpc_line() {
+    let srv = start(&["--rpc-port", "off"]);
+    assert!(srv.lines.recv_timeout(Duration::from_millis(500)).is_err(), "no further stdout line");
+    assert_eq!(get(&srv.http, "/health").0, 200);
+}
+
+#[test]
+fn remote_nodes_appear_in_the_admin_endpoints_and_metrics() {
+    let srv = start(&["--rpc-port", "0"]);
+    let mut rpc = Rpc::connect(srv.rpc.as_deref().unwrap());
+    let client = uuid(0x0102030405060708, 0x090a0b0c0d0e0f10);
+    mount_and_put(&mut rpc, client.clone(), "10.0.0.9:8088", "rpc-key", 11);
+    let h = &srv.http;
+    assert_eq!(get(h, "/get_all_segments"), (200, "10.0.0.9:8088\n".to_string()));
+    let (st, q) = get(h, "/query_segment?segment=10.0.0.9%3A8088");
+    assert_eq!((st, q.as_str()), (200, "10.0.0.9:8088\nUsed(bytes): 11\nCapacity(bytes): 16777216\n"));
+    let (_, detail) = get(h, "/get_segments_detail");
+    let d: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    let seg = &d["segments"][0];
+    assert_eq!(seg["segment_name"], "10.0.0.9:8088");
+    assert_eq!(seg["te_endpoint"], "10.0.0.9:17777");
+    assert_eq!(seg["client_id"], "01020304-0506-0708-090a-0b0c0d0e0f10");
+    assert_eq!(seg["base_address"], "0x7f0000000000");
+    assert_eq!(seg["allocator_used_bytes"], 11);
+    let (st, qk) = get(h, "/query_key?key=rpc-key");
+    assert_eq!(st, 200);
+    let qk: serde_json::Value = serde_json::from_str(&qk).unwrap();
+    assert_eq!(qk["data"][0]["transport_endpoint_"], "10.0.0.9:17777");
+    assert_eq!(qk["data"][0]["buffer_address_"], 0x7f00_0000_0000u64);
+    assert_eq!(qk["data"][0]["size_"], 11);
+    let (_, bq) = get(h, "/batch_query_keys?keys=rpc-key");
+    assert!(bq.contains("\"rpc-key\":{\"ok\":true"), "{bq}");
+    assert_eq!(get(h, "/get_all_keys"), (200, "rpc-key\n".to_string()));
+    // The bytes live in the client: REST cannot serve them.
+    assert_eq!(get(h, "/api/get/rpc-key").0, 404);
+    let (_, m) = get(h, "/metrics");
+    for line in [
+        "master_active_clients 2",
+        "master_key_count 1",
+        "segment_allocated_bytes{segment=\"10.0.0.9:8088\"} 11",
+        "segment_total_capacity_bytes{segment=\"10.0.0.9:8088\"} 16777216",
+        "master_put_start_requests_total 1",
+        "master_put_end_requests_total 1",
+        "master_mount_segment_requests_total 1",
+        "master_value_size_bytes_sum 11",
+    ] {
+        assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+    }
+    // A REST write never lands in a client's memory: no local segment, no room.
+    assert_eq!(http(h, "PUT", "/api/put/rest-key", b"abc").0, 507);
+    // Unmount over RPC: gone from every view.
+    assert_eq!(rpc.call("UnmountSegment", vec![uuid(0x1234, 0x1234), client]), Value::ok_void());
+    assert_eq!(get(h, "/get_all_segments"), (200, String::new()));
+    assert_eq!(get(h, "/query_key?key=rpc-key").0, 404);
+    let (_, m) = get(h, "/metrics");
+    assert!(m.lines().any(|l| l == "master_unmount_segment_requests_total 1"));
+}
+
+#[test]
+fn an_expired_client_loses_its_segments_objects_and_metadata() {
+    let srv = start(&["--rpc-port", "0", "--client-ttl", "1s"]);
+    let h = &srv.http;
+    let mut rpc = Rpc::connect(srv.rpc.as_deref().unwrap());
+    let client = uuid(7, 7);
+    mount_and_put(&mut rpc, client.clone(), "127.0.0.1:9999", "k", 5);
+    assert_eq!(http(h, "PUT", "/metadata?key=mooncake%2Fram%2F127.0.0.1%3A9999", b"{\"x\":1}").0, 200);
+    assert_eq!(http(h, "PUT", "/metadata?key=mooncake/rpc_meta/127.0.0.1:9999", b"{}").0, 200);
+    assert_eq!(http(h, "PUT", "/metadata?key=mooncake/ram/other:1", b"{}").0, 200);
+    let active = |n: u32| {
+        let (_, m) = get(h, "/metrics");
+        m.lines().any(|l| l == format!("master_active_clients {n}"))
+    };
+    assert!(active(2));
+    // Pings keep it alive past the TTL.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(400));
+        let pong = rpc.call("Ping", vec![client.clone()]);
+        assert_eq!(pong, Value::ok(Value::Struct(vec![Value::Int(0), Value::Int(2)])));
+    }
+    assert!(active(2));
+    // Then silence: expired within the TTL (plus scheduling slack).
+    wait_until("expiry", || active(1));
+    assert_eq!(get(h, "/get_all_segments"), (200, String::new()));
+    assert_eq!(get(h, "/query_key?key=k").0, 404);
+    assert_eq!(get(h, "/metadata?key=mooncake/ram/127.0.0.1:9999").0, 404);
+    assert_eq!(get(h, "/metadata?key=mooncake%2Frpc_meta%2F127.0.0.1%3A9999").0, 404);
+    assert_eq!(get(h, "/metadata?key=mooncake/ram/other:1").0, 200);
+    // Its next Ping asks for a remount.
+    assert_eq!(rpc.call("Ping", vec![client]), Value::ok(Value::Struct(vec![Value::Int(0), Value::Int(2)])));
+}
+
+#[test]
+fn metadata_server() {
+    let srv = start(&["--rpc-port", "off", "--admin-port", "0"]);
+    let h = &srv.http;
+    assert_eq!(get(h, "/metadata?key=a"), (404, "metadata not found".to_string()));
+    assert_eq!(
+        http(h, "PUT", "/metadata?key=mooncake%2Fram%2Fh%3A1", b"{\"buffers\":[]}"),
+        (200, b"metadata updated".to_vec())
+    );
+    // One key rule for every method: escaped and plain spellings name one entry.
+    assert_eq!(get(h, "/metadata?key=mooncake/ram/h:1"), (200, "{\"buffers\":[]}".to_string()));
+    assert_eq!(get(h, "/metadata?key=mooncake%2Fram%2Fh%3A1"), (200, "{\"buffers\":[]}".to_string()));
+    assert_eq!(http(h, "PUT", "/metadata?key=mooncake/ram/h:1", b"{}").0, 200, "ram keys are replaced");
+    assert_eq!(get(h, "/metadata?key=mooncake/ram/h:1").1, "{}");
+    assert_eq!(http(h, "PUT", "/metadata?key=mooncake/rpc_meta/h:1", b"A").0, 200);
+    assert_eq!(http(h, "PUT", "/metadata?key=mooncake/rpc_meta/h:1", b"A"), (200, b"metadata unchanged".to_vec()));
+    assert_eq!(
+        http(h, "PUT", "/metadata?key=mooncake/rpc_meta/h:1", b"B"),
+        (400, b"Duplicate rpc_meta key not allowed".to_vec())
+    );
+    assert_eq!(
+        http(h, "DELETE", "/metadata?key=mooncake%2Frpc_meta%2Fh%3A1", b""),
+        (200, b"metadata deleted".to_vec())
+    );
+    assert_eq!(http(h, "DELETE", "/metadata?key=mooncake/rpc_meta/h:1", b"").0, 404);
+    for m in ["GET", "PUT", "DELETE"] {
+        assert_eq!(http(h, m, "/metadata", b""), (400, b"Missing key parameter".to_vec()), "{m}");
+        assert_eq!(http(h, m, "/metadata?key=", b"").0, 400, "{m}");
+    }
+    assert_eq!(http(h, "POST", "/metadata?key=a", b"").0, 405);
+    let (_, m) = get(h, "/metrics");
+    assert!(m.contains("http_requests_total{route=\"/metadata\",method=\"GET\",code=\"200\"}"), "{m}");
+}

@@ -1,0 +1,136 @@
+//! Proof with the real client: installs upstream's wheel (`mooncake-transfer-engine-non-cuda`)
+//! into a virtual environment, points the unchanged Python client and
+//! `python -m mooncake.mooncake_store_service` at `mc-master`, and runs
+//! `tests/rpc_upstream/driver.py` (setup, put, get, exist, remove, remove_all, batch calls,
+//! upsert, mount/unmount with and without grace, a killed client expiring, the admin
+//! endpoints' view, the HTTP metadata server, and put/get round trips per second against
+//! `mc-master` and upstream's `mooncake_master`).
+//!
+//! Skips (prints why, passes) when Python, the wheel or its system library cannot be had
+//! (e.g. no network), or when `MC_SKIP_UPSTREAM=1`. The environment is cached in
+//! `target/tmp/rpc-upstream-venv`; `MC_UPSTREAM_VENV` points at another one. `MC_RPC_BENCH`
+//! sets the number of values of the round-trip measurement (default 300, 0 = none).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const WHEEL: &str = "mooncake-transfer-engine-non-cuda";
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stdin(Stdio::null()).output().ok()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out.status.success().then_some(text.clone()).or_else(|| {
+        eprintln!("{:?} failed:\n{}", cmd, text.lines().rev().take(15).collect::<Vec<_>>().join("\n"));
+        None
+    })
+}
+
+fn imports(py: &Path) -> Result<(), String> {
+    let out = Command::new(py)
+        .args(["-c", "from mooncake.store import MooncakeDistributedStore"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A Python with the wheel installed, or why there is none.
+fn environment() -> Result<PathBuf, String> {
+    let venv = std::env::var_os("MC_UPSTREAM_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("rpc-upstream-venv"));
+    let py = venv.join("bin/python");
+    if imports(&py).is_err() {
+        if !py.exists() {
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+                .ok_or("cannot create a virtual environment")?;
+        }
+        if !venv.join("bin/mooncake_master").exists() {
+            eprintln!("installing {WHEEL} into {} ...", venv.display());
+            run(Command::new(&py).args(["-m", "pip", "install", "-q", "--disable-pip-version-check", WHEEL]))
+                .ok_or(format!("cannot install {WHEEL} (no network?)"))?;
+        }
+    }
+    if let Err(e) = imports(&py) {
+        if !e.contains("libibverbs") {
+            return Err(format!("the wheel does not import: {e}"));
+        }
+        eprintln!("installing Debian's libibverbs1 ...");
+        let apt =
+            |args: &[&str]| run(Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive")).is_some();
+        if !apt(&["install", "-y", "-qq", "libibverbs1"]) {
+            apt(&["update", "-qq"]);
+            apt(&["install", "-y", "-qq", "libibverbs1"]);
+        }
+        imports(&py).map_err(|e| format!("the wheel does not import: {e}"))?;
+    }
+    Ok(py)
+}
+
+#[test]
+fn unchanged_upstream_client_against_mc_master() {
+    if std::env::var("MC_SKIP_UPSTREAM").is_ok_and(|v| v == "1") {
+        println!("SKIP upstream client test: MC_SKIP_UPSTREAM=1");
+        return;
+    }
+    let py = match environment() {
+        Ok(py) => py,
+        Err(why) => {
+            println!("SKIP upstream client test: {why}");
+            return;
+        }
+    };
+    let ttl = 3;
+    let mut master = Command::new(env!("CARGO_BIN_EXE_mc-master"))
+        .args(["--port", "0", "--rpc-port", "0", "--threads", "2", "--client-ttl"])
+        .arg(format!("{ttl}s"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mc-master");
+    let mut lines = BufReader::new(master.stdout.take().unwrap()).lines();
+    let _guard = Kill(master);
+    let http = lines.next().unwrap().unwrap().strip_prefix("listening on http://").unwrap().to_string();
+    let rpc = lines.next().unwrap().unwrap().strip_prefix("rpc listening on ").unwrap().to_string();
+    let bench = std::env::var("MC_RPC_BENCH").unwrap_or_else(|_| "300".to_string());
+    let workdir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rpc-upstream-work");
+    let upstream = py.parent().unwrap().join("mooncake_master");
+    let mut driver = Command::new(&py);
+    driver
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rpc_upstream/driver.py"))
+        .args(["--python"])
+        .arg(&py)
+        .args(["--master", &rpc, "--http", &http, "--ttl", &ttl.to_string(), "--bench", &bench, "--workdir"])
+        .arg(&workdir);
+    if upstream.exists() {
+        driver.arg("--upstream-master").arg(&upstream);
+    }
+    let mut child = driver.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start the driver");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let mut verdict = String::new();
+    for line in out.lines().map_while(Result::ok) {
+        println!("{line}");
+        if line.starts_with("UPSTREAM ") {
+            verdict = line;
+        }
+    }
+    let status = child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(10));
+    assert!(status.success() && verdict.starts_with("UPSTREAM PASS"), "{verdict}");
+}
