@@ -122,10 +122,18 @@ fn run(args: Args) -> Result<(), Fatal> {
         sockets[0].admin.as_ref().map(|a| a.local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
 
     let runtime = match args.runtime {
-        RuntimeKind::Mio => mc_mio::start(master.clone(), sockets)
-            .map_err(|e| Fatal(1, format!("cannot start the mio runtime: {e}")))?,
+        RuntimeKind::Mio => Runtime::Mio(
+            mc_mio::start(master.clone(), sockets)
+                .map_err(|e| Fatal(1, format!("cannot start the mio runtime: {e}")))?,
+        ),
         RuntimeKind::Glommio => {
-            return Err(Fatal(1, "the glommio runtime is not available in this build; use --runtime mio".into()))
+            let sockets = sockets
+                .into_iter()
+                .map(|s| mc_glommio::WorkerSockets { main: s.main, admin: s.admin, rpc: s.rpc })
+                .collect();
+            let rt = mc_glommio::start(master.clone(), sockets)
+                .map_err(|e| Fatal(1, format!("cannot start the glommio runtime: {e}; use --runtime mio")))?;
+            Runtime::Glommio(rt)
         }
     };
 
@@ -154,9 +162,45 @@ fn run(args: Args) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// The runtime chosen by `--runtime`.
+enum Runtime {
+    Mio(mc_mio::Runtime),
+    Glommio(mc_glommio::Runtime),
+}
+
+/// Wakes every worker of either runtime.
+enum Waker {
+    Mio(mc_mio::Waker),
+    Glommio(mc_glommio::Waker),
+}
+
+impl Runtime {
+    fn waker(&self) -> Waker {
+        match self {
+            Runtime::Mio(r) => Waker::Mio(r.waker()),
+            Runtime::Glommio(r) => Waker::Glommio(r.waker()),
+        }
+    }
+    fn join(self) {
+        match self {
+            Runtime::Mio(r) => r.join(),
+            Runtime::Glommio(r) => r.join(),
+        }
+    }
+}
+
+impl Waker {
+    fn wake_all(&self) {
+        match self {
+            Waker::Mio(w) => w.wake_all(),
+            Waker::Glommio(w) => w.wake_all(),
+        }
+    }
+}
+
 /// SIGTERM/SIGINT handling (SPEC §2.7): the first signal starts the shutdown (and a 5 s
 /// deadline), the second exits at once.
-fn spawn_signal_thread(master: Arc<Master>, wake: mc_mio::Waker) -> Result<(), Fatal> {
+fn spawn_signal_thread(master: Arc<Master>, wake: Waker) -> Result<(), Fatal> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .map_err(|e| Fatal(1, format!("cannot install signal handlers: {e}")))?;

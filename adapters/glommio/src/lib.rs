@@ -1,0 +1,614 @@
+//! # mc-glommio: the glommio (io_uring) runtime adapter
+//!
+//! Thread-per-core, like `mc-mio`: each worker thread owns one glommio `LocalExecutor`
+//! (pinned to one CPU while there are no more workers than allowed CPUs, unpinned
+//! otherwise), its own `SO_REUSEPORT` listener(s) and its connections; nothing is shared
+//! between workers except the `Arc<Master>` of the core. Each connection is one task:
+//!
+//! ```text
+//! readable  -> TcpStream::poll_read -> Connection::handle_input / handle_eof
+//! writable  -> Connection::poll_transmit -> TcpStream::poll_write -> Connection::consume
+//! deadline  -> glommio Timer -> Connection::handle_timeout (timer task: Master::handle_timeout)
+//! waker     -> Master::is_shutting_down -> Connection::handle_shutdown
+//! ```
+//!
+//! What it does: moves bytes and time between sockets and `mc_core`, half-closes and
+//! drains a finished connection for [`LINGER`] (as `mc-mio` does), runs
+//! `Master::handle_timeout` from a per-worker timer task, and exits a worker once shutdown
+//! was announced and its last connection is gone. What it does not do: every HTTP decision
+//! (parsing, routing, framing, keep-alive, timeouts, backpressure, `Connection: close` on
+//! shutdown) is made by `mc_core`; the adapter only asks `wants_read`, `poll_transmit`,
+//! `poll_timeout` and `is_closed`. The core's `Connection` is owned by its task and the
+//! `Service`s sit in a `RefCell` on the worker, borrowed only between awaits.
+//!
+//! Timers: a connection's task polls, in one `poll_fn`, its socket (write, then read) and a
+//! glommio `Timer` armed at `Connection::poll_timeout` (or at the end of the linger), so a
+//! deadline fires while a read or a write is pending. The master timer task sleeps until
+//! `Master::poll_timeout`; connection tasks wake it when a request moved that deadline
+//! earlier (the mio loop re-reads it after every event).
+//!
+//! Shutdown (SPEC §2.7): [`Waker::wake_all`] writes a byte to one socket pair per worker;
+//! the worker's wake task then (if `Master::is_shutting_down`) delivers `handle_shutdown`
+//! once to every connection open at that moment, as `mc-mio` does. The worker exits when
+//! no connection is left: it closes its listeners, stops its tasks and returns from the
+//! executor.
+//!
+//! IO path: glommio 0.9's `TcpStream` first tries a non-blocking `recv`/`send` on the
+//! caller's buffer and, when that would block, waits for readiness with an io_uring
+//! `POLL_ADD`; accepts that would block, timers and wake-ups also go through the rings.
+//! Writes therefore send straight from the slices `poll_transmit` returns (segment memory
+//! for GET bodies), without a user-space copy; see `ZERO_COPY.md`. Reads complete inside a
+//! poll, so one read buffer per worker suffices, as in `mc-mio`.
+//!
+//! Start-up: [`start`] probes io_uring (a throw-away ring and the opcodes glommio needs:
+//! glommio itself panics or exits the process when they are missing), then builds every
+//! executor on its thread and waits for all of them before returning. A kernel without
+//! io_uring, a seccomp filter, or a `RLIMIT_MEMLOCK` too low for the rings and registered
+//! buffers (about 240 KiB per worker, see `IO_MEMORY`) is thus reported by `start`, and
+//! the binary exits 1, before anything is served.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::io::{self, ErrorKind, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll, Waker as TaskWaker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
+use glommio::net::{TcpListener, TcpStream, UnixStream};
+use glommio::timer::Timer;
+use glommio::{GlommioError, LocalExecutor, LocalExecutorBuilder, Placement, Task};
+use mc_core::api::{Listener, StreamState};
+use mc_core::http::Connection;
+use mc_core::{Master, Now, Service};
+
+/// How long a closing connection keeps draining unread input so the peer sees our last
+/// response instead of a reset (same as `mc-mio`).
+pub const LINGER: Duration = Duration::from_millis(500);
+/// Registered io memory per executor: glommio's floor. It only serves DMA file IO and
+/// socket `peek`, neither of which this adapter uses, but glommio registers it with each
+/// of its three rings and the kernel charges every registration to the user's
+/// `RLIMIT_MEMLOCK` (3 × 64 KiB), unless the process has `CAP_IPC_LOCK`.
+const IO_MEMORY: usize = 64 * 1024;
+/// Submission ring depth (glommio's default). glommio does not cap requests in flight at
+/// the ring size (it queues and batches submissions), so this bounds no connection count.
+/// Recent kernels (seen on 6.18) also charge ring memory to `RLIMIT_MEMLOCK`: about
+/// 16 KiB per ring at this depth (inferred from the measured total below).
+const RING_DEPTH: usize = 128;
+/// What one worker costs in locked memory, as measured on Linux 6.18 (3 × 64 KiB buffers
+/// plus the rings): 16 workers need about 3.8 MiB of the usual 8 MiB `ulimit -l`; about
+/// 34 fit. Only used to explain an `ENOMEM` at start-up.
+const PER_WORKER_MEMLOCK: usize = 240 * 1024;
+const READ_BUF: usize = 64 * 1024;
+/// Pause after a failed accept (e.g. `EMFILE`), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// The io_uring opcodes glommio 0.9 checks at its first ring (it exits the process when
+/// one is missing): NOP … FSYNC, READ/WRITE_FIXED, POLL_ADD/REMOVE, SENDMSG, RECVMSG,
+/// TIMEOUT(_REMOVE), ACCEPT, LINK_TIMEOUT, CONNECT, FALLOCATE, OPENAT, CLOSE, STATX,
+/// READ, WRITE, SEND, RECV (Linux 5.8).
+const URING_OPS: [u8; 23] = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 15, 16, 17, 18, 19, 21, 22, 23, 26, 27];
+
+/// The listeners of one worker thread.
+pub struct WorkerSockets {
+    /// Main listener (every endpoint).
+    pub main: std::net::TcpListener,
+    /// Admin listener (`--admin-port`), if any.
+    pub admin: Option<std::net::TcpListener>,
+    /// Master RPC listener (`--rpc-port`), if any.
+    pub rpc: Option<std::net::TcpListener>,
+}
+
+/// Wakes every worker (used to announce shutdown). One socket pair per worker: the
+/// worker awaits a byte on its end through io_uring.
+#[derive(Clone)]
+pub struct Waker(Arc<Vec<StdUnixStream>>);
+
+impl Waker {
+    /// Wakes all workers so they observe `Master::is_shutting_down`.
+    pub fn wake_all(&self) {
+        for s in self.0.iter() {
+            // Non-blocking: a full buffer already holds a pending wake-up.
+            let _ = (&*s).write(&[1]);
+        }
+    }
+}
+
+/// The running worker threads.
+pub struct Runtime {
+    threads: Vec<JoinHandle<()>>,
+    waker: Waker,
+}
+
+impl Runtime {
+    /// A handle that wakes every worker.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+    /// Waits until every worker has exited (after shutdown, once its connections are closed).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts one worker thread (one executor) per entry of `sockets`. Returns once every
+/// executor is built; if io_uring is unusable or any executor fails, no worker runs and
+/// the error names the cause.
+pub fn start(master: Arc<Master>, sockets: Vec<WorkerSockets>) -> io::Result<Runtime> {
+    probe_io_uring()?;
+    let cpus = allowed_cpus();
+    let pin = sockets.len() <= cpus.len();
+    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+    let (mut threads, mut wakers, mut gos) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, socks) in sockets.into_iter().enumerate() {
+        let (wake_tx, wake_rx) = StdUnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wakers.push(wake_tx);
+        let (go_tx, go_rx) = mpsc::channel::<bool>();
+        gos.push(go_tx);
+        let placement = if pin { Placement::Fixed(cpus[i]) } else { Placement::Unbound };
+        let (master, ready_tx) = (master.clone(), ready_tx.clone());
+        let t = std::thread::Builder::new().name(format!("mc-glommio-{i}")).spawn(move || {
+            let made = std::panic::catch_unwind(|| build_executor(i, placement))
+                .unwrap_or_else(|_| Err(io::Error::other("glommio panicked while creating the executor")));
+            let (ex, ok) = match made {
+                Ok(ex) => (Some(ex), Ok(())),
+                Err(e) => (None, Err(e)),
+            };
+            let _ = ready_tx.send(ok);
+            if let (Some(ex), Ok(true)) = (ex, go_rx.recv()) {
+                ex.run(run_worker(master, socks, wake_rx));
+            }
+        })?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    let mut failure = None;
+    for _ in 0..threads.len() {
+        let r = ready_rx.recv().unwrap_or_else(|_| Err(io::Error::other("a worker thread died")));
+        failure = failure.or(r.err());
+    }
+    for go in gos {
+        let _ = go.send(failure.is_none());
+    }
+    if let Some(e) = failure {
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(e);
+    }
+    let waker = Waker(Arc::new(wakers));
+    Ok(Runtime { threads, waker })
+}
+
+fn build_executor(i: usize, placement: Placement) -> io::Result<LocalExecutor> {
+    let make = |p: Placement| {
+        LocalExecutorBuilder::new(p).name(&format!("mc-glommio-{i}")).io_memory(IO_MEMORY).ring_depth(RING_DEPTH).make()
+    };
+    let pinned = matches!(placement, Placement::Fixed(_));
+    match make(placement) {
+        Err(e) if pinned => {
+            log::debug!("worker {i}: cannot pin ({e}); running unpinned");
+            make(Placement::Unbound)
+        }
+        r => r,
+    }
+    .map_err(|e| match e {
+        GlommioError::IoError(e) => explain(e),
+        e => io::Error::other(e.to_string()),
+    })
+}
+
+/// The soft `RLIMIT_MEMLOCK` in KiB, as text.
+fn memlock_limit() -> String {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the struct.
+    match unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } {
+        0 if lim.rlim_cur == libc::RLIM_INFINITY => "unlimited".to_string(),
+        0 => format!("{} KiB", lim.rlim_cur / 1024),
+        _ => "unknown".to_string(),
+    }
+}
+
+/// Adds the likely cause to an out-of-memory error: io_uring charges its rings and
+/// registered buffers to `RLIMIT_MEMLOCK`. (glommio reports a limit under its 512 KiB
+/// minimum as an opaque `MemLockLimit(..)`; say it plainly.)
+fn explain(e: io::Error) -> io::Error {
+    let hint = format!(
+        "io_uring memory is charged to RLIMIT_MEMLOCK (now {}, shared by all processes of \
+         the user): glommio needs at least 512 KiB and about {} KiB per worker; raise \
+         `ulimit -l` or lower --threads",
+        memlock_limit(),
+        PER_WORKER_MEMLOCK / 1024
+    );
+    match e.raw_os_error() {
+        Some(libc::ENOMEM) => io::Error::new(e.kind(), format!("{e}: {hint}")),
+        None if e.to_string().starts_with("MemLockLimit") => io::Error::other(hint),
+        _ => e,
+    }
+}
+
+/// Checks that io_uring can be set up and offers the opcodes glommio needs, with a
+/// throw-away ring: glommio itself panics or exits the process in these cases.
+fn probe_io_uring() -> io::Result<()> {
+    let unavailable = |e: io::Error| io::Error::new(e.kind(), format!("io_uring is unavailable: {e}"));
+    // struct io_uring_params is 120 bytes; all zero but the entry count, which is an argument.
+    let mut params = [0u32; 30];
+    // SAFETY: plain syscalls on a buffer of the size the kernel expects.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(unavailable(explain(io::Error::last_os_error())));
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    let ring = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // struct io_uring_probe: 16-byte header, then 256 entries of 8 bytes
+    // (u8 op, u8 resv, u16 flags, u32 resv2); flags bit 0 = IO_URING_OP_SUPPORTED.
+    const REGISTER_PROBE: u32 = 8;
+    let mut probe = vec![0u8; 16 + 256 * 8];
+    // SAFETY: as above; the buffer holds the 256 entries announced.
+    let r = unsafe {
+        libc::syscall(libc::SYS_io_uring_register, ring.as_raw_fd(), REGISTER_PROBE, probe.as_mut_ptr(), 256u32)
+    };
+    if r < 0 {
+        return Err(unavailable(io::Error::other(format!(
+            "cannot probe opcodes ({}); Linux 5.8 or later is needed",
+            io::Error::last_os_error()
+        ))));
+    }
+    let supported = |op: u8| {
+        let e = 16 + 8 * op as usize;
+        u16::from_ne_bytes([probe[e + 2], probe[e + 3]]) & 1 == 1
+    };
+    match URING_OPS.iter().find(|&&op| !supported(op)) {
+        Some(op) => {
+            Err(unavailable(io::Error::other(format!("the kernel lacks opcode {op}; Linux 5.8 or later is needed"))))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The CPUs this process may run on (empty if unknown).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+}
+
+fn now() -> Now {
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    Now::new(Instant::now(), wall)
+}
+
+/// A connection as the worker sees it: how to wake its task, and whether a shutdown is
+/// waiting to be delivered to it.
+#[derive(Default)]
+struct Slot {
+    waker: Option<TaskWaker>,
+    shutdown: bool,
+}
+
+/// Per-worker state, shared by the worker's tasks (never across threads).
+struct Worker {
+    master: Arc<Master>,
+    main_svc: RefCell<Service>,
+    admin_svc: RefCell<Service>,
+    /// Open connections, by id.
+    conns: RefCell<HashMap<u64, Slot>>,
+    next_id: Cell<u64>,
+    buf: RefCell<Vec<u8>>,
+    shutdown_seen: Cell<bool>,
+    /// The worker's main future, waiting for shutdown and no open connection.
+    exit: Cell<Option<TaskWaker>>,
+    /// The master timer task and the deadline it sleeps until.
+    master_timer: Cell<Option<TaskWaker>>,
+    master_armed: Cell<Option<Instant>>,
+}
+
+impl Worker {
+    fn svc(&self, l: Listener) -> &RefCell<Service> {
+        if l == Listener::Main {
+            &self.main_svc
+        } else {
+            &self.admin_svc
+        }
+    }
+
+    /// Resolves once shutdown was seen and no connection is open.
+    async fn all_closed(&self) {
+        poll_fn(|cx| {
+            if self.shutdown_seen.get() && self.conns.borrow().is_empty() {
+                return Poll::Ready(());
+            }
+            self.exit.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn wake_exit(&self) {
+        if let Some(w) = self.exit.take() {
+            w.wake();
+        }
+    }
+
+    /// Called after every connection event: a request may have moved the process-wide
+    /// deadline earlier than the one the timer task sleeps until.
+    fn check_master_deadline(&self) {
+        if let Some(at) = self.master.poll_timeout() {
+            let earlier = match self.master_armed.get() {
+                Some(armed) => at < armed,
+                None => true,
+            };
+            if earlier {
+                if let Some(w) = self.master_timer.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+}
+
+async fn run_worker(master: Arc<Master>, socks: WorkerSockets, wake: StdUnixStream) {
+    let stats = master.register_worker();
+    let w = Rc::new(Worker {
+        main_svc: RefCell::new(master.service(Listener::Main, stats.clone())),
+        admin_svc: RefCell::new(master.service(Listener::Admin, stats)),
+        master,
+        conns: RefCell::default(),
+        next_id: Cell::new(0),
+        buf: RefCell::new(vec![0u8; READ_BUF]),
+        shutdown_seen: Cell::new(false),
+        exit: Cell::new(None),
+        master_timer: Cell::new(None),
+        master_armed: Cell::new(None),
+    });
+    // SAFETY: each descriptor comes from an owned std socket given up here.
+    let main = unsafe { TcpListener::from_raw_fd(socks.main.into_raw_fd()) };
+    let wake = unsafe { UnixStream::from_raw_fd(wake.into_raw_fd()) };
+    let mut tasks: Vec<Task<()>> = vec![
+        glommio::spawn_local(accept_loop(w.clone(), main, Listener::Main)),
+        glommio::spawn_local(master_timer(w.clone())),
+        glommio::spawn_local(on_wake(w.clone(), wake)),
+    ];
+    if let Some(a) = socks.admin {
+        let admin = unsafe { TcpListener::from_raw_fd(a.into_raw_fd()) };
+        tasks.push(glommio::spawn_local(accept_loop(w.clone(), admin, Listener::Admin)));
+    }
+    w.all_closed().await;
+    // Close the listeners now (the kernel then routes new connections to the other
+    // workers' listeners) and stop the timer and wake tasks; then wait for a connection
+    // accepted meanwhile, if any.
+    for t in tasks {
+        t.cancel().await;
+    }
+    w.all_closed().await;
+}
+
+async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Listener) {
+    loop {
+        match listener.accept().await {
+            Ok(sock) => {
+                let _ = sock.set_nodelay(true);
+                let id = w.next_id.get();
+                w.next_id.set(id + 1);
+                w.conns.borrow_mut().insert(id, Slot::default());
+                glommio::spawn_local(serve(w.clone(), id, sock, kind)).detach();
+            }
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                glommio::timer::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Announces shutdown to this worker's connections when the binary wakes us.
+async fn on_wake(w: Rc<Worker>, mut wake: UnixStream) {
+    let mut b = [0u8; 64];
+    while let Ok(1..) = wake.read(&mut b).await {
+        if w.master.is_shutting_down() && !w.shutdown_seen.replace(true) {
+            for slot in w.conns.borrow_mut().values_mut() {
+                slot.shutdown = true;
+                if let Some(k) = slot.waker.take() {
+                    k.wake();
+                }
+            }
+            w.wake_exit();
+        }
+    }
+}
+
+/// Runs `Master::handle_timeout` whenever `Master::poll_timeout` is due.
+async fn master_timer(w: Rc<Worker>) {
+    let mut deadline = Deadline::default();
+    loop {
+        poll_fn(|cx| {
+            let at = w.master.poll_timeout();
+            w.master_armed.set(at);
+            w.master_timer.set(Some(cx.waker().clone()));
+            deadline.poll(cx, at)
+        })
+        .await;
+        w.master.handle_timeout(now());
+    }
+}
+
+/// One glommio timer, re-armed when the wanted deadline changes.
+#[derive(Default)]
+struct Deadline {
+    at: Option<Instant>,
+    timer: Option<Timer>,
+}
+
+impl Deadline {
+    /// Ready once `at` has passed; otherwise the task is woken at `at`.
+    fn poll(&mut self, cx: &mut Context<'_>, at: Option<Instant>) -> Poll<()> {
+        let now = Instant::now();
+        match at {
+            Some(at) if at > now => {
+                if self.at != Some(at) {
+                    self.at = Some(at);
+                    self.timer = Some(Timer::new(at - now));
+                }
+                let timer = self.timer.as_mut().expect("armed");
+                Pin::new(timer).poll(cx).map(|_| ())
+            }
+            due => {
+                (self.at, self.timer) = (None, None);
+                if due.is_some() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+enum Event {
+    Shutdown,
+    Wrote(usize),
+    Read(usize),
+    Timeout,
+    Retry,
+    Close,
+}
+
+struct Conn {
+    id: u64,
+    kind: Listener,
+    sock: TcpStream,
+    core: Connection<StreamState>,
+    read_closed: bool,
+    /// Set once the core is done: we half-closed and drain input until this instant.
+    linger_until: Option<Instant>,
+    deadline: Deadline,
+}
+
+impl Conn {
+    /// The next thing to do, in `mc-mio`'s order: deliver a shutdown, write pending
+    /// output, read (if the core wants input, or to drain while lingering), fire a deadline.
+    fn poll_event(&mut self, cx: &mut Context<'_>, w: &Worker) -> Poll<Event> {
+        if let Some(slot) = w.conns.borrow_mut().get_mut(&self.id) {
+            if std::mem::take(&mut slot.shutdown) {
+                return Poll::Ready(Event::Shutdown);
+            }
+            if !slot.waker.as_ref().is_some_and(|k| k.will_wake(cx.waker())) {
+                slot.waker = Some(cx.waker().clone());
+            }
+        }
+        let io_event = |r: io::Result<usize>, wrote: bool| match r {
+            Ok(0) if wrote => Event::Close,
+            Ok(n) if wrote => Event::Wrote(n),
+            Ok(n) => Event::Read(n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => Event::Retry,
+            Err(_) => Event::Close,
+        };
+        if self.linger_until.is_none() {
+            if let Some(out) = self.core.poll_transmit() {
+                if let Poll::Ready(r) = Pin::new(&mut self.sock).poll_write(cx, out) {
+                    return Poll::Ready(io_event(r, true));
+                }
+            }
+        }
+        if self.linger_until.is_some() || (!self.read_closed && self.core.wants_read()) {
+            let mut buf = w.buf.borrow_mut();
+            if let Poll::Ready(r) = Pin::new(&mut self.sock).poll_read(cx, &mut buf) {
+                return Poll::Ready(io_event(r, false));
+            }
+        }
+        let at = self.linger_until.or_else(|| self.core.poll_timeout());
+        self.deadline.poll(cx, at).map(|()| Event::Timeout)
+    }
+
+    /// Feeds `event` to the core. False once the socket is to be closed.
+    fn handle(&mut self, event: Event, w: &Worker) -> bool {
+        let now = now();
+        let svc = &mut *w.svc(self.kind).borrow_mut();
+        match event {
+            Event::Shutdown => self.core.handle_shutdown(now, svc),
+            Event::Wrote(n) => self.core.consume(now, n, svc),
+            // Lingering: drop input until EOF or the deadline.
+            Event::Read(0) | Event::Timeout if self.linger_until.is_some() => return false,
+            Event::Read(_) if self.linger_until.is_some() => {}
+            Event::Read(0) => {
+                self.read_closed = true;
+                self.core.handle_eof(now, svc);
+            }
+            Event::Read(n) => self.core.handle_input(now, &w.buf.borrow()[..n], svc),
+            Event::Timeout => self.core.handle_timeout(now, svc),
+            Event::Retry => {}
+            Event::Close => return false,
+        }
+        true
+    }
+}
+
+async fn serve(w: Rc<Worker>, id: u64, sock: TcpStream, kind: Listener) {
+    let core = w.svc(kind).borrow().new_connection(now());
+    let mut c = Conn { id, kind, sock, core, read_closed: false, linger_until: None, deadline: Deadline::default() };
+    loop {
+        if c.linger_until.is_none() && c.core.is_closed() {
+            let _ = c.sock.shutdown(Shutdown::Write).await;
+            if c.read_closed {
+                break;
+            }
+            c.linger_until = Some(Instant::now() + LINGER);
+        }
+        let event = poll_fn(|cx| c.poll_event(cx, &w)).await;
+        if !c.handle(event, &w) {
+            break;
+        }
+        w.check_master_deadline();
+        glommio::yield_if_needed().await;
+    }
+    drop(c);
+    w.conns.borrow_mut().remove(&id);
+    if w.shutdown_seen.get() && w.conns.borrow().is_empty() {
+        w.wake_exit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deadline fires while a read is pending, and not before.
+    #[test]
+    fn deadline_races_a_pending_read() {
+        if let Err(e) = probe_io_uring() {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        let ex = build_executor(0, Placement::Unbound).expect("executor");
+        ex.run(async {
+            let (_peer, sock) = UnixStream::pair().expect("pair");
+            let mut sock = sock;
+            let mut deadline = Deadline::default();
+            let mut buf = [0u8; 16];
+            let start = Instant::now();
+            let at = Some(start + Duration::from_millis(50));
+            let fired = poll_fn(|cx| {
+                if let Poll::Ready(r) = Pin::new(&mut sock).poll_read(cx, &mut buf) {
+                    return Poll::Ready(Err(r));
+                }
+                deadline.poll(cx, at).map(Ok)
+            })
+            .await;
+            assert!(fired.is_ok(), "the read completed instead of the deadline");
+            let waited = start.elapsed();
+            assert!(waited >= Duration::from_millis(50) && waited < Duration::from_secs(2), "{waited:?}");
+        });
+    }
+}
