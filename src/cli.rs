@@ -95,6 +95,10 @@ pub struct Args {
     /// Request head read timeout (plain number = seconds).
     #[arg(long = "header-read-timeout", default_value = "10s", value_parser = parse_duration_s)]
     pub header_read_timeout: Duration,
+    /// Open client connections allowed on all listeners together (0 = unlimited); beyond it a
+    /// new connection is answered 503 {"error":"too many connections"} and closed.
+    #[arg(long = "max-connections", default_value_t = 0)]
+    pub max_connections: u64,
 }
 
 fn parse_host(s: &str) -> Result<IpAddr, String> {

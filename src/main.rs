@@ -98,6 +98,7 @@ fn run(args: Args) -> Result<(), Fatal> {
         client_ttl: args.client_ttl,
         idle_timeout: args.idle_timeout,
         header_read_timeout: args.header_read_timeout,
+        max_connections: args.max_connections,
     };
     let master = Master::new(config, Arc::new(page), now());
     let startup = args.global_segment_size.or(file.global_segment_size).unwrap_or(0);

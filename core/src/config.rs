@@ -49,6 +49,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// `--header-read-timeout` (SPEC §2.5).
     pub header_read_timeout: Duration,
+    /// `--max-connections`: open client connections allowed on all listeners together;
+    /// 0 = unlimited. A connection beyond it is answered `503 {"error":"too many connections"}`
+    /// at once and closed (docs/robustness.md).
+    pub max_connections: u64,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             client_ttl: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
+            max_connections: 0,
         }
     }
 }

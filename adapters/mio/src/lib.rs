@@ -37,6 +37,12 @@ const FIRST_CONN: usize = 3;
 const LINGER: Duration = Duration::from_millis(500);
 /// While shutting down, how often an idle worker rechecks whether the process may exit.
 const SHUTDOWN_RECHECK: Duration = Duration::from_millis(20);
+/// Reads (of up to 64 KiB each) one connection gets per turn. A connection that would read
+/// more once its budget is spent is queued and driven again after the other ready
+/// connections had their turn, so a client that pipelines without pause cannot starve the
+/// other connections of its worker, nor its accepts (tests/abuse.rs). Two reads let a plain
+/// request/response exchange finish in one turn (read, answer, find the socket empty).
+const DRIVE_BUDGET: usize = 2;
 
 /// The listeners of one worker thread.
 pub struct WorkerSockets {
@@ -116,6 +122,8 @@ struct Conn {
     linger_until: Option<Instant>,
     /// Accepted after shutdown began: not an "idle connection at the signal" (SPEC §2.7).
     after_shutdown: bool,
+    /// Queued in `Worker::again` (its budget ran out with work left).
+    queued: bool,
 }
 
 struct Worker {
@@ -130,6 +138,8 @@ struct Worker {
     shutdown_seen: bool,
     /// The RPC listener and its connections (`rpc.rs`).
     rpc: rpc::RpcSide,
+    /// Connections to drive again without waiting for an event (budget exhausted).
+    again: Vec<usize>,
 }
 
 impl Worker {
@@ -156,6 +166,7 @@ impl Worker {
             buf: vec![0u8; 64 * 1024],
             shutdown_seen: false,
             rpc,
+            again: Vec::new(),
         })
     }
 
@@ -171,6 +182,9 @@ impl Worker {
             if self.shutdown_seen {
                 timeout = Some(timeout.map_or(SHUTDOWN_RECHECK, |t| t.min(SHUTDOWN_RECHECK)));
             }
+            if !self.again.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -184,6 +198,13 @@ impl Worker {
                     t @ (MAIN | ADMIN) => self.accept(now, t),
                     t if rpc::owns(t) => self.rpc_event(now, t),
                     Token(t) => self.drive(now, t - FIRST_CONN),
+                }
+            }
+            // Then the connections whose budget ran out last turn.
+            for i in std::mem::take(&mut self.again) {
+                if let Some(c) = self.conns.get_mut(i).and_then(|c| c.as_mut()) {
+                    c.queued = false;
+                    self.drive(now, i);
                 }
             }
             if self.master.is_shutting_down() && !self.shutdown_seen {
@@ -255,8 +276,15 @@ impl Worker {
             let svc = if kind == Listener::Main { &self.main_svc } else { &self.admin_svc };
             let core = svc.new_connection(now);
             let after_shutdown = self.master.is_shutting_down();
-            self.conns[slot] =
-                Some(Conn { sock, core, listener: kind, read_closed: false, linger_until: None, after_shutdown });
+            self.conns[slot] = Some(Conn {
+                sock,
+                core,
+                listener: kind,
+                read_closed: false,
+                linger_until: None,
+                after_shutdown,
+                queued: false,
+            });
         }
     }
 
@@ -264,9 +292,17 @@ impl Worker {
     fn drive(&mut self, now: Now, i: usize) {
         let Some(c) = self.conns.get_mut(i).and_then(|c| c.as_mut()) else { return };
         let svc = if c.listener == Listener::Main { &mut self.main_svc } else { &mut self.admin_svc };
-        if c.linger_until.is_some() {
+        let mut budget = DRIVE_BUDGET;
+        if let Some(until) = c.linger_until {
             // Drain and drop input until EOF or the linger deadline.
             loop {
+                if now.mono >= until {
+                    return self.close(i);
+                }
+                if budget == 0 {
+                    return self.drive_again(i);
+                }
+                budget -= 1;
                 match c.sock.read(&mut self.buf) {
                     Ok(0) => return self.close(i),
                     Ok(_) => continue,
@@ -299,6 +335,10 @@ impl Worker {
                 return self.drive(now, i);
             }
             if !c.read_closed && c.core.wants_read() {
+                if budget == 0 {
+                    return self.drive_again(i);
+                }
+                budget -= 1;
                 match c.sock.read(&mut self.buf) {
                     Ok(0) => {
                         c.read_closed = true;
@@ -316,6 +356,16 @@ impl Worker {
             }
             if !progressed {
                 return;
+            }
+        }
+    }
+
+    /// Queues connection `i` to be driven again after the others had their turn.
+    fn drive_again(&mut self, i: usize) {
+        if let Some(c) = self.conns.get_mut(i).and_then(|c| c.as_mut()) {
+            if !c.queued {
+                c.queued = true;
+                self.again.push(i);
             }
         }
     }

@@ -24,6 +24,8 @@ mod error;
 mod json;
 mod metadata;
 mod metrics;
+#[cfg(test)]
+mod model_tests;
 mod params;
 mod rest;
 mod router;
@@ -248,8 +250,21 @@ enum Routed<'p> {
 
 impl Service {
     /// A new connection accepted at `now` (counted in `http_connections_open`).
+    ///
+    /// With `max_connections` set and that many connections already open, the connection
+    /// is refused: it answers `503 {"error":"too many connections"}` with `Connection: close`
+    /// at once, reads nothing, and is not counted.
     pub fn new_connection(&self, now: Now) -> Connection<StreamState> {
-        Connection::new(now, self.master.limits, Some(self.master.connections_open.clone()))
+        let gauge = &self.master.connections_open;
+        let prev = gauge.fetch_add(1, Ordering::AcqRel);
+        let max = self.master.config.max_connections;
+        if max > 0 && u64::try_from(prev).unwrap_or(0) >= max {
+            gauge.fetch_sub(1, Ordering::AcqRel);
+            let resp = Response::error(Route::Other, 503, "too many connections");
+            self.stats.record_response(Route::Other, Method::Other, 503, Duration::ZERO);
+            return Connection::rejected(now, self.master.limits, resp);
+        }
+        Connection::with_counted_gauge(now, self.master.limits, Some(gauge.clone()))
     }
 
     /// Routing, 404, 405 and OPTIONS (SPEC §2.3).

@@ -1309,3 +1309,74 @@ mod wire {
         assert!(r.starts_with("HTTP/1.1 507 ") && has_header(&r, "connection: close"), "{r}");
     }
 }
+
+/// `--max-connections` (docs/robustness.md): refusal beyond the limit, lives in the core.
+mod connection_limit {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use crate::config::Config;
+    use crate::http::Connection;
+    use crate::platform::FakePlatform;
+    use crate::time::Now;
+
+    use super::super::{Listener, Master, Service, StreamState};
+
+    fn drain(conn: &mut Connection<StreamState>, svc: &mut Service, now: Now) -> String {
+        let mut out = Vec::new();
+        while let Some(b) = conn.poll_transmit() {
+            out.extend_from_slice(b);
+            let n = b.len();
+            conn.consume(now, n, svc);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_get_503_and_close() {
+        let now = Now::new(Instant::now(), 1_700_000_000);
+        let config = Config { max_connections: 2, ..Config::default() };
+        let master = Master::new(config, Arc::new(FakePlatform::new(1)), now);
+        let mut svc = master.service(Listener::Main, master.register_worker());
+        let mut a = svc.new_connection(now);
+        let b = svc.new_connection(now);
+        assert!(drain(&mut a, &mut svc, now).is_empty());
+        assert_eq!(master.connections_open.load(Ordering::Relaxed), 2);
+
+        let mut c = svc.new_connection(now);
+        assert_eq!(master.connections_open.load(Ordering::Relaxed), 2, "a refused connection is not counted");
+        // Input is ignored: the refusal is sent before any request.
+        c.handle_input(now, b"GET /health HTTP/1.1\r\n\r\n", &mut svc);
+        let r = drain(&mut c, &mut svc, now);
+        assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+        assert!(r.lines().any(|l| l.eq_ignore_ascii_case("connection: close")), "{r}");
+        assert!(r.ends_with("\r\n\r\n{\"error\":\"too many connections\"}"), "{r}");
+        assert!(c.is_closed());
+        drop(c);
+        assert_eq!(master.connections_open.load(Ordering::Relaxed), 2);
+
+        // Closing one makes room again.
+        drop(b);
+        let mut d = svc.new_connection(now);
+        d.handle_input(now, b"GET /health HTTP/1.1\r\n\r\n", &mut svc);
+        let r = drain(&mut d, &mut svc, now);
+        assert!(r.starts_with("HTTP/1.1 200 ") && r.ends_with("OK"), "{r}");
+        let r = String::from_utf8(master.metrics_text()).unwrap();
+        assert!(r.contains("\nhttp_requests_total{route=\"other\",method=\"other\",code=\"503\"} 1\n"), "{r}");
+        assert!(r.contains("\nhttp_connections_open 2\n"), "{r}");
+        drop((a, d));
+        assert_eq!(master.connections_open.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn zero_means_unlimited() {
+        let now = Now::new(Instant::now(), 1_700_000_000);
+        let master = Master::new(Config::default(), Arc::new(FakePlatform::new(1)), now);
+        let svc = master.service(Listener::Main, master.register_worker());
+        let conns: Vec<_> = (0..100).map(|_| svc.new_connection(now)).collect();
+        assert_eq!(master.connections_open.load(Ordering::Relaxed), 100);
+        drop(conns);
+        assert_eq!(master.connections_open.load(Ordering::Relaxed), 0);
+    }
+}

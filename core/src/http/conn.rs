@@ -152,6 +152,12 @@ impl<S> Connection<S> {
         if let Some(g) = &gauge {
             g.fetch_add(1, Ordering::Relaxed);
         }
+        Self::with_counted_gauge(now, limits, gauge)
+    }
+
+    /// Like [`Connection::new`], for a `gauge` the caller has already incremented for it
+    /// (it is still decremented on drop).
+    pub(crate) fn with_counted_gauge(now: Now, limits: Limits, gauge: Option<Arc<AtomicI64>>) -> Self {
         Self {
             limits,
             gauge,
@@ -172,6 +178,16 @@ impl<S> Connection<S> {
             idle_since: Some(now.mono),
             last_after_eof: false,
         }
+    }
+
+    /// A connection refused before any byte is read: `resp` is queued at once with
+    /// `Connection: close`, input is ignored, and the connection is closed once `resp` has
+    /// been written (`--max-connections`). It is in no gauge, and `resp` is not reported to a
+    /// handler: the caller counts it.
+    pub fn rejected(now: Now, limits: Limits, resp: Response) -> Self {
+        let mut conn = Self::with_counted_gauge(now, limits, None);
+        conn.push_response(now, &ReqInfo::before_head(Method::Other), resp, true);
+        conn
     }
 
     /// Bytes received from the peer. Complete requests are handed to `h` in order; their
@@ -568,13 +584,23 @@ impl<S> Connection<S> {
         &mut self,
         now: Now,
         info: &ReqInfo,
-        mut resp: Response,
+        resp: Response,
         force_close: bool,
         h: &mut H,
     ) {
         if h.shutting_down() {
             self.shutdown = true;
         }
+        // Counted when produced (SPEC §9): a scrape that follows this response on another
+        // connection, possibly on another worker, always sees it.
+        let (route, status) = (resp.route, resp.status);
+        let duration = info.head_done.map_or(Duration::ZERO, |t| now.mono.saturating_duration_since(t));
+        self.push_response(now, info, resp, force_close);
+        h.on_response_sent(route, info.method, status, duration);
+    }
+
+    /// Renders `resp` onto the output queue (the handler-independent part of `queue`).
+    fn push_response(&mut self, now: Now, info: &ReqInfo, mut resp: Response, force_close: bool) {
         let no_body = status_has_no_body(resp.status);
         let body = std::mem::replace(&mut resp.body, Body::Empty);
         let (framing, body) = match body {
@@ -614,10 +640,6 @@ impl<S> Connection<S> {
             connection,
         };
         self.out.push_with(|d| render_head(d, &parts));
-        // Counted when produced (SPEC §9): a scrape that follows this response on another
-        // connection, possibly on another worker, always sees it.
-        let duration = info.head_done.map_or(Duration::ZERO, |t| now.mono.saturating_duration_since(t));
-        h.on_response_sent(resp.route, info.method, resp.status, duration);
         match body {
             Body::Bytes(b) if !b.is_empty() => self.out.push_bytes(b),
             Body::Value(v) if !v.bytes().is_empty() => self.out.push_value(v),

@@ -537,6 +537,21 @@ fn one_byte_feeds_are_identical() {
     }
 }
 
+/// Regression (found by the `http_split` fuzz target): a request line `HEAD` without target
+/// and version got a 400 without body when its line was rejected on its own (input arriving in
+/// pieces) but with a body when the whole head was rejected at once (`HEAD\r` was not taken
+/// for `HEAD`), so the same bytes gave different output depending on how they were split.
+#[test]
+fn malformed_head_line_answer_does_not_depend_on_the_split() {
+    for input in [&b"HEAD\r\n\r\n"[..], b"HEAD\r\n\n", b"HEAD /x\r\nHost: a\r\n\r\n"] {
+        let (whole, _, _) = run(input);
+        let pieces: Vec<&[u8]> = input.chunks(1).collect();
+        let (split, _, _) = run_pieces(&pieces, false);
+        assert_eq!(s(&whole), s(&split), "{:?}", s(input));
+        assert!(s(&whole).starts_with("HTTP/1.1 400 "), "{}", s(&whole));
+    }
+}
+
 // ---- chunked -------------------------------------------------------------------------
 
 #[test]

@@ -1,0 +1,260 @@
+//! Shared harness of the fuzz targets (see docs/robustness.md).
+//!
+//! Every target drives the public API of `mc-core` the way an adapter does, on a
+//! [`FakePlatform`] (heap memory, deterministic ids) and a fixed clock, so that a run is a
+//! pure function of its input.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use mc_core::api::{Listener, StreamState};
+use mc_core::http::{Connection, Handler, HeadDecision, Method, RequestHead, Response, Route};
+use mc_core::platform::FakePlatform;
+use mc_core::{Config, Master, Now, Service};
+
+/// Wall clock of every run (the `Date` header is therefore constant).
+pub const WALL: u64 = 1_700_000_000;
+/// Size of the start-up segment of every fuzzed master.
+pub const SEGMENT: u64 = 1 << 20;
+/// Name of the fake `/dev/shm` object that `/api/mount_shm` can map.
+pub const SHM_NAME: &str = "seg";
+/// Size of that object.
+pub const SHM_SIZE: usize = 1 << 20;
+
+/// One monotonic origin for the whole process, so runs do not depend on when they start.
+pub fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// `base() + offset`, with the fixed wall clock.
+pub fn at(offset: Duration) -> Now {
+    Now::new(base() + offset, WALL + offset.as_secs())
+}
+
+/// The configuration of fuzzed masters: small alignment and body limit, default timeouts.
+pub fn config() -> Config {
+    Config {
+        node_name: "127.0.0.1:8080".into(),
+        mount_alignment: 4096,
+        max_body_size: 1 << 20,
+        max_batch_keys: 64,
+        ..Config::default()
+    }
+}
+
+/// A master on a fake platform with a 1 MiB start-up segment and one fake shm object.
+/// Anonymous mounts above 4 MiB fail (507), so inputs cannot exhaust the fuzzer's memory.
+pub fn master(config: Config) -> Arc<Master> {
+    let mut platform = FakePlatform::new(7);
+    platform.max_anonymous = 4 << 20;
+    platform.add_shm(SHM_NAME, SHM_SIZE);
+    let master = Master::new(config, Arc::new(platform), at(Duration::ZERO));
+    master.mount_startup_segment(at(Duration::ZERO), SEGMENT).expect("start-up segment");
+    master
+}
+
+/// Final statuses an HTTP exchange may produce (SPEC §2, §4–§6, §10). 500 is reserved for an
+/// OS refusal of a shm mapping, which the fake platform never produces; 503 needs a second
+/// connection (an unmount during a streamed write) or `--max-connections`.
+pub const ALLOWED_STATUSES: &[u16] = &[200, 204, 400, 404, 405, 408, 409, 413, 417, 431, 505, 507];
+
+/// A [`Handler`] that forwards to a [`Service`] and records every final status sent.
+pub struct Recorder {
+    /// The real handler.
+    pub svc: Service,
+    /// Final statuses, in the order the responses were produced (= output order).
+    pub statuses: Vec<u16>,
+    /// The method of the request each final response answers (`HEAD` responses have no body).
+    pub methods: Vec<Method>,
+}
+
+impl Recorder {
+    /// A recorder over a new service of `master`'s main listener.
+    pub fn new(master: &Arc<Master>) -> Self {
+        Self {
+            svc: master.service(Listener::Main, master.register_worker()),
+            statuses: Vec::new(),
+            methods: Vec::new(),
+        }
+    }
+}
+
+impl Handler for Recorder {
+    type Stream = StreamState;
+
+    fn route(&self, head: &RequestHead) -> Route {
+        self.svc.route(head)
+    }
+    fn on_head(&mut self, now: Now, head: &RequestHead) -> HeadDecision<StreamState> {
+        self.svc.on_head(now, head)
+    }
+    fn on_body(&mut self, now: Now, head: &RequestHead, stream: &mut StreamState, chunk: &[u8]) -> Option<Response> {
+        self.svc.on_body(now, head, stream, chunk)
+    }
+    fn on_stream_end(&mut self, now: Now, head: &RequestHead, stream: StreamState) -> Response {
+        self.svc.on_stream_end(now, head, stream)
+    }
+    fn on_request(&mut self, now: Now, head: &RequestHead, body: &[u8]) -> Response {
+        self.svc.on_request(now, head, body)
+    }
+    fn on_response_sent(&mut self, route: Route, method: Method, status: u16, duration: Duration) {
+        self.statuses.push(status);
+        self.methods.push(method);
+        self.svc.on_response_sent(route, method, status, duration);
+    }
+    fn shutting_down(&self) -> bool {
+        self.svc.shutting_down()
+    }
+}
+
+/// Writes everything the connection has to send into `out` (an always-ready socket).
+pub fn drain(conn: &mut Connection<StreamState>, h: &mut Recorder, now: Now, out: &mut Vec<u8>) {
+    // Bounded: a streamed body ends, and every call consumes what it was given.
+    while let Some(bytes) = conn.poll_transmit() {
+        assert!(!bytes.is_empty(), "poll_transmit returned an empty slice");
+        out.extend_from_slice(bytes);
+        let n = bytes.len();
+        conn.consume(now, n, h);
+    }
+}
+
+/// The result of one connection's life.
+pub struct Exchange {
+    /// Every byte written to the client.
+    pub output: Vec<u8>,
+    /// Final statuses, in order.
+    pub statuses: Vec<u16>,
+    /// Methods of the requests answered, in order.
+    pub methods: Vec<Method>,
+}
+
+/// Runs one connection over `master`: feeds `pieces` in order at time 0 (draining output after
+/// each), then, if `timeouts`, lets the header-read and idle deadlines pass, then half-closes.
+/// Checks the codec's driving contract along the way.
+pub fn exchange(master: &Arc<Master>, pieces: &[&[u8]], timeouts: bool) -> Exchange {
+    let mut h = Recorder::new(master);
+    let now = at(Duration::ZERO);
+    let mut conn = h.svc.new_connection(now);
+    let mut out = Vec::new();
+    drain(&mut conn, &mut h, now, &mut out);
+    for piece in pieces {
+        conn.handle_input(now, piece, &mut h);
+        drain(&mut conn, &mut h, now, &mut out);
+    }
+    if timeouts {
+        // Time only moves forward; each deadline is honoured at its instant.
+        let mut steps = 0;
+        while let Some(deadline) = conn.poll_timeout() {
+            steps += 1;
+            // A stalled streamed body is polled every 50 ms until its 10 s timeout.
+            assert!(steps < 10_000, "poll_timeout keeps returning deadlines");
+            let off = deadline.saturating_duration_since(base());
+            let t = at(off);
+            master.handle_timeout(t);
+            conn.handle_timeout(t, &mut h);
+            drain(&mut conn, &mut h, t, &mut out);
+            if conn.is_closed() {
+                break;
+            }
+            assert!(conn.poll_timeout() != Some(deadline), "a due deadline did not move");
+        }
+    }
+    let end = at(Duration::from_secs(3600));
+    conn.handle_eof(end, &mut h);
+    drain(&mut conn, &mut h, end, &mut out);
+    assert!(conn.is_closed(), "a connection with no input left and no output pending must be closed after EOF");
+    assert!(conn.poll_transmit().is_none());
+    drop(conn);
+    assert_eq!(master.connections_open.load(Ordering::Relaxed), 0, "connection gauge leaked");
+    Exchange { output: out, statuses: h.statuses, methods: h.methods }
+}
+
+/// Checks an exchange: only [`ALLOWED_STATUSES`], and the output is exactly the sequence of
+/// responses reported to the handler, each well framed (SPEC §2.6): status line, `Server`,
+/// `Date`, `Content-Length` matching the body or a well-formed chunked body (none for HEAD,
+/// 204), interim `100 Continue` responses allowed in between; after a `Connection: close`
+/// response nothing follows.
+pub fn check_exchange(x: &Exchange) {
+    for s in &x.statuses {
+        assert!(ALLOWED_STATUSES.contains(s), "unexpected status {s}");
+    }
+    let out = &x.output[..];
+    let show = || String::from_utf8_lossy(out).into_owned();
+    let mut pos = 0;
+    let mut i = 0;
+    while pos < out.len() {
+        if let Some(rest) = out[pos..].strip_prefix(b"HTTP/1.1 100 Continue\r\n\r\n".as_slice()) {
+            pos = out.len() - rest.len();
+            continue;
+        }
+        assert!(i < x.statuses.len(), "more responses written than produced: {}", show());
+        let head_len = out[pos..].windows(4).position(|w| w == b"\r\n\r\n").expect("response head ends") + 4;
+        let head = std::str::from_utf8(&out[pos..pos + head_len]).expect("response head is UTF-8");
+        let mut lines = head.trim_end().split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let want = format!("HTTP/1.1 {} ", x.statuses[i]);
+        assert!(status_line.starts_with(&want), "status line {status_line:?}, expected {want:?}");
+        let headers: Vec<(String, &str)> = lines
+            .map(|l| l.split_once(": ").unwrap_or_else(|| panic!("header line {l:?}")))
+            .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .collect();
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!(get("server"), Some("mc-master"));
+        assert!(get("date").is_some_and(|d| d.ends_with(" GMT")), "Date missing");
+        pos += head_len;
+        let status = x.statuses[i];
+        let no_body = x.methods[i] == Method::Head || status == 204;
+        let closes = get("connection") == Some("close");
+        if status == 204 {
+            assert!(get("content-length").is_none() && get("content-type").is_none(), "{head}");
+        } else if let Some(len) = get("content-length") {
+            assert!(get("transfer-encoding").is_none(), "both framings: {head}");
+            let len: usize = len.parse().expect("numeric Content-Length");
+            if !no_body {
+                assert!(pos + len <= out.len(), "body shorter than its Content-Length: {}", show());
+                pos += len;
+            }
+        } else if get("transfer-encoding") == Some("chunked") {
+            if !no_body {
+                loop {
+                    let line = out[pos..].windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+                    let size =
+                        std::str::from_utf8(&out[pos..pos + line]).ok().and_then(|t| usize::from_str_radix(t, 16).ok());
+                    let size = size.expect("hex chunk size");
+                    pos += line + 2;
+                    assert_eq!(&out[pos + size..pos + size + 2], b"\r\n", "chunk not followed by CRLF");
+                    pos += size + 2;
+                    if size == 0 {
+                        break;
+                    }
+                }
+            }
+        } else {
+            // Close-delimited (a streamed body to an HTTP/1.0 client): runs to the end.
+            assert!(closes, "a body without framing must close: {head}");
+            if !no_body {
+                pos = out.len();
+            }
+        }
+        i += 1;
+        if closes {
+            assert_eq!(pos, out.len(), "bytes after a closing response: {}", show());
+        }
+    }
+    assert_eq!(i, x.statuses.len(), "responses produced but not written: {}", show());
+}
+
+/// Unmounts every segment with no grace and checks that nothing is left behind (no segment,
+/// no key, no used byte). Call after every connection and read is gone.
+pub fn wind_down(master: &Arc<Master>, now: Now) {
+    let store = master.store();
+    let ids: Vec<_> = store.segments().iter().map(|s| s.id).collect();
+    store.unmount(now.mono, mc_core::store::UnmountFamily::Anonymous, &ids, Duration::ZERO);
+    store.unmount(now.mono, mc_core::store::UnmountFamily::Shm, &ids, Duration::ZERO);
+    master.handle_timeout(now);
+    assert!(store.segments().is_empty(), "segments left after unmounting everything: {:?}", store.segments());
+    let g = store.gauges();
+    assert_eq!((g.key_count, g.allocated_bytes, g.total_capacity_bytes), (0, 0, 0), "{g:?}");
+}
