@@ -1,12 +1,15 @@
 //! The master RPC listener and the metadata server, end to end through the `mc-master` binary
 //! and real sockets: the `rpc listening on` line, pipelining, framing errors, remote nodes in
-//! the admin endpoints and metrics, client TTL expiry, and `/metadata`.
+//! the admin endpoints and metrics, client TTL expiry, and `/metadata`; once per runtime of
+//! `common::runtimes`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use mc_core::rpc::{decode, encode, RequestHeader, ResponseHeader, Style, Value, MAGIC, REQ_HDR, RESP_HDR, RPCS};
 
@@ -26,7 +29,7 @@ impl Drop for Server {
 
 fn start(args: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mc-master"))
-        .args(["--port", "0", "--threads", "2"])
+        .args(["--port", "0", "--threads", "2", "--runtime", &common::current_runtime()])
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -185,157 +188,167 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn rpc_line_pipelining_and_framing_errors() {
-    let srv = start(&["--rpc-port", "0", "--admin-port", "0"]);
-    let addr = srv.rpc.clone().unwrap();
-    let mut rpc = Rpc::connect(&addr);
-    // Three requests in one write: three replies in request order, seq echoed.
-    let mut all = Vec::new();
-    for seq in [0x30, 0x10, 0x20] {
-        rpc.seq = seq;
-        all.extend(rpc.frame("ServiceReady", vec![]));
-    }
-    rpc.sock.write_all(&all).unwrap();
-    let seqs: Vec<u32> = (0..3).map(|_| rpc.read_reply().1).collect();
-    assert_eq!(seqs, [0x30, 0x10, 0x20]);
-    // Unknown function: err_code 11, connection kept.
-    let mut f = rpc.frame("ServiceReady", vec![]);
-    f[8..12].copy_from_slice(&0x8ecf1981u32.to_le_bytes()); // CalcCacheStats
-    rpc.sock.write_all(&f).unwrap();
-    assert_eq!(rpc.read_reply().0, 11);
-    assert_eq!(rpc.call("ServiceReady", vec![]), Value::ok(s("2.0.0")));
-    // Bad magic: closed without a reply; a new connection works.
-    let mut bad = rpc.frame("ServiceReady", vec![]);
-    bad[0] = 0x16;
-    rpc.sock.write_all(&bad).unwrap();
-    let mut buf = [0u8; 16];
-    assert_eq!(rpc.sock.read(&mut buf).unwrap_or(0), 0, "closed without a reply");
-    let mut again = Rpc::connect(&addr);
-    assert_eq!(again.call("ServiceReady", vec![]), Value::ok(s("2.0.0")));
-    assert_eq!(REQ_HDR, 20);
+    common::for_each_runtime(|_| {
+        let srv = start(&["--rpc-port", "0", "--admin-port", "0"]);
+        let addr = srv.rpc.clone().unwrap();
+        let mut rpc = Rpc::connect(&addr);
+        // Three requests in one write: three replies in request order, seq echoed.
+        let mut all = Vec::new();
+        for seq in [0x30, 0x10, 0x20] {
+            rpc.seq = seq;
+            all.extend(rpc.frame("ServiceReady", vec![]));
+        }
+        rpc.sock.write_all(&all).unwrap();
+        let seqs: Vec<u32> = (0..3).map(|_| rpc.read_reply().1).collect();
+        assert_eq!(seqs, [0x30, 0x10, 0x20]);
+        // Unknown function: err_code 11, connection kept.
+        let mut f = rpc.frame("ServiceReady", vec![]);
+        f[8..12].copy_from_slice(&0x8ecf1981u32.to_le_bytes()); // CalcCacheStats
+        rpc.sock.write_all(&f).unwrap();
+        assert_eq!(rpc.read_reply().0, 11);
+        assert_eq!(rpc.call("ServiceReady", vec![]), Value::ok(s("2.0.0")));
+        // Bad magic: closed without a reply; a new connection works.
+        let mut bad = rpc.frame("ServiceReady", vec![]);
+        bad[0] = 0x16;
+        rpc.sock.write_all(&bad).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(rpc.sock.read(&mut buf).unwrap_or(0), 0, "closed without a reply");
+        let mut again = Rpc::connect(&addr);
+        assert_eq!(again.call("ServiceReady", vec![]), Value::ok(s("2.0.0")));
+        assert_eq!(REQ_HDR, 20);
+    });
 }
 
 #[test]
 fn rpc_port_off_prints_no_rpc_line() {
-    let srv = start(&["--rpc-port", "off"]);
-    assert!(srv.lines.recv_timeout(Duration::from_millis(500)).is_err(), "no further stdout line");
-    assert_eq!(get(&srv.http, "/health").0, 200);
+    common::for_each_runtime(|_| {
+        let srv = start(&["--rpc-port", "off"]);
+        assert!(srv.lines.recv_timeout(Duration::from_millis(500)).is_err(), "no further stdout line");
+        assert_eq!(get(&srv.http, "/health").0, 200);
+    });
 }
 
 #[test]
 fn remote_nodes_appear_in_the_admin_endpoints_and_metrics() {
-    let srv = start(&["--rpc-port", "0"]);
-    let mut rpc = Rpc::connect(srv.rpc.as_deref().unwrap());
-    let client = uuid(0x0102030405060708, 0x090a0b0c0d0e0f10);
-    mount_and_put(&mut rpc, client.clone(), "10.0.0.9:8088", "rpc-key", 11);
-    let h = &srv.http;
-    assert_eq!(get(h, "/get_all_segments"), (200, "10.0.0.9:8088\n".to_string()));
-    let (st, q) = get(h, "/query_segment?segment=10.0.0.9%3A8088");
-    assert_eq!((st, q.as_str()), (200, "10.0.0.9:8088\nUsed(bytes): 11\nCapacity(bytes): 16777216\n"));
-    let (_, detail) = get(h, "/get_segments_detail");
-    let d: serde_json::Value = serde_json::from_str(&detail).unwrap();
-    let seg = &d["segments"][0];
-    assert_eq!(seg["segment_name"], "10.0.0.9:8088");
-    assert_eq!(seg["te_endpoint"], "10.0.0.9:17777");
-    assert_eq!(seg["client_id"], "01020304-0506-0708-090a-0b0c0d0e0f10");
-    assert_eq!(seg["base_address"], "0x7f0000000000");
-    assert_eq!(seg["allocator_used_bytes"], 11);
-    let (st, qk) = get(h, "/query_key?key=rpc-key");
-    assert_eq!(st, 200);
-    let qk: serde_json::Value = serde_json::from_str(&qk).unwrap();
-    assert_eq!(qk["data"][0]["transport_endpoint_"], "10.0.0.9:17777");
-    assert_eq!(qk["data"][0]["buffer_address_"], 0x7f00_0000_0000u64);
-    assert_eq!(qk["data"][0]["size_"], 11);
-    let (_, bq) = get(h, "/batch_query_keys?keys=rpc-key");
-    assert!(bq.contains("\"rpc-key\":{\"ok\":true"), "{bq}");
-    assert_eq!(get(h, "/get_all_keys"), (200, "rpc-key\n".to_string()));
-    // The bytes live in the client: REST cannot serve them.
-    assert_eq!(get(h, "/api/get/rpc-key").0, 404);
-    let (_, m) = get(h, "/metrics");
-    for line in [
-        "master_active_clients 2",
-        "master_key_count 1",
-        "segment_allocated_bytes{segment=\"10.0.0.9:8088\"} 11",
-        "segment_total_capacity_bytes{segment=\"10.0.0.9:8088\"} 16777216",
-        "master_put_start_requests_total 1",
-        "master_put_end_requests_total 1",
-        "master_mount_segment_requests_total 1",
-        "master_value_size_bytes_sum 11",
-    ] {
-        assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
-    }
-    // A REST write never lands in a client's memory: no local segment, no room.
-    assert_eq!(http(h, "PUT", "/api/put/rest-key", b"abc").0, 507);
-    // Unmount over RPC: gone from every view.
-    assert_eq!(rpc.call("UnmountSegment", vec![uuid(0x1234, 0x1234), client]), Value::ok_void());
-    assert_eq!(get(h, "/get_all_segments"), (200, String::new()));
-    assert_eq!(get(h, "/query_key?key=rpc-key").0, 404);
-    let (_, m) = get(h, "/metrics");
-    assert!(m.lines().any(|l| l == "master_unmount_segment_requests_total 1"));
+    common::for_each_runtime(|_| {
+        let srv = start(&["--rpc-port", "0"]);
+        let mut rpc = Rpc::connect(srv.rpc.as_deref().unwrap());
+        let client = uuid(0x0102030405060708, 0x090a0b0c0d0e0f10);
+        mount_and_put(&mut rpc, client.clone(), "10.0.0.9:8088", "rpc-key", 11);
+        let h = &srv.http;
+        assert_eq!(get(h, "/get_all_segments"), (200, "10.0.0.9:8088\n".to_string()));
+        let (st, q) = get(h, "/query_segment?segment=10.0.0.9%3A8088");
+        assert_eq!((st, q.as_str()), (200, "10.0.0.9:8088\nUsed(bytes): 11\nCapacity(bytes): 16777216\n"));
+        let (_, detail) = get(h, "/get_segments_detail");
+        let d: serde_json::Value = serde_json::from_str(&detail).unwrap();
+        let seg = &d["segments"][0];
+        assert_eq!(seg["segment_name"], "10.0.0.9:8088");
+        assert_eq!(seg["te_endpoint"], "10.0.0.9:17777");
+        assert_eq!(seg["client_id"], "01020304-0506-0708-090a-0b0c0d0e0f10");
+        assert_eq!(seg["base_address"], "0x7f0000000000");
+        assert_eq!(seg["allocator_used_bytes"], 11);
+        let (st, qk) = get(h, "/query_key?key=rpc-key");
+        assert_eq!(st, 200);
+        let qk: serde_json::Value = serde_json::from_str(&qk).unwrap();
+        assert_eq!(qk["data"][0]["transport_endpoint_"], "10.0.0.9:17777");
+        assert_eq!(qk["data"][0]["buffer_address_"], 0x7f00_0000_0000u64);
+        assert_eq!(qk["data"][0]["size_"], 11);
+        let (_, bq) = get(h, "/batch_query_keys?keys=rpc-key");
+        assert!(bq.contains("\"rpc-key\":{\"ok\":true"), "{bq}");
+        assert_eq!(get(h, "/get_all_keys"), (200, "rpc-key\n".to_string()));
+        // The bytes live in the client: REST cannot serve them.
+        assert_eq!(get(h, "/api/get/rpc-key").0, 404);
+        let (_, m) = get(h, "/metrics");
+        for line in [
+            "master_active_clients 2",
+            "master_key_count 1",
+            "segment_allocated_bytes{segment=\"10.0.0.9:8088\"} 11",
+            "segment_total_capacity_bytes{segment=\"10.0.0.9:8088\"} 16777216",
+            "master_put_start_requests_total 1",
+            "master_put_end_requests_total 1",
+            "master_mount_segment_requests_total 1",
+            "master_value_size_bytes_sum 11",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+        }
+        // A REST write never lands in a client's memory: no local segment, no room.
+        assert_eq!(http(h, "PUT", "/api/put/rest-key", b"abc").0, 507);
+        // Unmount over RPC: gone from every view.
+        assert_eq!(rpc.call("UnmountSegment", vec![uuid(0x1234, 0x1234), client]), Value::ok_void());
+        assert_eq!(get(h, "/get_all_segments"), (200, String::new()));
+        assert_eq!(get(h, "/query_key?key=rpc-key").0, 404);
+        let (_, m) = get(h, "/metrics");
+        assert!(m.lines().any(|l| l == "master_unmount_segment_requests_total 1"));
+    });
 }
 
 #[test]
 fn an_expired_client_loses_its_segments_objects_and_metadata() {
-    let srv = start(&["--rpc-port", "0", "--client-ttl", "1s"]);
-    let h = &srv.http;
-    let mut rpc = Rpc::connect(srv.rpc.as_deref().unwrap());
-    let client = uuid(7, 7);
-    mount_and_put(&mut rpc, client.clone(), "127.0.0.1:9999", "k", 5);
-    assert_eq!(http(h, "PUT", "/metadata?key=mooncake%2Fram%2F127.0.0.1%3A9999", b"{\"x\":1}").0, 200);
-    assert_eq!(http(h, "PUT", "/metadata?key=mooncake/rpc_meta/127.0.0.1:9999", b"{}").0, 200);
-    assert_eq!(http(h, "PUT", "/metadata?key=mooncake/ram/other:1", b"{}").0, 200);
-    let active = |n: u32| {
-        let (_, m) = get(h, "/metrics");
-        m.lines().any(|l| l == format!("master_active_clients {n}"))
-    };
-    assert!(active(2));
-    // Pings keep it alive past the TTL.
-    for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(400));
-        let pong = rpc.call("Ping", vec![client.clone()]);
-        assert_eq!(pong, Value::ok(Value::Struct(vec![Value::Int(0), Value::Int(2)])));
-    }
-    assert!(active(2));
-    // Then silence: expired within the TTL (plus scheduling slack).
-    wait_until("expiry", || active(1));
-    assert_eq!(get(h, "/get_all_segments"), (200, String::new()));
-    assert_eq!(get(h, "/query_key?key=k").0, 404);
-    assert_eq!(get(h, "/metadata?key=mooncake/ram/127.0.0.1:9999").0, 404);
-    assert_eq!(get(h, "/metadata?key=mooncake%2Frpc_meta%2F127.0.0.1%3A9999").0, 404);
-    assert_eq!(get(h, "/metadata?key=mooncake/ram/other:1").0, 200);
-    // Its next Ping asks for a remount.
-    assert_eq!(rpc.call("Ping", vec![client]), Value::ok(Value::Struct(vec![Value::Int(0), Value::Int(2)])));
+    common::for_each_runtime(|_| {
+        let srv = start(&["--rpc-port", "0", "--client-ttl", "1s"]);
+        let h = &srv.http;
+        let mut rpc = Rpc::connect(srv.rpc.as_deref().unwrap());
+        let client = uuid(7, 7);
+        mount_and_put(&mut rpc, client.clone(), "127.0.0.1:9999", "k", 5);
+        assert_eq!(http(h, "PUT", "/metadata?key=mooncake%2Fram%2F127.0.0.1%3A9999", b"{\"x\":1}").0, 200);
+        assert_eq!(http(h, "PUT", "/metadata?key=mooncake/rpc_meta/127.0.0.1:9999", b"{}").0, 200);
+        assert_eq!(http(h, "PUT", "/metadata?key=mooncake/ram/other:1", b"{}").0, 200);
+        let active = |n: u32| {
+            let (_, m) = get(h, "/metrics");
+            m.lines().any(|l| l == format!("master_active_clients {n}"))
+        };
+        assert!(active(2));
+        // Pings keep it alive past the TTL.
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(400));
+            let pong = rpc.call("Ping", vec![client.clone()]);
+            assert_eq!(pong, Value::ok(Value::Struct(vec![Value::Int(0), Value::Int(2)])));
+        }
+        assert!(active(2));
+        // Then silence: expired within the TTL (plus scheduling slack).
+        wait_until("expiry", || active(1));
+        assert_eq!(get(h, "/get_all_segments"), (200, String::new()));
+        assert_eq!(get(h, "/query_key?key=k").0, 404);
+        assert_eq!(get(h, "/metadata?key=mooncake/ram/127.0.0.1:9999").0, 404);
+        assert_eq!(get(h, "/metadata?key=mooncake%2Frpc_meta%2F127.0.0.1%3A9999").0, 404);
+        assert_eq!(get(h, "/metadata?key=mooncake/ram/other:1").0, 200);
+        // Its next Ping asks for a remount.
+        assert_eq!(rpc.call("Ping", vec![client]), Value::ok(Value::Struct(vec![Value::Int(0), Value::Int(2)])));
+    });
 }
 
 #[test]
 fn metadata_server() {
-    let srv = start(&["--rpc-port", "off", "--admin-port", "0"]);
-    let h = &srv.http;
-    assert_eq!(get(h, "/metadata?key=a"), (404, "metadata not found".to_string()));
-    assert_eq!(
-        http(h, "PUT", "/metadata?key=mooncake%2Fram%2Fh%3A1", b"{\"buffers\":[]}"),
-        (200, b"metadata updated".to_vec())
-    );
-    // One key rule for every method: escaped and plain spellings name one entry.
-    assert_eq!(get(h, "/metadata?key=mooncake/ram/h:1"), (200, "{\"buffers\":[]}".to_string()));
-    assert_eq!(get(h, "/metadata?key=mooncake%2Fram%2Fh%3A1"), (200, "{\"buffers\":[]}".to_string()));
-    assert_eq!(http(h, "PUT", "/metadata?key=mooncake/ram/h:1", b"{}").0, 200, "ram keys are replaced");
-    assert_eq!(get(h, "/metadata?key=mooncake/ram/h:1").1, "{}");
-    assert_eq!(http(h, "PUT", "/metadata?key=mooncake/rpc_meta/h:1", b"A").0, 200);
-    assert_eq!(http(h, "PUT", "/metadata?key=mooncake/rpc_meta/h:1", b"A"), (200, b"metadata unchanged".to_vec()));
-    assert_eq!(
-        http(h, "PUT", "/metadata?key=mooncake/rpc_meta/h:1", b"B"),
-        (400, b"Duplicate rpc_meta key not allowed".to_vec())
-    );
-    assert_eq!(
-        http(h, "DELETE", "/metadata?key=mooncake%2Frpc_meta%2Fh%3A1", b""),
-        (200, b"metadata deleted".to_vec())
-    );
-    assert_eq!(http(h, "DELETE", "/metadata?key=mooncake/rpc_meta/h:1", b"").0, 404);
-    for m in ["GET", "PUT", "DELETE"] {
-        assert_eq!(http(h, m, "/metadata", b""), (400, b"Missing key parameter".to_vec()), "{m}");
-        assert_eq!(http(h, m, "/metadata?key=", b"").0, 400, "{m}");
-    }
-    assert_eq!(http(h, "POST", "/metadata?key=a", b"").0, 405);
-    let (_, m) = get(h, "/metrics");
-    assert!(m.contains("http_requests_total{route=\"/metadata\",method=\"GET\",code=\"200\"}"), "{m}");
+    common::for_each_runtime(|_| {
+        let srv = start(&["--rpc-port", "off", "--admin-port", "0"]);
+        let h = &srv.http;
+        assert_eq!(get(h, "/metadata?key=a"), (404, "metadata not found".to_string()));
+        assert_eq!(
+            http(h, "PUT", "/metadata?key=mooncake%2Fram%2Fh%3A1", b"{\"buffers\":[]}"),
+            (200, b"metadata updated".to_vec())
+        );
+        // One key rule for every method: escaped and plain spellings name one entry.
+        assert_eq!(get(h, "/metadata?key=mooncake/ram/h:1"), (200, "{\"buffers\":[]}".to_string()));
+        assert_eq!(get(h, "/metadata?key=mooncake%2Fram%2Fh%3A1"), (200, "{\"buffers\":[]}".to_string()));
+        assert_eq!(http(h, "PUT", "/metadata?key=mooncake/ram/h:1", b"{}").0, 200, "ram keys are replaced");
+        assert_eq!(get(h, "/metadata?key=mooncake/ram/h:1").1, "{}");
+        assert_eq!(http(h, "PUT", "/metadata?key=mooncake/rpc_meta/h:1", b"A").0, 200);
+        assert_eq!(http(h, "PUT", "/metadata?key=mooncake/rpc_meta/h:1", b"A"), (200, b"metadata unchanged".to_vec()));
+        assert_eq!(
+            http(h, "PUT", "/metadata?key=mooncake/rpc_meta/h:1", b"B"),
+            (400, b"Duplicate rpc_meta key not allowed".to_vec())
+        );
+        assert_eq!(
+            http(h, "DELETE", "/metadata?key=mooncake%2Frpc_meta%2Fh%3A1", b""),
+            (200, b"metadata deleted".to_vec())
+        );
+        assert_eq!(http(h, "DELETE", "/metadata?key=mooncake/rpc_meta/h:1", b"").0, 404);
+        for m in ["GET", "PUT", "DELETE"] {
+            assert_eq!(http(h, m, "/metadata", b""), (400, b"Missing key parameter".to_vec()), "{m}");
+            assert_eq!(http(h, m, "/metadata?key=", b"").0, 400, "{m}");
+        }
+        assert_eq!(http(h, "POST", "/metadata?key=a", b"").0, 405);
+        let (_, m) = get(h, "/metrics");
+        assert!(m.contains("http_requests_total{route=\"/metadata\",method=\"GET\",code=\"200\"}"), "{m}");
+    });
 }

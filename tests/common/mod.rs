@@ -41,7 +41,8 @@ pub const MIB: u64 = 1024 * 1024;
 // Runtimes
 // ---------------------------------------------------------------------------------------------
 
-/// Runtimes to test: `MC_TEST_RUNTIMES` (comma separated, e.g. `mio,glommio`), default `mio`.
+/// Runtimes to test: `MC_TEST_RUNTIMES` (comma separated, e.g. `mio,glommio`); by default
+/// `mio`, plus `glommio` when this machine can run it (io_uring, see `mc_glommio::probe`).
 pub fn runtimes() -> Vec<String> {
     let spec = std::env::var("MC_TEST_RUNTIMES").unwrap_or_default();
     let mut out: Vec<String> = Vec::new();
@@ -52,8 +53,23 @@ pub fn runtimes() -> Vec<String> {
     }
     if out.is_empty() {
         out.push("mio".to_string());
+        if glommio_available() {
+            out.push("glommio".to_string());
+        }
     }
     out
+}
+
+/// Whether the glommio runtime can start here (probed once per test binary).
+fn glommio_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| match mc_glommio::probe() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("not testing the glommio runtime: {e}");
+            false
+        }
+    })
 }
 
 thread_local! {

@@ -12,14 +12,19 @@
 //! waker     -> Master::is_shutting_down -> Connection::handle_shutdown
 //! ```
 //!
+//! The RPC listener (`--rpc-port`) is served by the same task body driving
+//! `mc_core::rpc::RpcConnection` (both connection types are reached through the private
+//! `Core` trait).
+//!
 //! What it does: moves bytes and time between sockets and `mc_core`, half-closes and
 //! drains a finished connection for [`LINGER`] (as `mc-mio` does), runs
 //! `Master::handle_timeout` from a per-worker timer task, and exits a worker once shutdown
-//! was announced and its last connection is gone. What it does not do: every HTTP decision
-//! (parsing, routing, framing, keep-alive, timeouts, backpressure, `Connection: close` on
-//! shutdown) is made by `mc_core`; the adapter only asks `wants_read`, `poll_transmit`,
-//! `poll_timeout` and `is_closed`. The core's `Connection` is owned by its task and the
-//! `Service`s sit in a `RefCell` on the worker, borrowed only between awaits.
+//! was announced and no connection is left in the process. What it does not do: every
+//! HTTP and RPC decision (parsing, routing, framing, keep-alive, timeouts, backpressure,
+//! `Connection: close` on shutdown) is made by `mc_core`; the adapter only asks
+//! `wants_read`, `poll_transmit`, `poll_timeout` and `is_closed`. The core's connection is
+//! owned by its task and the services sit in `RefCell`s on the worker, borrowed only
+//! between awaits.
 //!
 //! Timers: a connection's task polls, in one `poll_fn`, its socket (write, then read) and a
 //! glommio `Timer` armed at `Connection::poll_timeout` (or at the end of the linger), so a
@@ -27,11 +32,15 @@
 //! `Master::poll_timeout`; connection tasks wake it when a request moved that deadline
 //! earlier (the mio loop re-reads it after every event).
 //!
-//! Shutdown (SPEC §2.7): [`Waker::wake_all`] writes a byte to one socket pair per worker;
-//! the worker's wake task then (if `Master::is_shutting_down`) delivers `handle_shutdown`
-//! once to every connection open at that moment, as `mc-mio` does. The worker exits when
-//! no connection is left: it closes its listeners, stops its tasks and returns from the
-//! executor.
+//! Shutdown (SPEC §2.7), as in `mc-mio`: [`Waker::wake_all`] writes a byte to one socket
+//! pair per worker; the worker's wake task then (if `Master::is_shutting_down`) delivers
+//! `handle_shutdown` once to every connection open at that moment, except HTTP connections
+//! accepted after the shutdown began (they are not idle at the signal; the core closes them
+//! after one response). The RPC listener closes at once. The HTTP listeners stay open, on
+//! every worker, until no HTTP connection is open in the whole process
+//! (`Master::connections_open`) and the worker has no RPC connection, rechecked every
+//! [`SHUTDOWN_RECHECK`]; then the worker closes its listeners, stops its tasks and returns
+//! from the executor.
 //!
 //! IO path: glommio 0.9's `TcpStream` first tries a non-blocking `recv`/`send` on the
 //! caller's buffer and, when that would block, waits for readiness with an io_uring
@@ -56,6 +65,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll, Waker as TaskWaker};
 use std::thread::JoinHandle;
@@ -67,6 +77,7 @@ use glommio::timer::Timer;
 use glommio::{GlommioError, LocalExecutor, LocalExecutorBuilder, Placement, Task};
 use mc_core::api::{Listener, StreamState};
 use mc_core::http::Connection;
+use mc_core::rpc::{RpcConnection, RpcService};
 use mc_core::{Master, Now, Service};
 
 /// How long a closing connection keeps draining unread input so the peer sees our last
@@ -87,6 +98,8 @@ const RING_DEPTH: usize = 128;
 /// 34 fit. Only used to explain an `ENOMEM` at start-up.
 const PER_WORKER_MEMLOCK: usize = 240 * 1024;
 const READ_BUF: usize = 64 * 1024;
+/// While shutting down, how often a worker rechecks whether the process may exit.
+pub const SHUTDOWN_RECHECK: Duration = Duration::from_millis(20);
 /// Pause after a failed accept (e.g. `EMFILE`), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The io_uring opcodes glommio 0.9 checks at its first ring (it exits the process when
@@ -187,6 +200,19 @@ pub fn start(master: Arc<Master>, sockets: Vec<WorkerSockets>) -> io::Result<Run
     }
     let waker = Waker(Arc::new(wakers));
     Ok(Runtime { threads, waker })
+}
+
+/// Whether this machine can run the glommio runtime: io_uring with the opcodes glommio
+/// needs, and enough locked memory for one executor (one is built, on a scratch thread,
+/// and dropped). The end-to-end tests use it to pick their default runtimes.
+pub fn probe() -> io::Result<()> {
+    probe_io_uring()?;
+    let panicked = || io::Error::other("glommio panicked while creating the executor");
+    std::thread::spawn(move || {
+        std::panic::catch_unwind(|| build_executor(0, Placement::Unbound).map(drop)).unwrap_or_else(|_| Err(panicked()))
+    })
+    .join()
+    .unwrap_or_else(|_| Err(panicked()))
 }
 
 fn build_executor(i: usize, placement: Placement) -> io::Result<LocalExecutor> {
@@ -290,25 +316,93 @@ fn now() -> Now {
     Now::new(Instant::now(), wall)
 }
 
+/// What a connection task needs of a core connection. `http::Connection` and
+/// `rpc::RpcConnection` have the same shape (bytes in, bytes out, a deadline, shutdown),
+/// so one task body serves both.
+trait Core {
+    type Svc;
+    fn poll_transmit(&mut self) -> Option<&[u8]>;
+    fn consume(&mut self, now: Now, n: usize, svc: &mut Self::Svc);
+    fn handle_input(&mut self, now: Now, data: &[u8], svc: &mut Self::Svc);
+    fn handle_eof(&mut self, now: Now, svc: &mut Self::Svc);
+    fn handle_timeout(&mut self, now: Now, svc: &mut Self::Svc);
+    fn handle_shutdown(&mut self, now: Now, svc: &mut Self::Svc);
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn wants_read(&self) -> bool;
+    fn is_closed(&self) -> bool;
+}
+
+/// Forwards [`Core`] to the inherent methods of `$ty`; `$shutdown` calls its `handle_shutdown`.
+macro_rules! forward_core {
+    ($ty:ty, $svc:ty, |$c:ident, $now:ident, $s:ident| $shutdown:expr) => {
+        impl Core for $ty {
+            type Svc = $svc;
+            fn poll_transmit(&mut self) -> Option<&[u8]> {
+                <$ty>::poll_transmit(self)
+            }
+            fn consume(&mut self, now: Now, n: usize, svc: &mut $svc) {
+                <$ty>::consume(self, now, n, svc)
+            }
+            fn handle_input(&mut self, now: Now, data: &[u8], svc: &mut $svc) {
+                <$ty>::handle_input(self, now, data, svc)
+            }
+            fn handle_eof(&mut self, now: Now, svc: &mut $svc) {
+                <$ty>::handle_eof(self, now, svc)
+            }
+            fn handle_timeout(&mut self, now: Now, svc: &mut $svc) {
+                <$ty>::handle_timeout(self, now, svc)
+            }
+            fn handle_shutdown(&mut self, $now: Now, $s: &mut $svc) {
+                let $c = self;
+                $shutdown
+            }
+            fn poll_timeout(&self) -> Option<Instant> {
+                <$ty>::poll_timeout(self)
+            }
+            fn wants_read(&self) -> bool {
+                <$ty>::wants_read(self)
+            }
+            fn is_closed(&self) -> bool {
+                <$ty>::is_closed(self)
+            }
+        }
+    };
+}
+
+forward_core!(Connection<StreamState>, Service, |c, now, svc| c.handle_shutdown(now, svc));
+forward_core!(RpcConnection, RpcService, |c, now, _svc| c.handle_shutdown(now));
+
+/// Which listener a socket came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Http(Listener),
+    Rpc,
+}
+
 /// A connection as the worker sees it: how to wake its task, and whether a shutdown is
 /// waiting to be delivered to it.
 #[derive(Default)]
 struct Slot {
     waker: Option<TaskWaker>,
     shutdown: bool,
+    /// An HTTP connection accepted after shutdown began: not an "idle connection at the
+    /// signal" (SPEC §2.7), so it gets no `handle_shutdown` (the core closes it after its
+    /// first response).
+    late: bool,
 }
 
 /// Per-worker state, shared by the worker's tasks (never across threads).
 struct Worker {
     master: Arc<Master>,
-    main_svc: RefCell<Service>,
-    admin_svc: RefCell<Service>,
-    /// Open connections, by id.
+    main_svc: Rc<RefCell<Service>>,
+    admin_svc: Rc<RefCell<Service>>,
+    rpc_svc: Rc<RefCell<RpcService>>,
+    /// Open connections (HTTP and RPC), by id.
     conns: RefCell<HashMap<u64, Slot>>,
     next_id: Cell<u64>,
     buf: RefCell<Vec<u8>>,
     shutdown_seen: Cell<bool>,
-    /// The worker's main future, waiting for shutdown and no open connection.
+    /// The worker's main future, waiting for shutdown.
     exit: Cell<Option<TaskWaker>>,
     /// The master timer task and the deadline it sleeps until.
     master_timer: Cell<Option<TaskWaker>>,
@@ -316,18 +410,10 @@ struct Worker {
 }
 
 impl Worker {
-    fn svc(&self, l: Listener) -> &RefCell<Service> {
-        if l == Listener::Main {
-            &self.main_svc
-        } else {
-            &self.admin_svc
-        }
-    }
-
-    /// Resolves once shutdown was seen and no connection is open.
-    async fn all_closed(&self) {
+    /// Resolves once this worker saw the shutdown.
+    async fn shutdown_seen(&self) {
         poll_fn(|cx| {
-            if self.shutdown_seen.get() && self.conns.borrow().is_empty() {
+            if self.shutdown_seen.get() {
                 return Poll::Ready(());
             }
             self.exit.set(Some(cx.waker().clone()));
@@ -336,10 +422,9 @@ impl Worker {
         .await
     }
 
-    fn wake_exit(&self) {
-        if let Some(w) = self.exit.take() {
-            w.wake();
-        }
+    /// No connection of this worker, and no HTTP connection of any worker, is open.
+    fn process_idle(&self) -> bool {
+        self.conns.borrow().is_empty() && self.master.connections_open.load(Ordering::Relaxed) <= 0
     }
 
     /// Called after every connection event: a request may have moved the process-wide
@@ -362,8 +447,9 @@ impl Worker {
 async fn run_worker(master: Arc<Master>, socks: WorkerSockets, wake: StdUnixStream) {
     let stats = master.register_worker();
     let w = Rc::new(Worker {
-        main_svc: RefCell::new(master.service(Listener::Main, stats.clone())),
-        admin_svc: RefCell::new(master.service(Listener::Admin, stats)),
+        main_svc: Rc::new(RefCell::new(master.service(Listener::Main, stats.clone()))),
+        admin_svc: Rc::new(RefCell::new(master.service(Listener::Admin, stats.clone()))),
+        rpc_svc: Rc::new(RefCell::new(RpcService::new(master.clone(), stats))),
         master,
         conns: RefCell::default(),
         next_id: Cell::new(0),
@@ -374,36 +460,64 @@ async fn run_worker(master: Arc<Master>, socks: WorkerSockets, wake: StdUnixStre
         master_armed: Cell::new(None),
     });
     // SAFETY: each descriptor comes from an owned std socket given up here.
-    let main = unsafe { TcpListener::from_raw_fd(socks.main.into_raw_fd()) };
+    let listener = |l: std::net::TcpListener| unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) };
     let wake = unsafe { UnixStream::from_raw_fd(wake.into_raw_fd()) };
     let mut tasks: Vec<Task<()>> = vec![
-        glommio::spawn_local(accept_loop(w.clone(), main, Listener::Main)),
+        glommio::spawn_local(accept_loop(w.clone(), listener(socks.main), Kind::Http(Listener::Main))),
         glommio::spawn_local(master_timer(w.clone())),
         glommio::spawn_local(on_wake(w.clone(), wake)),
     ];
     if let Some(a) = socks.admin {
-        let admin = unsafe { TcpListener::from_raw_fd(a.into_raw_fd()) };
-        tasks.push(glommio::spawn_local(accept_loop(w.clone(), admin, Listener::Admin)));
+        tasks.push(glommio::spawn_local(accept_loop(w.clone(), listener(a), Kind::Http(Listener::Admin))));
     }
-    w.all_closed().await;
-    // Close the listeners now (the kernel then routes new connections to the other
-    // workers' listeners) and stop the timer and wake tasks; then wait for a connection
+    let rpc = socks.rpc.map(|r| glommio::spawn_local(accept_loop(w.clone(), listener(r), Kind::Rpc)));
+    w.shutdown_seen().await;
+    // The RPC listener closes at once (as in `mc-mio`); the HTTP listeners stay open until
+    // no connection is open in the whole process (SPEC §2.7): an idle worker keeps
+    // accepting while another one drains.
+    if let Some(t) = rpc {
+        t.cancel().await;
+    }
+    while !w.process_idle() {
+        glommio::timer::sleep(SHUTDOWN_RECHECK).await;
+    }
+    // Close the listeners and stop the timer and wake tasks; then wait for a connection
     // accepted meanwhile, if any.
     for t in tasks {
         t.cancel().await;
     }
-    w.all_closed().await;
+    while !w.conns.borrow().is_empty() {
+        glommio::timer::sleep(SHUTDOWN_RECHECK).await;
+    }
 }
 
-async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Listener) {
+async fn accept_loop(w: Rc<Worker>, listener: TcpListener, kind: Kind) {
     loop {
         match listener.accept().await {
             Ok(sock) => {
                 let _ = sock.set_nodelay(true);
                 let id = w.next_id.get();
                 w.next_id.set(id + 1);
-                w.conns.borrow_mut().insert(id, Slot::default());
-                glommio::spawn_local(serve(w.clone(), id, sock, kind)).detach();
+                let http = kind != Kind::Rpc;
+                // An RPC connection accepted while its listener is closing is shut down too.
+                let slot = Slot {
+                    shutdown: !http && w.shutdown_seen.get(),
+                    late: http && w.master.is_shutting_down(),
+                    waker: None,
+                };
+                w.conns.borrow_mut().insert(id, slot);
+                let task = match kind {
+                    Kind::Http(l) => {
+                        let svc = if l == Listener::Main { w.main_svc.clone() } else { w.admin_svc.clone() };
+                        let core = svc.borrow().new_connection(now());
+                        glommio::spawn_local(serve(w.clone(), id, sock, core, svc))
+                    }
+                    Kind::Rpc => {
+                        let core = w.rpc_svc.borrow().new_connection(now());
+                        glommio::spawn_local(serve(w.clone(), id, sock, core, w.rpc_svc.clone()))
+                    }
+                };
+                task.detach();
             }
             Err(e) => {
                 log::warn!("accept failed: {e}");
@@ -418,13 +532,15 @@ async fn on_wake(w: Rc<Worker>, mut wake: UnixStream) {
     let mut b = [0u8; 64];
     while let Ok(1..) = wake.read(&mut b).await {
         if w.master.is_shutting_down() && !w.shutdown_seen.replace(true) {
-            for slot in w.conns.borrow_mut().values_mut() {
+            for slot in w.conns.borrow_mut().values_mut().filter(|s| !s.late) {
                 slot.shutdown = true;
                 if let Some(k) = slot.waker.take() {
                     k.wake();
                 }
             }
-            w.wake_exit();
+            if let Some(k) = w.exit.take() {
+                k.wake();
+            }
         }
     }
 }
@@ -485,18 +601,18 @@ enum Event {
     Close,
 }
 
-struct Conn {
+struct Conn<C: Core> {
     id: u64,
-    kind: Listener,
     sock: TcpStream,
-    core: Connection<StreamState>,
+    core: C,
+    svc: Rc<RefCell<C::Svc>>,
     read_closed: bool,
     /// Set once the core is done: we half-closed and drain input until this instant.
     linger_until: Option<Instant>,
     deadline: Deadline,
 }
 
-impl Conn {
+impl<C: Core> Conn<C> {
     /// The next thing to do, in `mc-mio`'s order: deliver a shutdown, write pending
     /// output, read (if the core wants input, or to drain while lingering), fire a deadline.
     fn poll_event(&mut self, cx: &mut Context<'_>, w: &Worker) -> Poll<Event> {
@@ -535,7 +651,7 @@ impl Conn {
     /// Feeds `event` to the core. False once the socket is to be closed.
     fn handle(&mut self, event: Event, w: &Worker) -> bool {
         let now = now();
-        let svc = &mut *w.svc(self.kind).borrow_mut();
+        let svc = &mut *self.svc.borrow_mut();
         match event {
             Event::Shutdown => self.core.handle_shutdown(now, svc),
             Event::Wrote(n) => self.core.consume(now, n, svc),
@@ -555,9 +671,8 @@ impl Conn {
     }
 }
 
-async fn serve(w: Rc<Worker>, id: u64, sock: TcpStream, kind: Listener) {
-    let core = w.svc(kind).borrow().new_connection(now());
-    let mut c = Conn { id, kind, sock, core, read_closed: false, linger_until: None, deadline: Deadline::default() };
+async fn serve<C: Core>(w: Rc<Worker>, id: u64, sock: TcpStream, core: C, svc: Rc<RefCell<C::Svc>>) {
+    let mut c = Conn { id, sock, core, svc, read_closed: false, linger_until: None, deadline: Deadline::default() };
     loop {
         if c.linger_until.is_none() && c.core.is_closed() {
             let _ = c.sock.shutdown(Shutdown::Write).await;
@@ -575,9 +690,6 @@ async fn serve(w: Rc<Worker>, id: u64, sock: TcpStream, kind: Listener) {
     }
     drop(c);
     w.conns.borrow_mut().remove(&id);
-    if w.shutdown_seen.get() && w.conns.borrow().is_empty() {
-        w.wake_exit();
-    }
 }
 
 #[cfg(test)]
