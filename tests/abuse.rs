@@ -35,6 +35,7 @@ impl Server {
         let threads: &[&str] = if extra.contains(&"--threads") { &[] } else { &["--threads", "2"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_mc-master"))
             .args(["--port", "0", "--rpc-port", "off"])
+            .args(["--runtime", &std::env::var("MC_ABUSE_RUNTIME").unwrap_or_else(|_| "mio".into())])
             .args(threads)
             .args(extra)
             .env("RUST_LOG", "warn")
