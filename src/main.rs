@@ -64,23 +64,25 @@ fn run(args: Args) -> Result<(), Fatal> {
         .map(|t| t as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
 
-    // Listeners first: the default node name needs the bound port.
-    let main_addrs = net::bind_group(SocketAddr::new(args.host, args.port), threads)
-        .map_err(|e| Fatal(1, format!("cannot bind {}:{}: {e}", args.host, args.port)))?;
-    let main_addr = main_addrs[0].local_addr().map_err(|e| Fatal(1, e.to_string()))?;
-    let admin_addrs = match args.admin_port {
-        Some(p) => Some(
-            net::bind_group(SocketAddr::new(args.host, p), threads)
-                .map_err(|e| Fatal(1, format!("cannot bind {}:{p}: {e}", args.host)))?,
-        ),
-        None => None,
+    // Listeners first: the default node name needs the bound port. The HTTP listeners refuse
+    // a port another process holds (exit 1); the RPC listener keeps sharing its fixed default
+    // port (50051) with other instances of the same user, so that several servers started
+    // without `--rpc-port` can run side by side.
+    let bind = |port: u16, exclusive: bool| {
+        net::bind_group(SocketAddr::new(args.host, port), threads, exclusive)
+            .map_err(|e| Fatal(1, format!("cannot bind {}:{port}: {e}", args.host)))
     };
+    let main_addrs = bind(args.port, true)?;
+    let main_addr = main_addrs[0].local_addr().map_err(|e| Fatal(1, e.to_string()))?;
+    let admin_addrs = args.admin_port.map(|p| bind(p, true)).transpose()?;
+    let admin_port = admin_addrs.as_ref().and_then(|a| a[0].local_addr().ok()).map(|a| a.port());
     // Master RPC listener (`--rpc-port`, reference/rpc/rpc-spec.md).
     let rpc_addrs = match args.rpc_port {
-        RpcPort::Port(p) => Some(
-            net::bind_group(SocketAddr::new(args.host, p), threads)
-                .map_err(|e| Fatal(1, format!("cannot bind {}:{p}: {e}", args.host)))?,
-        ),
+        // This process's own HTTP listeners hold that port: it cannot be bound (SPEC §11).
+        RpcPort::Port(p) if p != 0 && (p == main_addr.port() || Some(p) == admin_port) => {
+            return Err(Fatal(1, format!("cannot bind {}:{p}: the port is taken by an HTTP listener", args.host)))
+        }
+        RpcPort::Port(p) => Some(bind(p, false)?),
         RpcPort::Off => None,
     };
 

@@ -189,6 +189,14 @@ impl Master {
     /// Runs process-wide transitions due at `now`. Any worker may call it; calls are idempotent.
     pub fn handle_timeout(&self, now: Now) {
         self.store.handle_timeout(now.mono);
+        self.snapshot_if_due(now);
+    }
+
+    /// Takes the `/metrics/summary` snapshot of the latest multiple of the interval if it is
+    /// due at `now` (SPEC §4.2). Called by timers and before a summary is rendered, so a
+    /// summary served just after a multiple of 10 s (before the timer fired) never reports
+    /// a window of 10 s or more.
+    fn snapshot_if_due(&self, now: Now) {
         let elapsed = now.mono.saturating_duration_since(self.start);
         if (elapsed.as_nanos() as u64) < self.next_snapshot_ns.load(Ordering::Acquire) {
             return;
@@ -231,6 +239,7 @@ impl Master {
 
     /// The `/metrics/summary` body at `now`.
     fn summary_text(&self, now: Now) -> String {
+        self.snapshot_if_due(now);
         let base = lock(&self.snapshot).clone();
         let gauges = self.store.gauges();
         let store = self.store.counters();

@@ -1187,6 +1187,24 @@ mod handler {
         assert!(text.contains("HTTP Requests (per sec, last 2.50 s): total=0.00"), "{text}");
         assert!(t.master.poll_timeout().unwrap() > start + Duration::from_secs(10));
     }
+
+    #[test]
+    fn summary_window_never_reaches_the_interval() {
+        // A summary served after a multiple of 10 s but before any timer fired (the request
+        // and the deadline are handled in the same event-loop turn) uses that snapshot.
+        let mut t = rig();
+        let start = t.now.mono;
+        t.req(Method::Get, "/health", "");
+        t.now.mono = start + Duration::from_millis(10_250);
+        let text = body_str(&t.req(Method::Get, "/metrics/summary", ""));
+        assert!(text.contains("HTTP Requests (per sec, last 0.25 s): total=0.00"), "{text}");
+        assert!(text.contains("HTTP Latency (last 0.25 s): p50=n/a, p99=n/a\n"), "{text}");
+        // The timer that fires afterwards finds nothing left to do.
+        t.master.handle_timeout(t.now);
+        t.now.mono = start + Duration::from_millis(10_500);
+        let text = body_str(&t.req(Method::Get, "/metrics/summary", ""));
+        assert!(text.contains("HTTP Requests (per sec, last 0.50 s): total=2.00"), "{text}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

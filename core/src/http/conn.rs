@@ -34,8 +34,6 @@ const BODY_PREALLOC: u64 = 64 * 1024;
 /// empty chunk) so that a write aborted from elsewhere (its segment was unmounted, SPEC §6.3)
 /// is answered within 100 ms even when the client sends nothing more.
 pub(crate) const STREAM_POLL: Duration = Duration::from_millis(50);
-/// The interim response to `Expect: 100-continue`.
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Limits and timeouts of the codec (SPEC §2.4, §2.5).
 #[derive(Clone, Copy, Debug)]
@@ -501,7 +499,18 @@ impl<S> Connection<S> {
             if self.out.is_empty() {
                 self.write_progress = now.mono;
             }
-            self.out.push_with(|d| d.extend_from_slice(CONTINUE));
+            // An interim response carries `Server` and `Date` like every response, and no
+            // framing headers (SPEC §2.6).
+            let date = *self.dates.get(now.wall_unix_secs);
+            let parts = HeadParts {
+                status: 100,
+                date: &date,
+                content_type: None,
+                framing: Framing::None,
+                extra: &[],
+                connection: ConnHeader::None,
+            };
+            self.out.push_with(|d| render_head(d, &parts));
         }
         let framing = if head.chunked {
             BodyFraming::Chunked(ChunkDecoder::default())
