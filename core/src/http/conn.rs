@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::chunked::{ChunkDecoder, Event};
 use super::output::Output;
-use super::parse::{check_request_line, method_hint, parse_head, HeadError, HeadScanner};
+use super::parse::{check_request_line, parse_head, HeadError, HeadScanner};
 use super::render::{render_head, status_has_no_body, ConnHeader, DateCache, Framing, HeadParts};
 use super::types::*;
 use crate::time::Now;
@@ -60,9 +60,9 @@ struct ReqInfo {
 }
 
 impl ReqInfo {
-    /// A request rejected before its head was complete.
-    fn before_head(method: Method) -> Self {
-        Self { method, version: Version::Http11, keep_alive: false, head_done: None }
+    /// A request rejected before its head was complete or parsed: its method is `other`.
+    fn before_head() -> Self {
+        Self { method: Method::Other, version: Version::Http11, keep_alive: false, head_done: None }
     }
 }
 
@@ -184,7 +184,7 @@ impl<S> Connection<S> {
     /// handler: the caller counts it.
     pub fn rejected(now: Now, limits: Limits, resp: Response) -> Self {
         let mut conn = Self::with_counted_gauge(now, limits, None);
-        conn.push_response(now, &ReqInfo::before_head(Method::Other), resp, true);
+        conn.push_response(now, &ReqInfo::before_head(), resp, true);
         conn
     }
 
@@ -231,10 +231,9 @@ impl<S> Connection<S> {
             return;
         }
         if due(self.header_deadline()) {
-            let rest = &self.inbuf[self.in_pos..];
-            let method = self.scanner.request_line(rest).map_or(Method::Other, method_hint);
+            // A head that never completed: its method is not known (`other`).
             let resp = Response::error(Route::Other, 408, "request timeout");
-            self.queue(now, &ReqInfo::before_head(method), resp, true, h);
+            self.queue(now, &ReqInfo::before_head(), resp, true, h);
         } else if due(self.body_deadline()) {
             if let ReadState::Body(st) = std::mem::replace(&mut self.read, ReadState::Head) {
                 let resp = Response::error(h.route(&st.head), 408, "request timeout");
@@ -407,16 +406,15 @@ impl<S> Connection<S> {
                     if let Some(line) = self.scanner.request_line(rest) {
                         if !self.scanner.line_checked {
                             if let Err(e) = check_request_line(line) {
-                                self.head_error(now, e, method_hint(line), h);
+                                self.head_error(now, e, h);
                                 return input.len();
                             }
                             self.scanner.line_checked = true;
                         }
                     }
                     if rest.len() > self.limits.max_head {
-                        let method = self.scanner.request_line(rest).map_or(Method::Other, method_hint);
                         let resp = Response::error(Route::Other, 431, "request header fields too large");
-                        self.queue(now, &ReqInfo::before_head(method), resp, true, h);
+                        self.queue(now, &ReqInfo::before_head(), resp, true, h);
                         return input.len();
                     }
                     return pos;
@@ -443,22 +441,20 @@ impl<S> Connection<S> {
     }
 
     /// Answers a malformed head (400) or an unsupported version (505), then closes.
-    fn head_error<H: Handler<Stream = S>>(&mut self, now: Now, e: HeadError, method: Method, h: &mut H) {
+    fn head_error<H: Handler<Stream = S>>(&mut self, now: Now, e: HeadError, h: &mut H) {
         let resp = match e {
             HeadError::BadRequest => Response::error(Route::Other, 400, "bad request"),
             HeadError::VersionNotSupported => Response::error(Route::Other, 505, "http version not supported"),
         };
-        self.queue(now, &ReqInfo::before_head(method), resp, true, h);
+        self.queue(now, &ReqInfo::before_head(), resp, true, h);
     }
 
     /// A complete head arrived: check it, ask the handler, and answer or start the body.
     fn start_request<H: Handler<Stream = S>>(&mut self, now: Now, bytes: &[u8], h: &mut H) {
         let parsed = match parse_head(bytes) {
             Ok(p) => p,
-            Err(e) => {
-                let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-                return self.head_error(now, e, method_hint(line), h);
-            }
+            // A head that does not parse has no trustworthy method: `other`, with a body.
+            Err(e) => return self.head_error(now, e, h),
         };
         let keep_alive = parsed.keep_alive();
         let expect_unsupported = parsed.expect_unsupported;
@@ -633,7 +629,8 @@ impl<S> Connection<S> {
             (false, Version::Http10) => ConnHeader::KeepAlive,
             (false, Version::Http11) => ConnHeader::None,
         };
-        // HEAD: the headers of the GET, no body (dropping a Value ends its read).
+        // HEAD: the headers of the GET, no body (dropping a Value ends its read). An error
+        // answering a head that never parsed has method `other` and always its body.
         let body = if info.method == Method::Head { Body::Empty } else { body };
 
         if self.out.is_empty() {

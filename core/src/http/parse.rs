@@ -122,19 +122,6 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// The method of a request line, as far as it can be told (for metrics of error responses).
-pub(crate) fn method_hint(line: &[u8]) -> Method {
-    // The line may still carry its CR (a head rejected as a whole): `HEAD\r` is `HEAD`, as it
-    // is when the same line is rejected on its own.
-    let tok = strip_cr(line).split(|&b| b == b' ').next().unwrap_or_default();
-    if is_token(tok) {
-        // A token is ASCII, so this never fails.
-        std::str::from_utf8(tok).map(Method::from_token).unwrap_or(Method::Other)
-    } else {
-        Method::Other
-    }
-}
-
 /// Validates a request line (without its line ending). Returns method, target and version.
 pub(crate) fn check_request_line(line: &[u8]) -> Result<(Method, &[u8], Version), HeadError> {
     let mut parts = line.split(|&b| b == b' ');
