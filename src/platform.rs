@@ -1,7 +1,8 @@
 //! The Linux platform layer: the syscalls the core asks for through `mc_core::platform::Platform`.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::FileExt;
 
 use mc_core::platform::{MapError, Platform, ProcessSample, Region, ShmError};
 use memmap2::{MmapMut, MmapOptions};
@@ -22,6 +23,17 @@ impl Region for Mapping {
 pub struct LinuxPlatform {
     page_size: u64,
     clock_ticks: f64,
+    /// `/proc/self/statm` and `/proc/self/stat`, opened once: a scrape re-reads them with
+    /// one `pread` each instead of stat + open + read + read + close.
+    statm: Option<File>,
+    stat: Option<File>,
+}
+
+/// Reads a whole (small) procfs file from offset 0 into `buf`; procfs regenerates the text
+/// on every read at offset 0.
+fn read_proc<'b>(file: &File, buf: &'b mut [u8]) -> Option<&'b str> {
+    let n = file.read_at(buf, 0).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()
 }
 
 impl LinuxPlatform {
@@ -33,6 +45,8 @@ impl LinuxPlatform {
         Self {
             page_size: if page > 0 { page as u64 } else { 4096 },
             clock_ticks: if ticks > 0 { ticks as f64 } else { 100.0 },
+            statm: File::open("/proc/self/statm").ok(),
+            stat: File::open("/proc/self/stat").ok(),
         }
     }
 }
@@ -79,17 +93,18 @@ impl Platform for LinuxPlatform {
 
     fn process_sample(&self) -> ProcessSample {
         let mut sample = ProcessSample::default();
-        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        let mut buf = [0u8; 1024];
+        if let Some(statm) = self.statm.as_ref().and_then(|f| read_proc(f, &mut buf)) {
             if let Some(rss) = statm.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()) {
                 sample.resident_bytes = rss * self.page_size;
             }
         }
-        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        if let Some(stat) = self.stat.as_ref().and_then(|f| read_proc(f, &mut buf)) {
             // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
             if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-                    + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let mut f = rest.split_whitespace().skip(11);
+                let ticks: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0)
+                    + f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
                 sample.cpu_seconds = ticks as f64 / self.clock_ticks;
             }
         }

@@ -6,14 +6,14 @@
 //!
 //! ```text
 //! readable  -> read() -> Connection::handle_input / handle_eof
-//! writable  -> Connection::poll_transmit -> write() -> Connection::consume
+//! writable  -> Connection::poll_transmit_vectored -> writev() -> Connection::consume
 //! deadline  -> Connection::handle_timeout, Master::handle_timeout
 //! waker     -> Master::is_shutting_down -> Connection::handle_shutdown
 //! ```
 //! Every HTTP decision is made by `mc_core`. The RPC listener (`--rpc-port`, see `rpc.rs`)
 //! is driven the same way with `mc_core::rpc::RpcConnection`.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -35,6 +35,8 @@ const FIRST_CONN: usize = 3;
 /// How long a closing connection keeps draining unread input so the peer sees our last
 /// response instead of a reset.
 const LINGER: Duration = Duration::from_millis(500);
+/// Slices handed to one `writev`.
+const MAX_IOV: usize = 16;
 /// While shutting down, how often an idle worker rechecks whether the process may exit.
 const SHUTDOWN_RECHECK: Duration = Duration::from_millis(20);
 /// Reads (of up to 64 KiB each) one connection gets per turn. A connection that would read
@@ -124,6 +126,13 @@ struct Conn {
     after_shutdown: bool,
     /// Queued in `Worker::again` (its budget ran out with work left).
     queued: bool,
+    /// Readiness as last reported (edge-triggered): cleared when a read or write would
+    /// block (or a read came back short), set again by the next event. Saves a syscall
+    /// that would only return `WouldBlock` on every request.
+    readable: bool,
+    writable: bool,
+    /// The peer's FIN (or an error) was reported: read until EOF, whatever the read sizes.
+    hup: bool,
 }
 
 struct Worker {
@@ -140,12 +149,19 @@ struct Worker {
     rpc: rpc::RpcSide,
     /// Connections to drive again without waiting for an event (budget exhausted).
     again: Vec<usize>,
+    /// No connection has a deadline before this (it may be earlier than the true minimum,
+    /// never later): connections are scanned for timeouts only once it is due, instead of
+    /// on every turn of the loop.
+    conn_deadline: Option<Instant>,
+    /// `Master::poll_timeout` as of the end of the previous turn.
+    master_deadline: Option<Instant>,
 }
 
 impl Worker {
     fn new(master: Arc<Master>, poll: Poll, socks: WorkerSockets) -> io::Result<Self> {
         let stats = master.register_worker();
         let rpc = rpc::RpcSide::new(&master, &stats, &poll, socks.rpc)?;
+        let master_deadline = master.poll_timeout();
         let mut listeners = Vec::new();
         let mut main = TcpListener::from_std(socks.main);
         poll.registry().register(&mut main, MAIN, Interest::READABLE)?;
@@ -167,6 +183,8 @@ impl Worker {
             shutdown_seen: false,
             rpc,
             again: Vec::new(),
+            conn_deadline: None,
+            master_deadline,
         })
     }
 
@@ -197,7 +215,14 @@ impl Worker {
                     WAKE => {}
                     t @ (MAIN | ADMIN) => self.accept(now, t),
                     t if rpc::owns(t) => self.rpc_event(now, t),
-                    Token(t) => self.drive(now, t - FIRST_CONN),
+                    Token(t) => {
+                        if let Some(c) = self.conns.get_mut(t - FIRST_CONN).and_then(|c| c.as_mut()) {
+                            c.hup |= ev.is_read_closed() || ev.is_error();
+                            c.readable |= ev.is_readable() || c.hup;
+                            c.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                        }
+                        self.drive(now, t - FIRST_CONN)
+                    }
                 }
             }
             // Then the connections whose budget ran out last turn.
@@ -223,15 +248,27 @@ impl Worker {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let conns = self.conns.iter().flatten().filter_map(|c| c.linger_until.or_else(|| c.core.poll_timeout()));
-        conns.chain(self.master.poll_timeout()).chain(self.rpc.next_deadline()).min()
+        self.conn_deadline.into_iter().chain(self.master_deadline).chain(self.rpc.next_deadline()).min()
+    }
+
+    /// Folds connection `i`'s next deadline into `conn_deadline`.
+    fn note_deadline(&mut self, i: usize) {
+        let Some(c) = self.conns.get(i).and_then(|c| c.as_ref()) else { return };
+        if let Some(d) = c.linger_until.or_else(|| c.core.poll_timeout()) {
+            self.conn_deadline = Some(self.conn_deadline.map_or(d, |m| m.min(d)));
+        }
     }
 
     fn fire_timers(&mut self, now: Now) {
         if self.master.poll_timeout().is_some_and(|d| d <= now.mono) {
             self.master.handle_timeout(now);
         }
+        self.master_deadline = self.master.poll_timeout();
         self.rpc_timers(now);
+        if self.conn_deadline.is_none_or(|d| d > now.mono) {
+            return;
+        }
+        self.conn_deadline = None;
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_mut() else { continue };
             match c.linger_until {
@@ -244,6 +281,7 @@ impl Worker {
                 }
                 None => {}
             }
+            self.note_deadline(i);
         }
     }
 
@@ -284,12 +322,22 @@ impl Worker {
                 linger_until: None,
                 after_shutdown,
                 queued: false,
+                readable: true,
+                writable: true,
+                hup: false,
             });
+            self.note_deadline(slot);
         }
     }
 
-    /// Moves bytes both ways until the socket would block or the core pauses.
+    /// Moves bytes both ways until the socket would block, the core pauses or the read
+    /// budget is spent, then notes the connection's next deadline.
     fn drive(&mut self, now: Now, i: usize) {
+        self.drive_io(now, i);
+        self.note_deadline(i);
+    }
+
+    fn drive_io(&mut self, now: Now, i: usize) {
         let Some(c) = self.conns.get_mut(i).and_then(|c| c.as_mut()) else { return };
         let svc = if c.listener == Listener::Main { &mut self.main_svc } else { &mut self.admin_svc };
         let mut budget = DRIVE_BUDGET;
@@ -314,14 +362,20 @@ impl Worker {
         }
         loop {
             let mut progressed = false;
-            while let Some(out) = c.core.poll_transmit() {
-                match c.sock.write(out) {
+            while c.writable {
+                // Head and body (and pipelined responses) in one writev.
+                let mut bufs = [IoSlice::new(&[]); MAX_IOV];
+                let n = c.core.poll_transmit_vectored(&mut bufs);
+                if n == 0 {
+                    break;
+                }
+                match c.sock.write_vectored(&bufs[..n]) {
                     Ok(0) => return self.close(i),
                     Ok(n) => {
                         c.core.consume(now, n, svc);
                         progressed = true;
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => c.writable = false,
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(_) => return self.close(i),
                 }
@@ -332,9 +386,9 @@ impl Worker {
                     return self.close(i);
                 }
                 c.linger_until = Some(now.mono + LINGER);
-                return self.drive(now, i);
+                return self.drive_io(now, i);
             }
-            if !c.read_closed && c.core.wants_read() {
+            if c.readable && !c.read_closed && c.core.wants_read() {
                 if budget == 0 {
                     return self.drive_again(i);
                 }
@@ -346,10 +400,14 @@ impl Worker {
                         progressed = true;
                     }
                     Ok(n) => {
+                        // A short read drained the socket: the next bytes bring a new edge.
+                        if n < self.buf.len() && !c.hup {
+                            c.readable = false;
+                        }
                         c.core.handle_input(now, &self.buf[..n], svc);
                         progressed = true;
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => c.readable = false,
                     Err(e) if e.kind() == ErrorKind::Interrupted => progressed = true,
                     Err(_) => return self.close(i),
                 }

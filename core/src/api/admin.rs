@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::http::{Body, BodyStream, Response, Route, CT_TEXT};
-use crate::store::{QueryError, Replica, Store};
+use crate::store::{QueryError, ReplicaRef, Store};
 
 use super::error::ApiError;
 use super::json::{self, push_str, push_u64, Json};
@@ -18,13 +18,15 @@ const HEALTH_JSON_OK: &[u8] =
 const HEALTH_JSON_DOWN: &[u8] =
     br#"{"status":"unavailable","role":"leader","ha_state":"stopping","service_ready":false,"leader_address":null,"view_version":null}"#;
 
-/// Keys asked from the store per `/get_all_keys` chunk.
-const KEYS_PER_CHUNK: usize = 1000;
+/// Keys asked from the store per `/get_all_keys` page (one read-lock hold).
+const KEYS_PER_PAGE: usize = 1000;
+/// A `/get_all_keys` chunk collects pages until it holds this many bytes (fewer writes).
+const CHUNK_BYTES: usize = 64 * 1024;
 
 /// `{"transport_endpoint_":..,"buffer_address_":..,"size_":..,"protocol_":..}` (SPEC §4.3).
-fn push_descriptor(out: &mut Vec<u8>, r: &Replica) {
+fn push_descriptor(out: &mut Vec<u8>, r: &ReplicaRef<'_>) {
     out.extend_from_slice(b"{\"transport_endpoint_\":");
-    push_str(out, &r.endpoint);
+    push_str(out, r.endpoint);
     out.extend_from_slice(b",\"buffer_address_\":");
     push_u64(out, r.address);
     out.extend_from_slice(b",\"size_\":");
@@ -51,16 +53,23 @@ impl Service {
     pub(super) fn query_key(&self, head: &crate::http::RequestHead) -> Result<Response, ApiError> {
         let raw = query_param(head.query.as_deref(), "key").ok_or(ApiError::invalid("Missing key query parameter"))?;
         let key = validate_key(&raw)?;
-        let replicas = self.master.store.query_key(key).map_err(query_error)?;
-        let mut out = Vec::with_capacity(40 + replicas.len() * 128);
-        out.extend_from_slice(b"{\"success\":true,\"data\":[");
-        for (i, r) in replicas.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+        let mut out = Vec::new();
+        let mut result = Ok(());
+        self.master.store.query_keys_with(&[key], |_, replicas| match replicas {
+            Ok(replicas) => {
+                out.reserve(40 + replicas.len() * 128);
+                out.extend_from_slice(b"{\"success\":true,\"data\":[");
+                for (i, r) in replicas.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    push_descriptor(&mut out, r);
+                }
+                out.extend_from_slice(b"]}");
             }
-            push_descriptor(&mut out, r);
-        }
-        out.extend_from_slice(b"]}");
+            Err(e) => result = Err(query_error(e)),
+        });
+        result?;
         Ok(Response::json(Route::QueryKey, 200, out))
     }
 
@@ -99,24 +108,26 @@ impl Service {
         Ok(())
     }
 
-    /// The common part of both batch forms: key rules, de-duplication, lookups.
+    /// The common part of both batch forms: key rules, de-duplication, lookups (all under
+    /// one read lock of the store).
     fn batch_query(&self, items: &[&[u8]]) -> Result<Response, ApiError> {
         let keys = items.iter().map(|k| validate_key(k)).collect::<Result<Vec<&str>, _>>()?;
         let mut seen = HashSet::with_capacity(if keys.len() > 8 { keys.len() } else { 0 });
-        let mut out = Vec::with_capacity(32 + keys.len() * 160);
-        out.extend_from_slice(b"{\"success\":true,\"data\":{");
-        let mut first = true;
+        let mut unique = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
             let dup = if keys.len() > 8 { !seen.insert(*key) } else { keys[..i].contains(key) };
-            if dup {
-                continue;
+            if !dup {
+                unique.push(*key);
             }
-            if !first {
+        }
+        let mut out = Vec::with_capacity(32 + unique.len() * 160);
+        out.extend_from_slice(b"{\"success\":true,\"data\":{");
+        self.master.store.query_keys_with(&unique, |i, replicas| {
+            if i > 0 {
                 out.push(b',');
             }
-            first = false;
-            push_str(&mut out, key);
-            match self.master.store.query_key(key) {
+            push_str(&mut out, unique[i]);
+            match replicas {
                 Ok(replicas) => {
                     out.extend_from_slice(b":{\"ok\":true,\"values\":[");
                     for (j, r) in replicas.iter().enumerate() {
@@ -124,7 +135,7 @@ impl Service {
                             out.push(b',');
                         }
                         out.extend_from_slice(b"{\"transport_endpoint_\":");
-                        push_str(&mut out, &r.endpoint);
+                        push_str(&mut out, r.endpoint);
                         out.extend_from_slice(b",\"buffer_descriptor\":");
                         push_descriptor(&mut out, r);
                         out.push(b'}');
@@ -134,7 +145,7 @@ impl Service {
                 Err(QueryError::NotFound) => out.extend_from_slice(br#":{"ok":false,"error":"OBJECT_NOT_FOUND"}"#),
                 Err(QueryError::NotReady) => out.extend_from_slice(br#":{"ok":false,"error":"REPLICA_IS_NOT_READY"}"#),
             }
-        }
+        });
         out.extend_from_slice(b"}}");
         Ok(Response::json(Route::BatchQueryKeys, 200, out))
     }
@@ -236,8 +247,9 @@ fn query_error(e: QueryError) -> ApiError {
     }
 }
 
-/// The body of `/get_all_keys`: pages through [`Store::list_keys`] lazily, one page per
-/// chunk, continuing after the last key seen (so a HEAD costs nothing).
+/// The body of `/get_all_keys`: pages through [`Store::visit_keys`] lazily, continuing
+/// after the last key seen (so a HEAD costs nothing); a chunk holds pages up to
+/// [`CHUNK_BYTES`], and the lock is released between pages.
 ///
 /// `prefix` and `after` are byte strings; when they are not UTF-8 the store is asked with
 /// their longest valid UTF-8 prefix and the result is filtered here by bytes.
@@ -251,7 +263,6 @@ pub(crate) struct KeyStream {
     /// Where the next store page starts (exclusive).
     cursor: Option<String>,
     remaining: u64,
-    page: Vec<String>,
     done: bool,
 }
 
@@ -269,45 +280,52 @@ impl KeyStream {
         let store_prefix = utf8_prefix(&prefix).to_string();
         // The store cursor starts at the UTF-8 part of `after`: every key > after is > it.
         let cursor = after.as_deref().map(|a| utf8_prefix(a).to_string());
-        Self { store, prefix, store_prefix, after, cursor, remaining: limit, page: Vec::new(), done: limit == 0 }
+        Self { store, prefix, store_prefix, after, cursor, remaining: limit, done: limit == 0 }
+    }
+
+    /// Appends one page of keys to `out`.
+    fn page(&mut self, out: &mut Vec<u8>) {
+        let want = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(KEYS_PER_PAGE);
+        // Byte filters are needed only when the store could not be asked exactly.
+        let filter_prefix = self.prefix.len() != self.store_prefix.len();
+        let prefix = self.prefix.as_slice();
+        let after = self.after.as_deref().filter(|a| std::str::from_utf8(a).is_err());
+        let (mut remaining, mut done) = (self.remaining, false);
+        let (seen, last) = self.store.visit_keys(&self.store_prefix, self.cursor.as_deref(), want, |key| {
+            if done {
+                return;
+            }
+            let k = key.as_bytes();
+            if filter_prefix && !k.starts_with(prefix) {
+                if k > prefix {
+                    // Sorted: no later key can start with the prefix.
+                    done = true;
+                }
+                return;
+            }
+            if after.is_some_and(|a| k <= a) {
+                return;
+            }
+            out.extend_from_slice(k);
+            out.push(b'\n');
+            remaining -= 1;
+            if remaining == 0 {
+                done = true;
+            }
+        });
+        self.remaining = remaining;
+        self.done = done || seen < want;
+        if last.is_some() {
+            self.cursor = last;
+        }
     }
 }
 
 impl BodyStream for KeyStream {
     fn next_chunk(&mut self, out: &mut Vec<u8>) -> bool {
-        if self.done {
-            return false;
-        }
-        let want = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(KEYS_PER_CHUNK);
-        self.page.clear();
-        self.store.list_keys(&self.store_prefix, self.cursor.as_deref(), want, &mut self.page);
-        let full = self.page.len() >= want;
-        for key in &self.page {
-            let k = key.as_bytes();
-            if !k.starts_with(&self.prefix) {
-                if k > self.prefix.as_slice() {
-                    // Sorted: no later key can start with the prefix.
-                    self.done = true;
-                    break;
-                }
-                continue;
-            }
-            if self.after.as_deref().is_some_and(|a| k <= a) {
-                continue;
-            }
-            out.extend_from_slice(k);
-            out.push(b'\n');
-            self.remaining -= 1;
-            if self.remaining == 0 {
-                self.done = true;
-                break;
-            }
-        }
-        if let Some(last) = self.page.pop() {
-            self.cursor = Some(last);
-        }
-        if !full {
-            self.done = true;
+        let start = out.len();
+        while !self.done && out.len() - start < CHUNK_BYTES {
+            self.page(out);
         }
         !self.done
     }

@@ -15,6 +15,8 @@ pub(crate) const CODES: [u16; 14] = [200, 204, 400, 404, 405, 408, 409, 413, 417
 const NCODE: usize = CODES.len();
 const NROUTE: usize = Route::ALL.len();
 const NMETHOD: usize = Method::ALL.len();
+// The routes of a worker's used pairs are collected in a u64.
+const _: () = assert!(NROUTE <= 64);
 
 /// Upper bounds of `http_request_duration_seconds`, in nanoseconds (SPEC §9).
 pub(crate) const DURATION_BOUNDS_NS: [u64; 16] = [
@@ -79,6 +81,9 @@ pub(crate) enum Ctr {
     MountFail,
 }
 
+/// Words of the `(route, method)` bitmap of [`WorkerStats`].
+const USED_WORDS: usize = (NROUTE * NMETHOD).div_ceil(64);
+
 /// Number of [`Ctr`] values.
 pub(crate) const NCTR: usize = Ctr::MountFail as usize + 1;
 
@@ -99,6 +104,9 @@ fn zeros(n: usize) -> Box<[AtomicU64]> {
 pub struct WorkerStats {
     /// `http_requests_total`, indexed `[route][method][code slot]`.
     requests: Box<[AtomicU64]>,
+    /// Bit `route * NMETHOD + method` is set once that pair has a response (set before its
+    /// counters change), so a scrape sums only the pairs in use instead of every slot.
+    used: [AtomicU64; USED_WORDS],
     /// `http_requests_total` for codes without a slot.
     overflow: Mutex<Vec<(Route, Method, u16, u64)>>,
     /// `http_request_duration_seconds` bucket counts (not cumulative), `[route][bucket]`.
@@ -124,6 +132,7 @@ impl WorkerStats {
     pub fn new() -> Self {
         Self {
             requests: zeros(NROUTE * NMETHOD * NCODE),
+            used: [const { AtomicU64::new(0) }; USED_WORDS],
             overflow: Mutex::new(Vec::new()),
             durations: zeros(NROUTE * NDUR),
             duration_sum_ns: zeros(NROUTE),
@@ -139,6 +148,12 @@ impl WorkerStats {
             return;
         }
         let (r, m) = (route.index(), method.index());
+        let pair = r * NMETHOD + m;
+        let (word, bit) = (&self.used[pair / 64], 1u64 << (pair % 64));
+        let seen = word.load(Relaxed);
+        if seen & bit == 0 {
+            word.store(seen | bit, Relaxed);
+        }
         match code_slot(status) {
             Some(c) => add(&self.requests[(r * NMETHOD + m) * NCODE + c], 1),
             None => {
@@ -211,12 +226,28 @@ impl Totals {
         let mut t = Totals::default();
         let mut req = vec![0u64; NROUTE * NMETHOD * NCODE];
         let mut extra: Vec<(Route, Method, u16, u64)> = Vec::new();
+        let mut all_used = [0u64; USED_WORDS];
         for w in workers {
-            for (acc, c) in req.iter_mut().zip(w.requests.iter()) {
-                *acc += c.load(Relaxed);
+            // Only pairs that ever had a response can hold non-zero counts (and only their
+            // routes non-zero durations).
+            let mut routes = 0u64;
+            for (wi, word) in w.used.iter().enumerate() {
+                let mut bits = word.load(Relaxed);
+                all_used[wi] |= bits;
+                while bits != 0 {
+                    let pair = wi * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    routes |= 1 << (pair / NMETHOD);
+                    let base = pair * NCODE;
+                    for (acc, c) in req[base..base + NCODE].iter_mut().zip(&w.requests[base..base + NCODE]) {
+                        *acc += c.load(Relaxed);
+                    }
+                }
             }
-            for (r, row) in t.durations.iter_mut().enumerate() {
-                for (b, acc) in row.iter_mut().enumerate() {
+            while routes != 0 {
+                let r = routes.trailing_zeros() as usize;
+                routes &= routes - 1;
+                for (b, acc) in t.durations[r].iter_mut().enumerate() {
                     *acc += w.durations[r * NDUR + b].load(Relaxed);
                 }
                 t.duration_sum_ns[r] += w.duration_sum_ns[r].load(Relaxed);
@@ -235,9 +266,16 @@ impl Totals {
                 }
             }
         }
-        for (i, &n) in req.iter().enumerate().filter(|(_, &n)| n > 0) {
-            let (rm, c) = (i / NCODE, i % NCODE);
-            t.requests.push((Route::ALL[rm / NMETHOD], Method::ALL[rm % NMETHOD], CODES[c], n));
+        // Pairs in ascending order, so the series come out ordered by route, method, code.
+        for (wi, &word) in all_used.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let rm = wi * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                for (c, &n) in req[rm * NCODE..(rm + 1) * NCODE].iter().enumerate().filter(|(_, &n)| n > 0) {
+                    t.requests.push((Route::ALL[rm / NMETHOD], Method::ALL[rm % NMETHOD], CODES[c], n));
+                }
+            }
         }
         if !extra.is_empty() {
             t.requests.extend(extra);

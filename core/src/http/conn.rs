@@ -277,8 +277,20 @@ impl<S> Connection<S> {
         self.out.front()
     }
 
-    /// `n` bytes returned by [`Connection::poll_transmit`] were written. May process further
-    /// pipelined requests that were held back; poll output again afterwards.
+    /// The next bytes to write as up to `bufs.len()` slices (for a vectored write, e.g.
+    /// `writev`); returns how many slices were filled (0: nothing to write). Write (a prefix
+    /// of) them, then call [`Connection::consume`] with the number of bytes written.
+    #[must_use]
+    pub fn poll_transmit_vectored<'a>(&'a self, bufs: &mut [std::io::IoSlice<'a>]) -> usize {
+        if self.closed {
+            return 0;
+        }
+        self.out.front_vectored(bufs)
+    }
+
+    /// `n` bytes returned by [`Connection::poll_transmit`] (or [`Connection::poll_transmit_vectored`])
+    /// were written. May process further pipelined requests that were held back; poll output
+    /// again afterwards.
     pub fn consume<H: Handler<Stream = S>>(&mut self, now: Now, n: usize, h: &mut H) {
         if self.closed {
             return;

@@ -5,11 +5,16 @@
 //! segments of their own and handed out without copying.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 
 use super::types::{BodyStream, ValueBytes};
 
 /// Owned bodies up to this size are copied behind their head; larger ones are queued as is.
 const COPY_BODY_MAX: usize = 16 * 1024;
+/// Capacity of a new head buffer (a head plus a small body fits without growing).
+const HEAD_CAPACITY: usize = 512;
+/// A written head buffer up to this capacity is kept for the next response.
+const SPARE_MAX: usize = 4096;
 /// Room reserved in front of a stream piece for its chunk-size line (16 hex digits + CRLF).
 const CHUNK_PREFIX: usize = 18;
 
@@ -38,6 +43,8 @@ pub(crate) struct Output {
     segs: VecDeque<Seg>,
     /// Bytes ready to be written (streams count only their current piece).
     pending: usize,
+    /// An empty buffer kept from a written response, reused for the next one.
+    spare: Vec<u8>,
 }
 
 impl Output {
@@ -55,12 +62,27 @@ impl Output {
     pub fn clear(&mut self) {
         self.segs.clear();
         self.pending = 0;
+        self.spare = Vec::new();
+    }
+
+    /// Drops the (written) front segment, keeping a small head buffer for reuse.
+    fn pop_front(&mut self) {
+        if let Some(Seg::Buf { mut data, appendable: true, .. }) = self.segs.pop_front() {
+            if data.capacity() <= SPARE_MAX && self.spare.capacity() == 0 {
+                data.clear();
+                self.spare = data;
+            }
+        }
     }
 
     /// The appendable buffer at the back of the queue, created if needed.
     fn tail(&mut self) -> &mut Vec<u8> {
         if !matches!(self.segs.back(), Some(Seg::Buf { appendable: true, .. })) {
-            self.segs.push_back(Seg::Buf { data: Vec::new(), pos: 0, appendable: true });
+            let mut data = std::mem::take(&mut self.spare);
+            if data.capacity() == 0 {
+                data.reserve(HEAD_CAPACITY);
+            }
+            self.segs.push_back(Seg::Buf { data, pos: 0, appendable: true });
         }
         match self.segs.back_mut() {
             Some(Seg::Buf { data, .. }) => data,
@@ -103,16 +125,42 @@ impl Output {
         self.segs.front().map(Seg::remaining).filter(|s| !s.is_empty())
     }
 
-    /// `n` bytes of [`Output::front`] were written.
-    pub fn advance(&mut self, n: usize) {
-        let Some(seg) = self.segs.front_mut() else {
-            return;
-        };
-        let n = n.min(seg.remaining().len());
-        match seg {
-            Seg::Buf { pos, .. } | Seg::Value { pos, .. } | Seg::Stream { pos, .. } => *pos += n,
+    /// Fills `bufs` with the next slices to write, in order, and returns how many it filled.
+    /// A stream's current piece ends the list: its next piece is pulled once it is written.
+    pub fn front_vectored<'a>(&'a self, bufs: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for seg in &self.segs {
+            if n == bufs.len() {
+                break;
+            }
+            let r = seg.remaining();
+            if !r.is_empty() {
+                bufs[n] = IoSlice::new(r);
+                n += 1;
+            }
+            if matches!(seg, Seg::Stream { .. }) {
+                break;
+            }
         }
-        self.pending = self.pending.saturating_sub(n);
+        n
+    }
+
+    /// `n` bytes were written: a prefix of [`Output::front`], or of the slices of
+    /// [`Output::front_vectored`] (segments written completely are dropped on the way).
+    pub fn advance(&mut self, mut n: usize) {
+        while let Some(seg) = self.segs.front_mut() {
+            let take = n.min(seg.remaining().len());
+            match seg {
+                Seg::Buf { pos, .. } | Seg::Value { pos, .. } | Seg::Stream { pos, .. } => *pos += take,
+            }
+            self.pending = self.pending.saturating_sub(take);
+            n -= take;
+            if n == 0 || matches!(seg, Seg::Stream { .. }) {
+                return;
+            }
+            // Written completely, with more bytes to account for in the next segment.
+            self.pop_front();
+        }
     }
 
     /// Drops finished segments and pulls the next piece of a stream at the front, until
@@ -143,7 +191,7 @@ impl Output {
                     }
                 }
             }
-            self.segs.pop_front();
+            self.pop_front();
         }
     }
 }

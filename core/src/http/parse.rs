@@ -194,8 +194,16 @@ pub(crate) fn parse_head(bytes: &[u8]) -> Result<ParsedHead, HeadError> {
     // Syntax of the header section (names are tokens, no space before ':', no folding,
     // no control bytes in values, CR only before LF) is checked by httparse.
     let lines = bytes.iter().filter(|&&b| b == b'\n').count();
-    let mut slots = vec![httparse::EMPTY_HEADER; lines];
-    let mut req = httparse::Request::new(&mut slots);
+    // Header slots on the stack for the usual head; the heap only for a long one.
+    let mut stack = [httparse::EMPTY_HEADER; 32];
+    let mut heap = Vec::new();
+    let slots: &mut [httparse::Header<'_>] = if lines <= stack.len() {
+        &mut stack[..]
+    } else {
+        heap.resize(lines, httparse::EMPTY_HEADER);
+        &mut heap[..]
+    };
+    let mut req = httparse::Request::new(slots);
     match req.parse(bytes) {
         Ok(httparse::Status::Complete(n)) if n == bytes.len() => {}
         _ => return Err(HeadError::BadRequest),

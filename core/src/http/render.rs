@@ -1,8 +1,6 @@
 //! Rendering of response heads (SPEC §2.6): status line, `Server`, `Date`, framing,
 //! `Content-Type`, extra headers and `Connection`.
 
-use std::io::Write as _;
-
 /// How the body of a response is framed on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Framing {
@@ -183,10 +181,28 @@ fn reserved(name: &str) -> bool {
         .any(|r| name.eq_ignore_ascii_case(r))
 }
 
-/// Appends the rendered head to `out`.
+/// Appends `n` in decimal.
+fn push_dec(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends the rendered head to `out` (no `fmt` machinery: this runs once per response).
 pub(crate) fn render_head(out: &mut Vec<u8>, p: &HeadParts<'_>) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "HTTP/1.1 {} {}\r\nServer: mc-master\r\nDate: ", p.status, reason(p.status));
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_dec(out, u64::from(p.status));
+    out.push(b' ');
+    out.extend_from_slice(reason(p.status).as_bytes());
+    out.extend_from_slice(b"\r\nServer: mc-master\r\nDate: ");
     out.extend_from_slice(p.date);
     out.extend_from_slice(b"\r\n");
     if let Some(ct) = p.content_type {
@@ -196,7 +212,9 @@ pub(crate) fn render_head(out: &mut Vec<u8>, p: &HeadParts<'_>) {
     }
     match p.framing {
         Framing::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
+            out.extend_from_slice(b"Content-Length: ");
+            push_dec(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::None | Framing::Close => {}
@@ -231,6 +249,15 @@ mod tests {
         // The example in SPEC §2.6.
         assert_eq!(&imf_fixdate(1_784_022_067), b"Tue, 14 Jul 2026 09:41:07 GMT");
         assert_eq!(&imf_fixdate(u64::MAX), b"Fri, 31 Dec 9999 23:59:59 GMT");
+    }
+
+    #[test]
+    fn decimal() {
+        for n in [0u64, 7, 10, 200, 65_536, u64::MAX] {
+            let mut out = Vec::new();
+            push_dec(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
     }
 
     #[test]

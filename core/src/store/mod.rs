@@ -197,6 +197,19 @@ pub enum QueryError {
     NotReady,
 }
 
+/// A [`Replica`] borrowed from the store while its read lock is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaRef<'a> {
+    /// Owning node's name.
+    pub endpoint: &'a str,
+    /// Address of the value's first byte.
+    pub address: u64,
+    /// Value length.
+    pub size: u64,
+    /// Protocol of the segment holding it.
+    pub protocol: Protocol,
+}
+
 /// One memory replica of a value (SPEC §4.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Replica {
@@ -721,30 +734,70 @@ impl Store {
 
     /// Replicas of the current complete value (read-only: no lease).
     pub fn query_key(&self, key: &str) -> Result<Vec<Replica>, QueryError> {
+        let mut out = Err(QueryError::NotFound);
+        self.query_keys_with(&[key], |_, r| {
+            out = r.map(|reps| {
+                reps.iter()
+                    .map(|r| Replica {
+                        endpoint: r.endpoint.to_string(),
+                        address: r.address,
+                        size: r.size,
+                        protocol: r.protocol,
+                    })
+                    .collect()
+            })
+        });
+        out
+    }
+
+    /// What [`Store::query_key`] answers, for each of `keys` in order, under one read lock
+    /// and without allocating per key: calls `f(index, replicas)`.
+    pub fn query_keys_with(&self, keys: &[&str], mut f: impl FnMut(usize, Result<&[ReplicaRef<'_>], QueryError>)) {
         let inner = self.read();
-        let obj = inner.objects.get(key).ok_or(QueryError::NotFound)?;
-        let Some((_, v)) = inner.current(key) else {
-            return Err(if obj.writes.is_empty() { QueryError::NotFound } else { QueryError::NotReady });
-        };
-        Ok(v.replicas
-            .iter()
-            .filter_map(|loc| {
+        let mut reps: Vec<ReplicaRef<'_>> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let Some(obj) = inner.objects.get(*key) else {
+                f(i, Err(QueryError::NotFound));
+                continue;
+            };
+            // One map lookup: `obj.current` is what `Inner::current` would look up again.
+            let Some(v) = obj.current.and_then(|vid| inner.values.get(&vid)) else {
+                f(i, Err(if obj.writes.is_empty() { QueryError::NotFound } else { QueryError::NotReady }));
+                continue;
+            };
+            reps.clear();
+            reps.extend(v.replicas.iter().filter_map(|loc| {
                 let seg = inner.segments.get(&loc.seg).filter(|s| s.is_live())?;
-                Some(Replica {
-                    endpoint: inner.endpoint(seg).to_string(),
+                Some(ReplicaRef {
+                    endpoint: inner.endpoint(seg),
                     address: seg.base_address() + loc.off,
                     size: v.len,
                     protocol: seg.protocol,
                 })
-            })
-            .collect())
+            }));
+            f(i, Ok(&reps));
+        }
     }
 
     /// Appends to `out` up to `limit` keys with a complete value that start with `prefix` and
     /// are byte-wise greater than `after`, ascending.
     pub fn list_keys(&self, prefix: &str, after: Option<&str>, limit: usize, out: &mut Vec<String>) {
+        self.visit_keys(prefix, after, limit, |k| out.push(k.to_string()));
+    }
+
+    /// Calls `f`, under the read lock, with up to `limit` keys with a complete value that
+    /// start with `prefix` and are byte-wise greater than `after`, ascending (what
+    /// [`Store::list_keys`] lists, without a `String` per key). Returns how many it visited
+    /// and the last of them (where a next page starts).
+    pub fn visit_keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        mut f: impl FnMut(&str),
+    ) -> (usize, Option<String>) {
         if limit == 0 {
-            return;
+            return (0, None);
         }
         let inner = self.read();
         let start = match after {
@@ -752,18 +805,23 @@ impl Store {
             _ => Bound::Included(prefix),
         };
         let mut n = 0;
+        let mut last: Option<&str> = None;
         for (key, obj) in inner.objects.range::<str, _>((start, Bound::Unbounded)) {
-            if !key.starts_with(prefix) {
+            // `is_empty` first: a zero-length compare still calls memcmp, which can cost
+            // ~100 ns on an empty string's dangling pointer (docs/benchmarks.md).
+            if !prefix.is_empty() && !key.starts_with(prefix) {
                 break;
             }
             if obj.current.is_some() {
-                out.push(key.to_string());
+                f(key);
+                last = Some(key);
                 n += 1;
                 if n == limit {
                     break;
                 }
             }
         }
+        (n, last.map(str::to_string))
     }
 
     /// Every segment record, sorted by name then id string (SPEC §4.8).

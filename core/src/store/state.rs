@@ -3,6 +3,7 @@
 //! `Store::new`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -38,7 +39,7 @@ pub(super) struct Inner {
     pub(super) next_replica: u64,
     pub(super) segments: BTreeMap<Uuid, Segment>,
     pub(super) objects: BTreeMap<Arc<str>, Object>,
-    pub(super) values: HashMap<ValueId, Value>,
+    pub(super) values: HashMap<ValueId, Value, BuildHasherDefault<IdHasher>>,
     /// Retired values waiting for their lease to expire: (lease deadline, value).
     pub(super) pending: BTreeSet<(u64, ValueId)>,
     /// Next periodic eviction check, while armed.
@@ -52,6 +53,28 @@ pub(super) struct Inner {
     pub(super) garbage: Vec<Arc<Mapping>>,
     /// Names of remote nodes that expired, for the metadata cleanup after the lock.
     pub(super) expired_names: Vec<String>,
+}
+
+/// Hashes a [`ValueId`] (a sequence number the store assigns, never chosen by a client)
+/// with one multiply instead of SipHash: values are looked up on every read.
+#[derive(Default)]
+pub(super) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing; hashbrown takes the top 7 bits as tags and the low bits as the
+        // bucket, so fold the high half down.
+        let h = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
 }
 
 /// A new segment to register.
@@ -70,7 +93,7 @@ impl Inner {
             next_replica: 1,
             segments: BTreeMap::new(),
             objects: BTreeMap::new(),
-            values: HashMap::new(),
+            values: HashMap::default(),
             pending: BTreeSet::new(),
             evict_at: None,
             counters: StoreCounters::default(),
