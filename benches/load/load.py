@@ -11,6 +11,14 @@ different ports; each phase runs on each of them in turn:
   endpoint on every system back to back, a different system first each time)
   -> preload 1 MiB values, 1 MiB GET throughput -> top up to --keys-large keys,
   /get_all_keys -> REST PUT (new key per request) -> 1 MiB PUT throughput -> stop.
+
+Each wrk run also accounts CPU, from /proc: the utime+stime the server spent during the run
+(upstream: master and store service summed), wrk's own CPU (its rusage, from wait4), the
+server's run-queue wait (schedstat) and the whole machine's busy time. The report's second
+table gives server and wrk CPU per request, the cores the server used, and for mc-master the
+cost ratio (upstream server CPU per request / mc-master's) and the ceiling: the req/s ratio
+mc-master would reach at zero CPU of its own, since wrk and the server share the cores, so
+requests/s is at most cores / (server + wrk CPU per request). results.json has it all.
 """
 
 import argparse
@@ -23,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 HOST = "127.0.0.1"
@@ -76,6 +85,76 @@ def rss_kib(pid):
     except OSError:
         pass
     return None
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid):
+    """CPU time (utime + stime, /proc/PID/stat fields 14 and 15) of a process, all its threads
+    included, in seconds; None if it cannot be read."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rpartition(")")[2].split()  # fields from 3 (state) on
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proc_runq_wait_s(pid):
+    """Time the threads of a process spent runnable but waiting for a CPU (second field of
+    /proc/PID/task/*/schedstat), in seconds; None if unreadable (no schedstats in the kernel)."""
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return None
+    total, seen = 0, False
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[1])
+                seen = True
+        except (OSError, IndexError, ValueError):
+            pass  # the thread just ended
+    return total / 1e9 if seen else None
+
+
+def machine_busy_s():
+    """CPU time of the whole machine that was not idle (all CPUs, /proc/stat), in seconds."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return (sum(v) - v[3] - v[4]) / CLK_TCK  # less idle and iowait
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_sample(pids):
+    """{name: (cpu s, run-queue wait s)} of the server processes, the machine's busy time, now."""
+    return {k: (proc_cpu_s(p), proc_runq_wait_s(p)) for k, p in pids.items()}, machine_busy_s(), time.monotonic()
+
+
+def cpu_account(res, before, after, wrk_rusage):
+    """Fills res with the CPU used between two cpu_sample()s: by the server processes, by wrk
+    (its exact rusage) and by the whole machine, per request and in cores (CPU s / wall s)."""
+    (b, mb, t0), (a, ma, t1) = before, after
+    wall = t1 - t0
+    by_proc = {k: round(a[k][0] - b[k][0], 6) for k in b if b[k][0] is not None and a[k][0] is not None}
+    waits = [a[k][1] - b[k][1] for k in b if b[k][1] is not None and a[k][1] is not None]
+    res["cpu_wall_s"] = wall
+    res["server_cpu_s"] = sum(by_proc.values()) if by_proc else None
+    res["server_cpu_by_process_s"] = by_proc
+    res["server_runq_wait_s"] = sum(waits) if waits else None
+    res["wrk_cpu_s"] = wrk_rusage.ru_utime + wrk_rusage.ru_stime
+    res["wrk_user_s"], res["wrk_sys_s"] = wrk_rusage.ru_utime, wrk_rusage.ru_stime
+    res["machine_busy_cores"] = (ma - mb) / wall if ma is not None and mb is not None and wall > 0 else None
+    n = res.get("requests") or 0
+    for who in ("server", "wrk"):
+        cpu = res["%s_cpu_s" % who]
+        res["%s_us_per_req" % who] = cpu * 1e6 / n if cpu is not None and n else None
+        res["%s_cores" % who] = cpu / wall if cpu is not None and wall > 0 else None
+    w = res["server_runq_wait_s"]
+    res["server_runq_us_per_req"] = w * 1e6 / n if w is not None and n else None
 
 
 def port_free(port):
@@ -334,8 +413,10 @@ def to_ms(text):
     return float(m.group(1)) * UNITS[m.group(2)] if m else None
 
 
-def run_wrk(args, base, path, env, threads, conns, duration, workdir, tag):
-    """wrk against base+path: plain wrk for a fixed request, requests.lua when env sets BENCH_MODE."""
+def run_wrk(args, base, path, env, threads, conns, duration, workdir, tag, pids):
+    """wrk against base+path: plain wrk for a fixed request, requests.lua when env sets BENCH_MODE.
+    Also accounts the CPU used meanwhile by the processes `pids` ({name: pid}, the server) and
+    by wrk (see cpu_account)."""
     cmd = [args.wrk, "-t%d" % threads, "-c%d" % conns, "-d%s" % duration, "--latency", "--timeout", args.wrk_timeout]
     e = dict(os.environ)
     if "BENCH_MODE" in env:
@@ -346,8 +427,15 @@ def run_wrk(args, base, path, env, threads, conns, duration, workdir, tag):
     else:
         url = base + path
     cmd.append(url)
-    r = subprocess.run(cmd, capture_output=True, text=True, env=e)
-    out = r.stdout + r.stderr
+    before = cpu_sample(pids)
+    with tempfile.TemporaryFile() as f:
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=e)
+        # wait4 instead of p.wait(): it gives wrk's own rusage, i.e. its exact CPU time
+        _, status, rusage = os.wait4(p.pid, 0)
+        after = cpu_sample(pids)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        f.seek(0)
+        out = f.read().decode(errors="replace")
     with open(os.path.join(workdir, "wrk.log"), "a") as f:
         f.write("\n### %s %s %s\n$ %s\n%s" % (tag, url, json.dumps(env)[:200], " ".join(cmd), out))
     res = {"rps": None, "p99_ms": None, "requests": 0, "errors": 0, "non2xx": 0, "timeouts": 0, "seconds": None}
@@ -368,6 +456,7 @@ def run_wrk(args, base, path, env, threads, conns, duration, workdir, tag):
     if m:
         res["errors"] = sum(int(x) for x in m.groups()[:3])
         res["timeouts"] = int(m.group(4))
+    cpu_account(res, before, after, rusage)
     if res["rps"] is None:
         log("wrk gave no result for %s (%s): %s" % (tag, url, out.strip()[-300:]))
     return res
@@ -424,13 +513,17 @@ def bench_all(args, systems, workdir):
             if only_mc and not isinstance(s, McMaster):
                 continue
             res = run_wrk(args, s.url(kind), path, env, args.threads, conns or args.connections,
-                          duration or args.duration, workdir, "%s:%s" % (s.short, eid))
+                          duration or args.duration, workdir, "%s:%s" % (s.short, eid), s.pids())
             res["label"] = label.format(**names)
             res["loadavg"] = loadavg()
             out["results"][eid] = res
-            log("%-20s %-42s %10s req/s  p99 %s ms  errors %d/%d/%d  (load %s)" % (
-                s.name, res["label"], "%.0f" % res["rps"] if res["rps"] is not None else "-",
-                res["p99_ms"], res["non2xx"], res["errors"], res["timeouts"], res["loadavg"]))
+            log("%-20s %-42s %10s req/s  p99 %s ms  errors %d/%d/%d  (load %s)  cpu us/req: server %s "
+                "wrk %s  cores: server %s wrk %s machine %s  server run-queue wait %s us/req" % (
+                    s.name, res["label"], "%.0f" % res["rps"] if res["rps"] is not None else "-",
+                    res["p99_ms"], res["non2xx"], res["errors"], res["timeouts"], res["loadavg"],
+                    fmt_us(res["server_us_per_req"]), fmt_us(res["wrk_us_per_req"]),
+                    fmt_cores(res["server_cores"]), fmt_cores(res["wrk_cores"]),
+                    fmt_cores(res["machine_busy_cores"]), fmt_us(res["server_runq_us_per_req"])))
         loads.append(loadavg())
 
     for ep in ENDPOINTS:
@@ -484,6 +577,37 @@ def fmt_ms(v):
     if v is None:
         return "-"
     return "%.2f" % v if v < 10 else "%.0f" % v
+
+
+def fmt_us(v):
+    if v is None:
+        return "-"
+    return "%.2f" % v if v < 10 else "%.1f" % v if v < 100 else "%.0f" % v
+
+
+def fmt_cores(v):
+    return "-" if v is None else "%.2f" % v
+
+
+def cpu_ratios(runs):
+    """Adds to every mc-master result that upstream also has: cost_ratio = upstream server
+    us/req / mc-master server us/req, and ceiling = (upstream server + upstream wrk us/req) /
+    mc-master wrk us/req, the ratio mc-master would reach if its own CPU per request were zero
+    while wrk and the server share the cores (throughput = cores / CPU per request)."""
+    up = next((r for r in runs if r["name"] == "upstream"), None)
+    if not up:
+        return
+    for m in runs:
+        if m is up:
+            continue
+        for eid, x in m["results"].items():
+            u = up["results"].get(eid)
+            if not u:
+                continue
+            us, uw = u.get("server_us_per_req"), u.get("wrk_us_per_req")
+            ms, mw = x.get("server_us_per_req"), x.get("wrk_us_per_req")
+            x["cost_ratio"] = us / ms if us and ms else None
+            x["ceiling"] = (us + uw) / mw if us is not None and uw is not None and mw else None
 
 
 def mbps(r, eid):
@@ -551,6 +675,8 @@ def report(runs, args, meta):
                 row.append("%.1fx" % (v / uv) if v and uv else "-")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    lines += cpu_table(runs)
+    lines.append("")
     lines.append("Resident memory (VmRSS, MiB): idle / after preloading %d keys / at the end" % args.keys)
     for r in runs:
         parts = []
@@ -561,6 +687,43 @@ def report(runs, args, meta):
     lines.append("")
     lines.append("(!N) = N responses that were not 2xx, socket errors or time-outs during that run.")
     return "\n".join(lines)
+
+
+def cpu_table(runs):
+    """CPU per request of the server and of wrk, per endpoint and system (see cpu_account)."""
+    up = next((r for r in runs if r["name"] == "upstream"), None)
+    mcs = [r for r in runs if r["name"] != "upstream"]
+    lines = ["CPU per request, from /proc: server = utime+stime of the server process(es) during the wrk "
+             "run (upstream: master and store service summed), wrk = wrk's own rusage; cores = CPU s / "
+             "wall s of the run."]
+    head = ["endpoint"]
+    if up:
+        head += ["upstream server µs/req", "wrk µs/req", "server cores"]
+    for m in mcs:
+        head += ["%s server µs/req" % m["name"], "wrk µs/req", "server cores"] + (["cost ratio", "ceiling"] if up else [])
+    lines.append("")
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for eid in ORDER + BIG:
+        label = next((r["results"][eid]["label"] for r in runs if eid in r["results"]), None)
+        if label is None:
+            continue
+        row = [label + (" (PUT+DELETE)" if eid in ("big_put", "big_put_raw") else "")]
+        for r in ([up] if up else []) + mcs:
+            x = r["results"].get(eid) or {}
+            row += [fmt_us(x.get("server_us_per_req")), fmt_us(x.get("wrk_us_per_req")), fmt_cores(x.get("server_cores"))]
+            if up and r is not up:
+                row.append("%.1fx" % x["cost_ratio"] if x.get("cost_ratio") else "-")
+                row.append("%.1fx" % x["ceiling"] if x.get("ceiling") else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    if up:
+        lines.append("")
+        lines.append("cost ratio = upstream server µs/req / mc-master server µs/req. ceiling = (upstream server + "
+                     "upstream wrk µs/req) / mc-master wrk µs/req: the req/s ratio mc-master would reach if its own "
+                     "CPU per request were zero, when wrk and the server saturate the same cores.")
+    if any(eid in r["results"] for r in runs for eid in BIG):
+        lines.append("1 MiB rows: per wrk request; the PUT rows count the PUT and the DELETE that follows it as two requests.")
+    return lines
 
 
 def main():
@@ -622,11 +785,12 @@ def main():
         for s in systems:
             s.stop()
     meta["loadavg"] = loads
+    cpu_ratios(runs)
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump({"meta": meta, "args": vars(args), "runs": runs}, f, indent=2)
     text = report(runs, args, meta)
     text += "\nupstream: %s\ntotal time: %.0f s\n" % (meta.get("upstream", "-"), time.time() - t_start)
-    with open(os.path.join(workdir, "report.md"), "w") as f:
+    with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
         f.write(text)
     print(text)
     return 0
