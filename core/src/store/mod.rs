@@ -756,13 +756,10 @@ impl Store {
         let inner = self.read();
         let mut reps: Vec<ReplicaRef<'_>> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            let Some(obj) = inner.objects.get(*key) else {
-                f(i, Err(QueryError::NotFound));
-                continue;
-            };
-            // One map lookup: `obj.current` is what `Inner::current` would look up again.
-            let Some(v) = obj.current.and_then(|vid| inner.values.get(&vid)) else {
-                f(i, Err(if obj.writes.is_empty() { QueryError::NotFound } else { QueryError::NotReady }));
+            let Some((_, v)) = inner.current(key) else {
+                // No complete value: a write in progress makes it "not ready".
+                let writing = inner.objects.get(*key).is_some_and(|o| !o.writes.is_empty());
+                f(i, Err(if writing { QueryError::NotReady } else { QueryError::NotFound }));
                 continue;
             };
             reps.clear();

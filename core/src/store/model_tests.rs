@@ -431,6 +431,7 @@ pub(super) fn check_inner(inner: &Inner) {
         match v.state {
             ValueState::Complete => {
                 assert_eq!(inner.objects.get(&v.key).and_then(|o| o.current), Some(*vid));
+                assert_eq!(inner.current.get(&v.key), Some(vid), "point index misses {}", v.key);
             }
             ValueState::Writing { visible } => {
                 let listed = inner.objects.get(&v.key).is_some_and(|o| o.writes.contains(vid));
@@ -449,6 +450,11 @@ pub(super) fn check_inner(inner: &Inner) {
     assert!(inner.pending.iter().all(|(at, vid)| inner.values.get(vid).is_some_and(|v| v.pending_at == Some(*at))));
     for (key, obj) in &inner.objects {
         assert!(obj.current.is_some() || !obj.writes.is_empty(), "empty object {key}");
+    }
+    // The point index holds exactly the objects' current values.
+    assert_eq!(inner.current.len(), inner.objects.values().filter(|o| o.current.is_some()).count());
+    for (key, vid) in &inner.current {
+        assert_eq!(inner.objects.get(key).and_then(|o| o.current), Some(*vid), "stale index entry {key}");
     }
     for (id, seg) in &inner.segments {
         match &seg.state {

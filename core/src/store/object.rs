@@ -167,6 +167,7 @@ impl Inner {
         v.seq = seq;
         v.shared.lease.store(now, Ordering::SeqCst);
         let key = v.key.clone();
+        self.current.insert(key.clone(), vid);
         let obj = self.objects.entry(key).or_default();
         if visible {
             obj.writes.retain(|&w| w != vid);
@@ -229,6 +230,12 @@ impl Inner {
         };
         debug_assert_eq!(v.state, ValueState::Complete);
         v.state = ValueState::Retired;
+        // Leave the point index unless a newer value of the key already took its place.
+        if let Some(slot) = self.current.get(&*v.key) {
+            if *slot == vid {
+                self.current.remove(&*v.key);
+            }
+        }
         let lease = v.shared.lease.load(Ordering::SeqCst);
         if ignore_lease || lease <= now {
             self.mark_ready(vid);
@@ -285,7 +292,7 @@ impl Inner {
 
     /// The current complete value of `key`.
     pub(super) fn current(&self, key: &str) -> Option<(ValueId, &Value)> {
-        let vid = self.objects.get(key)?.current?;
+        let vid = *self.current.get(key)?;
         Some((vid, self.values.get(&vid)?))
     }
 
