@@ -298,6 +298,32 @@ fn metrics_track_operations() {
 }
 
 #[test]
+fn process_metrics_follow_the_process() {
+    for_each_runtime(|_| {
+        let s = Server::start(&["--threads", "2", "--global-segment-size", "64MiB"]);
+        let first = s.metrics();
+        let cpu0 = first.val("process_cpu_seconds_total");
+        // Work for the server: puts touch segment pages (RSS) and burn CPU.
+        let value = vec![b'x'; 64 << 10];
+        for i in 0..200 {
+            let r = s.request("PUT", &format!("/api/put/proc-{i}"), &[], &value);
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        for _ in 0..20 {
+            // Scrapes land on either worker: each must see the whole process.
+            let m = s.metrics();
+            let cpu = m.val("process_cpu_seconds_total");
+            assert!(cpu > cpu0, "CPU time must grow with work: {cpu0} then {cpu}");
+            let text = m.raw_value("process_cpu_seconds_total").unwrap().to_string();
+            let decimals = text.split('.').nth(1).map_or(0, str::len);
+            assert!(decimals <= 6, "whole microseconds, got {text}");
+            // 200 values of 64 KiB were written into the segment's pages.
+            assert!(m.val("process_resident_memory_bytes") >= first.val("process_resident_memory_bytes") + 8e6);
+        }
+    });
+}
+
+#[test]
 fn metrics_segment_series_follow_segments_and_escape_labels() {
     for_each_runtime(|_| {
         let s = Server::start(&["--node-name", "n\"o\\d\ne", "--global-segment-size", "16MiB"]);
