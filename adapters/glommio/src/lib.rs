@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! readable  -> TcpStream::poll_read -> Connection::handle_input / handle_eof
-//! writable  -> Connection::poll_transmit -> TcpStream::poll_write -> Connection::consume
+//! writable  -> Connection::poll_transmit_vectored -> sendmsg / TcpStream::poll_write -> Connection::consume
 //! deadline  -> glommio Timer -> Connection::handle_timeout (timer task: Master::handle_timeout)
 //! waker     -> Master::is_shutting_down -> Connection::handle_shutdown
 //! ```
@@ -22,9 +22,9 @@
 //! was announced and no connection is left in the process. What it does not do: every
 //! HTTP and RPC decision (parsing, routing, framing, keep-alive, timeouts, backpressure,
 //! `Connection: close` on shutdown) is made by `mc_core`; the adapter only asks
-//! `wants_read`, `poll_transmit`, `poll_timeout` and `is_closed`. The core's connection is
-//! owned by its task and the services sit in `RefCell`s on the worker, borrowed only
-//! between awaits.
+//! `wants_read`, `poll_transmit_vectored`, `poll_timeout` and `is_closed`. The core's
+//! connection is owned by its task and the services sit in `RefCell`s on the worker,
+//! borrowed only between awaits.
 //!
 //! Timers: a connection's task polls, in one `poll_fn`, its socket (write, then read) and a
 //! glommio `Timer` armed at `Connection::poll_timeout` (or at the end of the linger), so a
@@ -45,9 +45,17 @@
 //! IO path: glommio 0.9's `TcpStream` first tries a non-blocking `recv`/`send` on the
 //! caller's buffer and, when that would block, waits for readiness with an io_uring
 //! `POLL_ADD`; accepts that would block, timers and wake-ups also go through the rings.
-//! Writes therefore send straight from the slices `poll_transmit` returns (segment memory
-//! for GET bodies), without a user-space copy; see `ZERO_COPY.md`. Reads complete inside a
-//! poll, so one read buffer per worker suffices, as in `mc-mio`.
+//! `TcpStream::poll_write` takes one slice, though (glommio has no vectored write), and a
+//! response is usually two (head, then a body served from segment memory, a `/metrics`
+//! page or a `/get_all_keys` chunk), pipelined responses more. So when the core returns
+//! more than one slice, the adapter first sends up to `MAX_IOV` of them with one
+//! non-blocking `sendmsg` on the stream's descriptor (as `mc-mio`'s `writev`); only when
+//! that would block does it fall back to `poll_write` with the first slice, which retries
+//! the send and otherwise registers the readiness wait with glommio, so the task is woken
+//! when the socket drains. A single slice goes to `poll_write` directly. Either way the
+//! bytes go out straight from the slices the core returns, without a user-space copy; see
+//! `ZERO_COPY.md`. Reads complete inside a poll, so one read buffer per worker suffices,
+//! as in `mc-mio`.
 //!
 //! Start-up: [`start`] probes io_uring (a throw-away ring and the opcodes glommio needs:
 //! glommio itself panics or exits the process when they are missing), then builds every
@@ -59,9 +67,9 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind, IoSlice, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -98,6 +106,8 @@ const RING_DEPTH: usize = 128;
 /// 34 fit. Only used to explain an `ENOMEM` at start-up.
 const PER_WORKER_MEMLOCK: usize = 240 * 1024;
 const READ_BUF: usize = 64 * 1024;
+/// Most slices sent by one `sendmsg` (as `mc-mio`'s `writev`).
+const MAX_IOV: usize = 16;
 /// While shutting down, how often a worker rechecks whether the process may exit.
 pub const SHUTDOWN_RECHECK: Duration = Duration::from_millis(20);
 /// Pause after a failed accept (e.g. `EMFILE`), so the loop does not spin.
@@ -321,7 +331,8 @@ fn now() -> Now {
 /// so one task body serves both.
 trait Core {
     type Svc;
-    fn poll_transmit(&mut self) -> Option<&[u8]>;
+    /// The pending output as up to `bufs.len()` slices; how many were filled.
+    fn poll_transmit_vectored<'a>(&'a self, bufs: &mut [IoSlice<'a>]) -> usize;
     fn consume(&mut self, now: Now, n: usize, svc: &mut Self::Svc);
     fn handle_input(&mut self, now: Now, data: &[u8], svc: &mut Self::Svc);
     fn handle_eof(&mut self, now: Now, svc: &mut Self::Svc);
@@ -332,13 +343,16 @@ trait Core {
     fn is_closed(&self) -> bool;
 }
 
-/// Forwards [`Core`] to the inherent methods of `$ty`; `$shutdown` calls its `handle_shutdown`.
+/// Forwards [`Core`] to the inherent methods of `$ty`; `$shutdown` calls its
+/// `handle_shutdown`, `$transmit` fills the slices `$b` from `$t`.
 macro_rules! forward_core {
-    ($ty:ty, $svc:ty, |$c:ident, $now:ident, $s:ident| $shutdown:expr) => {
+    ($ty:ty, $svc:ty, |$c:ident, $now:ident, $s:ident| $shutdown:expr, |$t:ident, $b:ident| $transmit:expr) => {
         impl Core for $ty {
             type Svc = $svc;
-            fn poll_transmit(&mut self) -> Option<&[u8]> {
-                <$ty>::poll_transmit(self)
+            fn poll_transmit_vectored<'a>(&'a self, $b: &mut [IoSlice<'a>]) -> usize {
+                // `$t` is `&$ty`, so `$transmit` reaches the inherent `&self` method.
+                let $t = self;
+                $transmit
             }
             fn consume(&mut self, now: Now, n: usize, svc: &mut $svc) {
                 <$ty>::consume(self, now, n, svc)
@@ -369,8 +383,42 @@ macro_rules! forward_core {
     };
 }
 
-forward_core!(Connection<StreamState>, Service, |c, now, svc| c.handle_shutdown(now, svc));
-forward_core!(RpcConnection, RpcService, |c, now, _svc| c.handle_shutdown(now));
+forward_core!(Connection<StreamState>, Service, |c, now, svc| c.handle_shutdown(now, svc), |c, bufs| {
+    c.poll_transmit_vectored(bufs)
+});
+forward_core!(RpcConnection, RpcService, |c, now, _svc| c.handle_shutdown(now), |c, bufs| {
+    one_slice(c.poll_transmit(), bufs)
+});
+
+/// `out` as the first of `bufs` (the RPC connection keeps its output in one buffer).
+fn one_slice<'a>(out: Option<&'a [u8]>, bufs: &mut [IoSlice<'a>]) -> usize {
+    match (out, bufs.first_mut()) {
+        (Some(out), Some(b)) => {
+            *b = IoSlice::new(out);
+            1
+        }
+        _ => 0,
+    }
+}
+
+/// One non-blocking `sendmsg` of `bufs`; `None` if it would block.
+fn try_sendmsg(fd: RawFd, bufs: &[IoSlice<'_>]) -> Option<io::Result<usize>> {
+    // SAFETY: msghdr is plain data; all zero is an empty message with no address.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` is ABI-compatible with `iovec` on Unix (documented by std); sendmsg only
+    // reads the slices, which outlive the call.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len() as _;
+    // SAFETY: `msg` points at `bufs.len()` valid iovecs and no address or control data.
+    let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if r >= 0 {
+        return Some(Ok(r as usize));
+    }
+    match io::Error::last_os_error() {
+        e if e.kind() == ErrorKind::WouldBlock => None,
+        e => Some(Err(e)),
+    }
+}
 
 /// Which listener a socket came from.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -632,8 +680,17 @@ impl<C: Core> Conn<C> {
             Err(_) => Event::Close,
         };
         if self.linger_until.is_none() {
-            if let Some(out) = self.core.poll_transmit() {
-                if let Poll::Ready(r) = Pin::new(&mut self.sock).poll_write(cx, out) {
+            let mut bufs = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.core.poll_transmit_vectored(&mut bufs);
+            // Several slices (head and body, pipelined responses): one sendmsg. When it
+            // would block, poll_write of the first slice registers the wait for writability.
+            if n > 1 {
+                if let Some(r) = try_sendmsg(self.sock.as_raw_fd(), &bufs[..n]) {
+                    return Poll::Ready(io_event(r, true));
+                }
+            }
+            if n > 0 {
+                if let Poll::Ready(r) = Pin::new(&mut self.sock).poll_write(cx, &bufs[0]) {
                     return Poll::Ready(io_event(r, true));
                 }
             }
@@ -695,6 +752,21 @@ async fn serve<C: Core>(w: Rc<Worker>, id: u64, sock: TcpStream, core: C, svc: R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `try_sendmsg` sends all slices in order, and reports a full socket as `None`.
+    #[test]
+    fn sendmsg_sends_every_slice() {
+        use std::io::Read;
+        let (a, mut b) = StdUnixStream::pair().expect("pair");
+        let bufs = [IoSlice::new(b"head "), IoSlice::new(b""), IoSlice::new(b"body")];
+        assert_eq!(try_sendmsg(a.as_raw_fd(), &bufs).expect("sent").expect("ok"), 9);
+        let mut got = [0u8; 9];
+        b.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"head body");
+        let chunk = vec![0u8; 64 * 1024];
+        let full = (0..1024).find_map(|_| try_sendmsg(a.as_raw_fd(), &[IoSlice::new(&chunk)]).is_none().then_some(()));
+        assert!(full.is_some(), "the socket never filled");
+    }
 
     /// A deadline fires while a read is pending, and not before.
     #[test]
