@@ -198,6 +198,36 @@ fn allocator(c: &mut Criterion) {
     let big = vec![0u8; 64 * 1024];
     const LIVE: usize = 2048;
 
+    // A 64-byte put of a new key through the Store alone (no HTTP, no JSON): the store's
+    // share of `request/put_*`. Emptied outside the timed part every 50k puts.
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("put_64B", |b| {
+        const BATCH: usize = 50_000;
+        let (master, _svc) = master(0);
+        let store = master.store().clone();
+        let names: Vec<String> = (0..BATCH).map(|i| format!("put-{i:07}")).collect();
+        let mut i = 0;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                if i == BATCH {
+                    store.remove_all(now().mono);
+                    i = 0;
+                }
+                let n = left.min((BATCH - i) as u64);
+                let t = now().mono;
+                let start = Instant::now();
+                for _ in 0..n {
+                    store.put(t, &names[i], &VALUE).expect("put");
+                    i += 1;
+                }
+                total += start.elapsed();
+                left -= n;
+            }
+            total
+        })
+    });
     // Replace a random live object with one of another size: one free, one allocation.
     let mut churn = |name: &str, size_of: &dyn Fn(usize) -> usize| {
         g.throughput(Throughput::Elements(2));

@@ -16,6 +16,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use smallvec::{smallvec, SmallVec};
 use uuid::Uuid;
 
 use super::evict::Placement;
@@ -66,7 +67,8 @@ pub(super) struct ValueShared {
 pub(super) struct Value {
     pub(super) key: Arc<str>,
     pub(super) len: u64,
-    pub(super) replicas: Vec<Loc>,
+    /// Inline for the usual single replica: no heap allocation per value.
+    pub(super) replicas: SmallVec<[Loc; 1]>,
     pub(super) state: ValueState,
     /// Completion order (ties of the eviction order).
     pub(super) seq: u64,
@@ -136,7 +138,7 @@ impl Inner {
             Value {
                 key,
                 len,
-                replicas: vec![Loc { seg: seg_id, off, rid }],
+                replicas: smallvec![Loc { seg: seg_id, off, rid }],
                 state: ValueState::Writing { visible },
                 seq: 0,
                 pending_at: None,

@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
 use uuid::Uuid;
 
 use super::alloc::Allocator;
@@ -431,7 +432,7 @@ impl Inner {
         let spots = self.place_remote(now, len, cfg)?;
         let vid = self.next_value;
         self.next_value += 1;
-        let mut replicas = Vec::with_capacity(spots.len());
+        let mut replicas = SmallVec::with_capacity(spots.len());
         for (seg, off) in spots {
             replicas.push(Loc { seg, off, rid: self.next_replica });
             self.next_replica += 1;

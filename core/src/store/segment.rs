@@ -19,7 +19,8 @@
 //! The allocator lives inside the state, so only the states that own memory bookkeeping
 //! can allocate or free: an `Unmounting` segment has nothing left to free.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use uuid::Uuid;
 
 use super::alloc::Allocator;
 use super::object::ValueId;
+use super::state::IdHasher;
 use super::{MountKind, SegmentStatus, UnmountFamily};
 use crate::config::Protocol;
 use crate::platform::Region;
@@ -143,7 +145,9 @@ pub(super) struct Segment {
     pub(super) state: SegState,
     pub(super) shared: Arc<SegShared>,
     /// Values with a replica (or a write in progress) on this segment.
-    pub(super) values: BTreeSet<ValueId>,
+    /// Values with a replica here (dropped when the segment starts unmounting). Hashed by
+    /// id: inserted on every write, removed on every free.
+    pub(super) values: HashSet<ValueId, BuildHasherDefault<IdHasher>>,
 }
 
 impl Segment {

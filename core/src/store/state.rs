@@ -141,7 +141,7 @@ impl Inner {
                 size: c.size,
                 state: SegState::Mounted { alloc: Allocator::new(c.size) },
                 shared: Arc::new(SegShared::default()),
-                values: BTreeSet::new(),
+                values: Default::default(),
             };
             self.segments.insert(c.id, seg);
         }
@@ -179,7 +179,9 @@ impl Inner {
             return;
         }
         seg.state = SegState::Unmounting;
-        let values = std::mem::take(&mut seg.values);
+        // In id (write) order, as before the set was hashed.
+        let mut values: Vec<ValueId> = std::mem::take(&mut seg.values).into_iter().collect();
+        values.sort_unstable();
         log::debug!("segment {id} unmounting: {} values dropped", values.len());
         for vid in values {
             self.drop_replica(now, id, vid);
