@@ -62,6 +62,7 @@ mod remote;
 #[cfg(test)]
 mod remote_tests;
 mod segment;
+mod shard;
 mod state;
 #[cfg(test)]
 mod tests;

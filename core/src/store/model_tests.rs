@@ -424,7 +424,7 @@ pub(super) fn check_inner(inner: &Inner) {
         assert!(v.len > 0);
         for loc in &v.replicas {
             let seg = inner.segments.get(&loc.seg).expect("replica on a known segment");
-            assert!(seg.values.contains(vid));
+            assert!(seg.values.contains_key(vid));
             assert!(seg.is_live(), "no replica on an UNMOUNTING segment");
             per_seg.entry(loc.seg).or_default().push((loc.off, v.len));
         }

@@ -125,7 +125,7 @@ impl Inner {
         }
         let shared = Arc::new(ValueShared::default());
         let seg = self.segments.get_mut(&seg_id).expect("allocated on a known segment");
-        seg.values.insert(vid);
+        seg.values.insert(vid, ());
         let out = NewValue {
             vid,
             seg: seg_id,

@@ -436,7 +436,7 @@ impl Inner {
         for (seg, off) in spots {
             replicas.push(Loc { seg, off, rid: self.next_replica });
             self.next_replica += 1;
-            self.segments.get_mut(&seg).expect("placed on a known segment").values.insert(vid);
+            self.segments.get_mut(&seg).expect("placed on a known segment").values.insert(vid, ());
         }
         let key: Arc<str> = match self.objects.get_key_value(key) {
             Some((k, _)) => k.clone(),

@@ -19,7 +19,6 @@
 //! The allocator lives inside the state, so only the states that own memory bookkeeping
 //! can allocate or free: an `Unmounting` segment has nothing left to free.
 
-use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
@@ -28,6 +27,7 @@ use uuid::Uuid;
 
 use super::alloc::Allocator;
 use super::object::ValueId;
+use super::shard::ShardedMap;
 use super::state::IdHasher;
 use super::{MountKind, SegmentStatus, UnmountFamily};
 use crate::config::Protocol;
@@ -147,7 +147,7 @@ pub(super) struct Segment {
     /// Values with a replica (or a write in progress) on this segment.
     /// Values with a replica here (dropped when the segment starts unmounting). Hashed by
     /// id: inserted on every write, removed on every free.
-    pub(super) values: HashSet<ValueId, BuildHasherDefault<IdHasher>>,
+    pub(super) values: ShardedMap<ValueId, (), BuildHasherDefault<IdHasher>>,
 }
 
 impl Segment {

@@ -2,6 +2,7 @@
 //! counters. Times are nanoseconds since the store's epoch (the `now` given to
 //! `Store::new`).
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::Ordering;
@@ -12,6 +13,7 @@ use uuid::Uuid;
 use super::alloc::Allocator;
 use super::object::{Object, Value, ValueId};
 use super::segment::{Mapping, Node, NodeId, SegShared, SegState, Segment, EMBEDDED};
+use super::shard::ShardedMap;
 use super::{Gauges, MountKind, NodeGauge, SegmentInfo, StoreCounters, UnmountFamily};
 use crate::config::Protocol;
 
@@ -45,8 +47,9 @@ pub(super) struct Inner {
     /// `Complete`) and `Inner::retire` (the only way out). A B-tree search costs ~20 string
     /// compares through pointers at 10k keys; this is one SipHash and one probe. SipHash
     /// with a random key (std's default), because keys come from clients.
-    pub(super) current: HashMap<Arc<str>, ValueId>,
-    pub(super) values: HashMap<ValueId, Value, BuildHasherDefault<IdHasher>>,
+    pub(super) current: ShardedMap<Arc<str>, ValueId, RandomState>,
+    /// Value records by id, sharded (see `shard`): no single resize moves them all.
+    pub(super) values: ShardedMap<ValueId, Value, BuildHasherDefault<IdHasher>>,
     /// Retired values waiting for their lease to expire: (lease deadline, value).
     pub(super) pending: BTreeSet<(u64, ValueId)>,
     /// Next periodic eviction check, while armed.
@@ -100,8 +103,8 @@ impl Inner {
             next_replica: 1,
             segments: BTreeMap::new(),
             objects: BTreeMap::new(),
-            current: HashMap::new(),
-            values: HashMap::default(),
+            current: ShardedMap::default(),
+            values: ShardedMap::default(),
             pending: BTreeSet::new(),
             evict_at: None,
             counters: StoreCounters::default(),
@@ -180,7 +183,7 @@ impl Inner {
         }
         seg.state = SegState::Unmounting;
         // In id (write) order, as before the set was hashed.
-        let mut values: Vec<ValueId> = std::mem::take(&mut seg.values).into_iter().collect();
+        let mut values: Vec<ValueId> = std::mem::take(&mut seg.values).keys().copied().collect();
         values.sort_unstable();
         log::debug!("segment {id} unmounting: {} values dropped", values.len());
         for vid in values {
