@@ -99,6 +99,10 @@ pub struct Args {
     /// new connection is answered 503 {"error":"too many connections"} and closed.
     #[arg(long = "max-connections", default_value_t = 0)]
     pub max_connections: u64,
+    /// mio runtime: do not yield the CPU after each busy event-loop turn (see
+    /// docs/operations.md; yielding keeps tail latency low when workers share cores).
+    #[arg(long = "no-yield")]
+    pub no_yield: bool,
 }
 
 fn parse_host(s: &str) -> Result<IpAddr, String> {

@@ -126,7 +126,7 @@ fn run(args: Args) -> Result<(), Fatal> {
 
     let runtime = match args.runtime {
         RuntimeKind::Mio => Runtime::Mio(
-            mc_mio::start(master.clone(), sockets)
+            mc_mio::start_with(master.clone(), sockets, mc_mio::Options { yield_between_turns: !args.no_yield })
                 .map_err(|e| Fatal(1, format!("cannot start the mio runtime: {e}")))?,
         ),
         RuntimeKind::Glommio => {

@@ -332,3 +332,38 @@ fn admin_port_serves_admin_endpoints_only() {
         s.get("/health").assert_plain(200, "OK");
     });
 }
+
+/// `--no-yield` (mio: no `sched_yield` between busy loop turns) changes scheduling only:
+/// the server answers the same, including many pipelined requests on several connections.
+#[test]
+fn no_yield_serves_the_same() {
+    for_each_runtime(|_| {
+        let small = ["--threads", "2", "--global-segment-size", "16MiB"];
+        for extra in [&["--no-yield"][..], &[][..]] {
+            let args: Vec<&str> = small.iter().chain(extra).copied().collect();
+            let s = Server::start(&args);
+            let r = s.request("PUT", "/api/put/k", &[], b"value");
+            assert_eq!(r.status, 200, "{}", r.text());
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let addr = s.addr;
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut c = std::net::TcpStream::connect(addr).unwrap();
+                        let req = b"GET /api/get/k HTTP/1.1\r\nHost: x\r\n\r\n".repeat(200);
+                        c.write_all(&req).unwrap();
+                        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+                        let mut out = Vec::new();
+                        c.read_to_end(&mut out).unwrap();
+                        let text = String::from_utf8_lossy(&out);
+                        assert_eq!(text.matches("HTTP/1.1 200").count(), 201);
+                        assert_eq!(text.matches("\r\n\r\nvalue").count(), 200);
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+        }
+    });
+}
