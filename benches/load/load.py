@@ -732,7 +732,8 @@ def main():
     ap.add_argument("--venv", default="target/bench-venv")
     ap.add_argument("--wrk", default="wrk")
     ap.add_argument("--runtimes", default="mio", help="comma-separated mc-master runtimes")
-    ap.add_argument("--mc-threads", default="1,2", help="comma-separated mc-master --threads values")
+    ap.add_argument("--mc-threads", default="2,4",
+                    help="comma-separated mc-master --threads values (default: the cores of this machine kind, and the 4 HTTP threads of upstream)")
     ap.add_argument("--no-upstream", action="store_true")
     ap.add_argument("--no-mc", action="store_true")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads")
