@@ -4,8 +4,12 @@
 //! checked (framing, 413, 417), handed to [`Handler::on_head`], then its body (if any) is
 //! decoded and buffered, streamed or discarded, and the response is queued on the
 //! [`Output`]. Only then does the next pipelined request start. Processing of new heads
-//! pauses while more than [`OUT_HIGH`] bytes of output are pending (backpressure); input
-//! that arrives meanwhile stays buffered, and [`Connection::wants_read`] turns false.
+//! pauses while more than [`OUT_HIGH`] bytes of output are pending (backpressure), and
+//! while a streamed response body is still being produced: such a body (a key listing) is
+//! rendered lazily from the current state as it is written, so a pipelined request behind
+//! it (a PUT) must not run before it is complete, or the earlier response would show the
+//! later request's effect. Input that arrives meanwhile stays buffered, and
+//! [`Connection::wants_read`] turns false past the input or output limits.
 //!
 //! The connection closes (is [`Connection::is_closed`]) when a response that closes has
 //! been written completely (`read_done` and an empty output queue), or at once when it is
@@ -338,6 +342,12 @@ impl<S> Connection<S> {
 
     // ---- input processing ------------------------------------------------------------
 
+    /// The next request must wait: too much output is pending, or an earlier response's
+    /// streamed body is still being produced from the current state.
+    fn held_back(&self) -> bool {
+        self.out.pending() > OUT_HIGH || self.out.has_open_stream()
+    }
+
     fn unprocessed_len(&self) -> usize {
         self.inbuf.len() - self.in_pos
     }
@@ -383,8 +393,9 @@ impl<S> Connection<S> {
                 }
                 continue;
             }
-            if self.out.pending() > OUT_HIGH {
-                // Backpressure: leave the next request buffered; its clock starts later.
+            if self.held_back() {
+                // Backpressure, or a streamed body in progress: leave the next request
+                // buffered; its clock starts later.
                 self.head_start = None;
                 return pos;
             }
@@ -685,7 +696,7 @@ impl<S> Connection<S> {
         if h.shutting_down() {
             self.shutdown = true;
         }
-        let blocked = matches!(self.read, ReadState::Head) && self.out.pending() > OUT_HIGH;
+        let blocked = matches!(self.read, ReadState::Head) && self.held_back();
         if self.eof && !self.read_done && !blocked {
             // Everything that could be processed was: what remains is incomplete.
             self.read = ReadState::Head; // drops a streamed request's state: aborts its write

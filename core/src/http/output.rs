@@ -58,6 +58,11 @@ impl Output {
         self.pending
     }
 
+    /// True while a streamed body is still being produced (its last piece not pulled yet).
+    pub fn has_open_stream(&self) -> bool {
+        self.segs.iter().any(|s| matches!(s, Seg::Stream { finished: false, .. }))
+    }
+
     /// Drops everything queued (silent close). Unsent responses are not reported.
     pub fn clear(&mut self) {
         self.segs.clear();
