@@ -99,8 +99,9 @@ pub struct Args {
     /// new connection is answered 503 {"error":"too many connections"} and closed.
     #[arg(long = "max-connections", default_value_t = 0)]
     pub max_connections: u64,
-    /// mio runtime: do not yield the CPU after each busy event-loop turn (see
-    /// docs/operations.md; yielding keeps tail latency low when workers share cores).
+    /// Do not yield the CPU to the OS scheduler while busy (mio: after each event-loop turn
+    /// that handled events; glommio: every 100 µs of work). See docs/operations.md: yielding
+    /// keeps tail latency low when workers share cores with clients or other work.
     #[arg(long = "no-yield")]
     pub no_yield: bool,
 }

@@ -134,7 +134,10 @@ fn run(args: Args) -> Result<(), Fatal> {
                 .into_iter()
                 .map(|s| mc_glommio::WorkerSockets { main: s.main, admin: s.admin, rpc: s.rpc })
                 .collect();
-            let rt = mc_glommio::start(master.clone(), sockets)
+            let opts = mc_glommio::Options {
+                yield_every: if args.no_yield { None } else { mc_glommio::Options::default().yield_every },
+            };
+            let rt = mc_glommio::start_with(master.clone(), sockets, opts)
                 .map_err(|e| Fatal(1, format!("cannot start the glommio runtime: {e}; use --runtime mio")))?;
             Runtime::Glommio(rt)
         }
