@@ -88,7 +88,6 @@ impl Runtime {
     }
 }
 
-/// Starts one worker thread per entry of `sockets`.
 /// Knobs of the mio runtime.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -116,7 +115,7 @@ pub fn start(master: Arc<Master>, sockets: Vec<WorkerSockets>) -> io::Result<Run
     start_with(master, sockets, Options::default())
 }
 
-/// Starts one worker per element of `sockets`.
+/// Starts one worker thread per entry of `sockets`.
 pub fn start_with(master: Arc<Master>, sockets: Vec<WorkerSockets>, opts: Options) -> io::Result<Runtime> {
     let mut polls = Vec::new();
     let mut wakers = Vec::new();
