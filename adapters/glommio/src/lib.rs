@@ -477,6 +477,7 @@ struct Worker {
     next_id: Cell<u64>,
     /// When this worker last yielded its CPU to the OS scheduler (see `os_yield_if_due`).
     last_os_yield: Cell<Instant>,
+    /// [`Options::yield_every`] of this runtime.
     os_yield_every: Option<Duration>,
     buf: RefCell<Vec<u8>>,
     shutdown_seen: Cell<bool>,

@@ -53,24 +53,23 @@ impl ShardKey for Arc<str> {
 /// A `HashMap` in [`SHARDS`] pieces, with the part of `HashMap`'s API the store uses.
 pub(super) struct ShardedMap<K, V, S> {
     shards: Box<[HashMap<K, V, S>]>,
-    len: usize,
 }
 
 impl<K: Hash + Eq + ShardKey, V, S: BuildHasher + Default> Default for ShardedMap<K, V, S> {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| HashMap::default()).collect(), len: 0 }
+        Self { shards: (0..SHARDS).map(|_| HashMap::default()).collect() }
     }
 }
 
 impl<K: Hash + Eq + ShardKey, V, S: BuildHasher> ShardedMap<K, V, S> {
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.shards.iter().map(HashMap::len).sum()
     }
 
     #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.shards.iter().all(HashMap::is_empty)
     }
 
     pub(super) fn get<Q>(&self, k: &Q) -> Option<&V>
@@ -99,11 +98,7 @@ impl<K: Hash + Eq + ShardKey, V, S: BuildHasher> ShardedMap<K, V, S> {
     }
 
     pub(super) fn insert(&mut self, k: K, v: V) -> Option<V> {
-        let old = self.shards[k.shard()].insert(k, v);
-        if old.is_none() {
-            self.len += 1;
-        }
-        old
+        self.shards[k.shard()].insert(k, v)
     }
 
     pub(super) fn remove<Q>(&mut self, k: &Q) -> Option<V>
@@ -111,11 +106,7 @@ impl<K: Hash + Eq + ShardKey, V, S: BuildHasher> ShardedMap<K, V, S> {
         K: Borrow<Q>,
         Q: Hash + Eq + ShardKey + ?Sized,
     {
-        let old = self.shards[k.shard()].remove(k);
-        if old.is_some() {
-            self.len -= 1;
-        }
-        old
+        self.shards[k.shard()].remove(k)
     }
 
     /// Entries in no particular order.
@@ -141,6 +132,8 @@ where
     }
 }
 
+/// `for (k, v) in &map` (the invariant checks of the tests).
+#[cfg(test)]
 impl<'a, K: Hash + Eq + ShardKey, V, S: BuildHasher> IntoIterator for &'a ShardedMap<K, V, S> {
     type Item = (&'a K, &'a V);
     type IntoIter = Box<dyn Iterator<Item = (&'a K, &'a V)> + 'a>;
