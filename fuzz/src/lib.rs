@@ -263,3 +263,29 @@ pub fn wind_down(master: &Arc<Master>, now: Now) {
     let g = store.gauges();
     assert_eq!((g.key_count, g.allocated_bytes, g.total_capacity_bytes), (0, 0, 0), "{g:?}");
 }
+
+/// `text` with the digits of every memory address replaced by `#`: the values of
+/// `"base_address":"0x…"` (`/get_segments_detail`) and `"buffer_address_":…` (replica
+/// descriptors). Segment memory is heap memory here, and two masters' segments need not
+/// land at the same address (glibc serves a 1 MiB allocation from `mmap` or from the heap,
+/// depending on what was freed before), so outputs of different masters are compared
+/// with addresses masked.
+pub fn mask_addresses(text: &str) -> String {
+    const MARKERS: [&str; 2] = ["\"base_address\":\"0x", "\"buffer_address_\":"];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let next = MARKERS.iter().filter_map(|m| rest.find(m).map(|i| (i, m.len()))).min();
+        let Some((i, n)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..i + n]);
+        rest = &rest[i + n..];
+        let digits = rest.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(rest.len());
+        if digits > 0 {
+            out.push('#');
+        }
+        rest = &rest[digits..];
+    }
+}
