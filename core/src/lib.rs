@@ -63,8 +63,10 @@ pub mod http;
 pub mod platform;
 pub mod rpc;
 pub mod store;
+pub mod session;
 pub mod time;
 
 pub use api::{Listener, Master, Service};
 pub use config::{Config, Protocol};
+pub use session::{Acceptor, Lifecycle, Link, ListenerAtShutdown, Session};
 pub use time::Now;

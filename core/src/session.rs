@@ -1,0 +1,277 @@
+//! The one driving API of every connection kind (HTTP, master RPC, the data plane's TE and
+//! handshake connections), and the rules every adapter applies the same way.
+//!
+//! A [`Session`] is the sans-IO state machine of one accepted socket. An adapter drives
+//! "a socket plus a session" in one loop, whatever the protocol:
+//!
+//! ```text
+//!   readable  ─► read() ─► handle_input(now, bytes) | handle_eof(now)
+//!   writable  ─► poll_transmit(&mut [IoSlice]) ─► writev() ─► consume(now, n)
+//!   deadline  ─► poll_timeout() due ─► handle_timeout(now)
+//!   shutdown  ─► handle_shutdown(now)            (once, see [`Link`])
+//!   after each call: drain poll_transmit until 0 or the socket would block;
+//!                    stop reading while !wants_read(); close once is_closed()
+//! ```
+//!
+//! Sessions are made by an [`Acceptor`], one per listener and worker; the binary builds
+//! them, so adding a protocol means writing a `Session` and an `Acceptor` and registering
+//! a listener. [`Link`] wraps a session with the rules that are the same for every
+//! protocol (half-close and linger, the shutdown delivery, the process-wide count that
+//! decides when a worker may exit); adapters drive `Link`s only.
+//!
+//! ```text
+//!   Link:  Open ──session closed──► HalfClose (adapter: shutdown(Write)) ──► Lingering
+//!           │                                    (input drained and dropped, LINGER)
+//!           └────────────── peer EOF already seen ──────────────┐          │ EOF / deadline
+//!                                                               ▼          ▼
+//!                                                             Done (adapter: close the socket)
+//! ```
+
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::time::Now;
+
+/// How long a finished connection keeps draining unread input after its half-close, so the
+/// peer reads the last response instead of a reset.
+pub const LINGER: Duration = Duration::from_millis(500);
+/// While shutting down, how often an idle worker rechecks whether the process may exit.
+pub const SHUTDOWN_RECHECK: Duration = Duration::from_millis(20);
+
+/// The sans-IO state machine of one connection. Every entry point takes `now`; outputs are
+/// pulled by the caller. After every `handle_*` call and after `consume`, drain
+/// [`Session::poll_transmit`] again and re-read [`Session::poll_timeout`].
+pub trait Session: Send {
+    /// Bytes received from the peer.
+    fn handle_input(&mut self, now: Now, data: &[u8]);
+    /// The peer half-closed (a read returned 0).
+    fn handle_eof(&mut self, now: Now);
+    /// Time passed; called once [`Session::poll_timeout`] is due (extra calls are harmless).
+    fn handle_timeout(&mut self, now: Now);
+    /// The process started shutting down. Called at most once (see [`Link`]).
+    fn handle_shutdown(&mut self, now: Now);
+    /// The next bytes to write, as up to `bufs.len()` slices; returns how many it filled
+    /// (0: nothing to write now). Write a prefix, then call [`Session::consume`].
+    #[must_use]
+    fn poll_transmit<'a>(&'a self, bufs: &mut [IoSlice<'a>]) -> usize;
+    /// `n` bytes of what [`Session::poll_transmit`] returned were written.
+    fn consume(&mut self, now: Now, n: usize);
+    /// The next instant at which [`Session::handle_timeout`] must be called.
+    #[must_use]
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// False while the caller should not read (backpressure, or no more input wanted).
+    fn wants_read(&self) -> bool;
+    /// True once everything that will ever be sent was consumed: the socket should close.
+    fn is_closed(&self) -> bool;
+}
+
+/// Makes the sessions of one listener on one worker.
+pub trait Acceptor: Send {
+    /// A session for a socket accepted at `now`.
+    fn accept(&mut self, now: Now) -> Box<dyn Session>;
+    /// What the listener does once the process starts shutting down.
+    fn on_shutdown(&self) -> ListenerAtShutdown;
+}
+
+/// What a listener does during a graceful shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerAtShutdown {
+    /// Stays open until no connection is left in the process (HTTP, SPEC §2.7: a
+    /// connection accepted while others drain gets one response with `Connection: close`).
+    KeepOpen,
+    /// Closes at once (master RPC, data plane).
+    Close,
+}
+
+/// The process-wide part of the connection rules: the shutdown flag and the count of open
+/// [`Link`]s of every kind, on every worker. One per process ([`crate::Master::lifecycle`]).
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    shutting_down: AtomicBool,
+    open: AtomicI64,
+}
+
+impl Lifecycle {
+    /// A new lifecycle, not shutting down, with no link open.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Enters the shutting-down state (SPEC §2.7). Idempotent.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// True after [`Lifecycle::begin_shutdown`].
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Links open in the whole process.
+    pub fn open(&self) -> i64 {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// A worker that saw the shutdown may exit: no link is open anywhere in the process.
+    /// Listeners that stay open ([`ListenerAtShutdown::KeepOpen`]) stay open on every worker
+    /// until then, so an idle worker keeps accepting while another one drains; a worker that
+    /// may not exit yet rechecks every [`SHUTDOWN_RECHECK`].
+    pub fn may_exit(&self) -> bool {
+        self.is_shutting_down() && self.open() <= 0
+    }
+}
+
+/// Where a [`Link`] is in its life (see the diagram in the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkState {
+    /// The session is running.
+    Open,
+    /// The session closed; the adapter has not half-closed the socket yet.
+    HalfClose,
+    /// Half-closed: input is read and dropped until EOF or the deadline.
+    Lingering(Instant),
+    /// Close the socket.
+    Done,
+}
+
+/// A [`Session`] with the rules every protocol shares: half-close and [`LINGER`], one
+/// shutdown delivery (none to a link accepted after the shutdown began: it is not "idle at
+/// the signal"; its session decides for itself), and the process-wide count of
+/// [`Lifecycle::open`]. Adapters drive links, never sessions directly.
+pub struct Link {
+    session: Box<dyn Session>,
+    state: LinkState,
+    /// Accepted after the shutdown began.
+    late: bool,
+    shutdown_delivered: bool,
+    /// The peer's EOF was seen.
+    read_closed: bool,
+    life: Arc<Lifecycle>,
+}
+
+impl Link {
+    /// Wraps `session`, accepted at `now`, and counts it as open in `life`.
+    pub fn new(now: Now, session: Box<dyn Session>, life: &Arc<Lifecycle>) -> Self {
+        let _ = now;
+        life.open.fetch_add(1, Ordering::AcqRel);
+        let late = life.is_shutting_down();
+        let mut link =
+            Self { session, state: LinkState::Open, late, shutdown_delivered: false, read_closed: false, life: life.clone() };
+        link.settle();
+        link
+    }
+
+    /// Bytes read from the socket (dropped while lingering).
+    pub fn handle_input(&mut self, now: Now, data: &[u8]) {
+        if self.state == LinkState::Open {
+            self.session.handle_input(now, data);
+            self.settle();
+        }
+    }
+
+    /// A read returned 0.
+    pub fn handle_eof(&mut self, now: Now) {
+        self.read_closed = true;
+        match self.state {
+            LinkState::Open => {
+                self.session.handle_eof(now);
+                self.settle();
+            }
+            LinkState::Lingering(_) => self.state = LinkState::Done,
+            LinkState::HalfClose | LinkState::Done => {}
+        }
+    }
+
+    /// Time passed: fires the session's deadline or ends the linger, whichever is due.
+    pub fn handle_timeout(&mut self, now: Now) {
+        match self.state {
+            LinkState::Open if self.session.poll_timeout().is_some_and(|d| d <= now.mono) => {
+                self.session.handle_timeout(now);
+                self.settle();
+            }
+            LinkState::Lingering(until) if until <= now.mono => self.state = LinkState::Done,
+            _ => {}
+        }
+    }
+
+    /// The process is shutting down: delivered to the session once, unless this link was
+    /// accepted after the shutdown began.
+    pub fn handle_shutdown(&mut self, now: Now) {
+        if self.late || self.shutdown_delivered {
+            return;
+        }
+        self.shutdown_delivered = true;
+        if self.state == LinkState::Open {
+            self.session.handle_shutdown(now);
+            self.settle();
+        }
+    }
+
+    /// The next bytes to write (none once the session closed).
+    #[must_use]
+    pub fn poll_transmit<'a>(&'a self, bufs: &mut [IoSlice<'a>]) -> usize {
+        match self.state {
+            LinkState::Open => self.session.poll_transmit(bufs),
+            _ => 0,
+        }
+    }
+
+    /// `n` bytes of [`Link::poll_transmit`] were written.
+    pub fn consume(&mut self, now: Now, n: usize) {
+        if self.state == LinkState::Open {
+            self.session.consume(now, n);
+            self.settle();
+        }
+    }
+
+    /// The next deadline: the session's, or the end of the linger.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            LinkState::Open => self.session.poll_timeout(),
+            LinkState::Lingering(until) => Some(until),
+            LinkState::HalfClose | LinkState::Done => None,
+        }
+    }
+
+    /// Whether to read from the socket: what the session wants, and always while lingering
+    /// (input is drained until EOF).
+    pub fn wants_read(&self) -> bool {
+        match self.state {
+            LinkState::Open => !self.read_closed && self.session.wants_read(),
+            LinkState::Lingering(_) => !self.read_closed,
+            LinkState::HalfClose | LinkState::Done => false,
+        }
+    }
+
+    /// True once: the session is finished and the adapter must shut the socket's write side
+    /// down now. The link then lingers ([`LINGER`] from `now`) or, after the peer's EOF, is
+    /// done at once.
+    pub fn poll_half_close(&mut self, now: Now) -> bool {
+        if self.state != LinkState::HalfClose {
+            return false;
+        }
+        self.state = if self.read_closed { LinkState::Done } else { LinkState::Lingering(now.mono + LINGER) };
+        true
+    }
+
+    /// True once the socket is to be closed (and the link dropped).
+    pub fn is_done(&self) -> bool {
+        self.state == LinkState::Done
+    }
+
+    /// Moves to [`LinkState::HalfClose`] once the session closed.
+    fn settle(&mut self) {
+        if self.state == LinkState::Open && self.session.is_closed() {
+            self.state = LinkState::HalfClose;
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.life.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
