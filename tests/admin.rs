@@ -8,42 +8,16 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const FAMILIES: &[(&str, &str)] = &[
-    ("master_key_count", "gauge"),
-    ("master_allocated_bytes", "gauge"),
-    ("master_total_capacity_bytes", "gauge"),
-    ("master_active_clients", "gauge"),
-    ("segment_allocated_bytes", "gauge"),
-    ("segment_total_capacity_bytes", "gauge"),
-    ("master_put_start_requests_total", "counter"),
-    ("master_put_start_failures_total", "counter"),
-    ("master_put_end_requests_total", "counter"),
-    ("master_put_end_failures_total", "counter"),
-    ("master_put_revoke_requests_total", "counter"),
-    ("master_put_revoke_failures_total", "counter"),
-    ("master_get_replica_list_requests_total", "counter"),
-    ("master_get_replica_list_failures_total", "counter"),
-    ("master_exist_key_requests_total", "counter"),
-    ("master_exist_key_failures_total", "counter"),
-    ("master_remove_requests_total", "counter"),
-    ("master_remove_failures_total", "counter"),
-    ("master_remove_all_requests_total", "counter"),
-    ("master_remove_all_failures_total", "counter"),
-    ("master_mount_segment_requests_total", "counter"),
-    ("master_mount_segment_failures_total", "counter"),
-    ("master_unmount_segment_requests_total", "counter"),
-    ("master_unmount_segment_failures_total", "counter"),
-    ("master_attempted_evictions_total", "counter"),
-    ("master_successful_evictions_total", "counter"),
-    ("master_evicted_key_count", "counter"),
-    ("master_evicted_size_bytes", "counter"),
-    ("master_value_size_bytes", "histogram"),
-    ("http_requests_total", "counter"),
-    ("http_request_duration_seconds", "histogram"),
-    ("http_connections_open", "gauge"),
-    ("process_resident_memory_bytes", "gauge"),
-    ("process_cpu_seconds_total", "counter"),
-];
+/// The families of SPEC §9 (`name type` per line), shared with the unit test `metrics_text`.
+fn families() -> Vec<(&'static str, &'static str)> {
+    let list: Vec<_> = include_str!("data/metric_families.txt")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_once(' ').expect("`name type`"))
+        .collect();
+    assert!(!list.is_empty(), "tests/data/metric_families.txt lists no family");
+    list
+}
 
 const VALUE_SIZE_LE: &[&str] = &[
     "4096.000000",
@@ -102,7 +76,7 @@ fn metrics_families_and_initial_values() {
         assert_eq!(r.status, 200);
         assert_eq!(r.content_type(), Some(CT_PLAIN));
         let m = parse_metrics(&r.text());
-        for (fam, ty) in FAMILIES {
+        for (fam, ty) in &families() {
             assert_eq!(
                 m.types.get(*fam).map(Vec::as_slice),
                 Some(&[ty.to_string()][..]),
@@ -127,7 +101,7 @@ fn metrics_families_and_initial_values() {
         ] {
             assert_eq!(m.val(name), want, "{name}");
         }
-        for (fam, ty) in FAMILIES {
+        for (fam, ty) in &families() {
             if *ty == "counter" && fam.starts_with("master_") {
                 assert_eq!(m.val(fam), 0.0, "{fam} starts at 0");
                 assert_eq!(m.raw_value(fam), Some("0"), "{fam} printed as an integer");

@@ -569,42 +569,11 @@ fn metrics_text() {
     );
     let text = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    for (family, kind) in [
-        ("master_key_count", "gauge"),
-        ("master_allocated_bytes", "gauge"),
-        ("master_total_capacity_bytes", "gauge"),
-        ("master_active_clients", "gauge"),
-        ("segment_allocated_bytes", "gauge"),
-        ("segment_total_capacity_bytes", "gauge"),
-        ("master_put_start_requests_total", "counter"),
-        ("master_put_start_failures_total", "counter"),
-        ("master_put_end_requests_total", "counter"),
-        ("master_put_end_failures_total", "counter"),
-        ("master_put_revoke_requests_total", "counter"),
-        ("master_put_revoke_failures_total", "counter"),
-        ("master_get_replica_list_requests_total", "counter"),
-        ("master_get_replica_list_failures_total", "counter"),
-        ("master_exist_key_requests_total", "counter"),
-        ("master_exist_key_failures_total", "counter"),
-        ("master_remove_requests_total", "counter"),
-        ("master_remove_failures_total", "counter"),
-        ("master_remove_all_requests_total", "counter"),
-        ("master_remove_all_failures_total", "counter"),
-        ("master_mount_segment_requests_total", "counter"),
-        ("master_mount_segment_failures_total", "counter"),
-        ("master_unmount_segment_requests_total", "counter"),
-        ("master_unmount_segment_failures_total", "counter"),
-        ("master_attempted_evictions_total", "counter"),
-        ("master_successful_evictions_total", "counter"),
-        ("master_evicted_key_count", "counter"),
-        ("master_evicted_size_bytes", "counter"),
-        ("master_value_size_bytes", "histogram"),
-        ("http_requests_total", "counter"),
-        ("http_request_duration_seconds", "histogram"),
-        ("http_connections_open", "gauge"),
-        ("process_resident_memory_bytes", "gauge"),
-        ("process_cpu_seconds_total", "counter"),
-    ] {
+    for (family, kind) in include_str!("../../../tests/data/metric_families.txt")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_once(' ').expect("`name type`"))
+    {
         let type_line = format!("# TYPE {family} {kind}");
         assert_eq!(lines.iter().filter(|l| **l == type_line).count(), 1, "{family}");
         assert_eq!(lines.iter().filter(|l| l.starts_with(&format!("# HELP {family} "))).count(), 1, "{family}");
