@@ -13,13 +13,13 @@
 //! `/api/mount_shm` finds no object. `Master::poll_timeout` (leases, eviction, grace periods)
 //! is only served while a connection is open: a real loop also wakes for it when idle.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mc_core::platform::FakePlatform;
-use mc_core::{Config, Listener, Master, Now, Service};
+use mc_core::{Acceptor, Config, HttpAcceptor, Listener, Master, Now, Session};
 
 fn now() -> Now {
     let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -34,23 +34,27 @@ pub fn master(config: Config) -> Arc<Master> {
 
 /// Serves `listener` forever, one connection after another.
 pub fn serve(master: &Arc<Master>, listener: &TcpListener) -> io::Result<()> {
-    let mut service = master.service(Listener::Main, master.register_worker());
+    let mut acceptor = HttpAcceptor::new(master.clone(), Listener::Main, master.register_worker());
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let (sock, _) = listener.accept()?;
-        serve_connection(master, &mut service, sock, &mut buf);
+        serve_connection(master, acceptor.accept(now()), sock, &mut buf);
     }
 }
 
 /// Drives one connection until the core closes it or the peer goes away.
-fn serve_connection(master: &Master, service: &mut Service, mut sock: TcpStream, buf: &mut [u8]) {
-    let mut conn = service.new_connection(now());
+fn serve_connection(master: &Master, mut conn: Box<dyn Session>, mut sock: TcpStream, buf: &mut [u8]) {
     let mut eof = false;
     loop {
         // 1. Write everything the core has to say.
-        while let Some(out) = conn.poll_transmit() {
-            match sock.write(out) {
-                Ok(n) if n > 0 => conn.consume(now(), n, service),
+        loop {
+            let mut bufs = [IoSlice::new(&[]); 16];
+            let n = conn.poll_transmit(&mut bufs);
+            if n == 0 {
+                break;
+            }
+            match sock.write_vectored(&bufs[..n]) {
+                Ok(n) if n > 0 => conn.consume(now(), n),
                 _ => return, // The peer is gone; dropping `conn` ends the request.
             }
         }
@@ -75,15 +79,15 @@ fn serve_connection(master: &Master, service: &mut Service, mut sock: TcpStream,
         match got {
             Ok(0) => {
                 eof = true;
-                conn.handle_eof(now, service);
+                conn.handle_eof(now);
             }
-            Ok(n) => conn.handle_input(now, &buf[..n], service),
+            Ok(n) => conn.handle_input(now, &buf[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
             Err(_) => return,
         }
         // 3. Fire whatever is due (idle and header timeouts; leases, eviction, grace periods).
         if conn.poll_timeout().is_some_and(|t| t <= now.mono) {
-            conn.handle_timeout(now, service);
+            conn.handle_timeout(now);
         }
         if master.poll_timeout().is_some_and(|t| t <= now.mono) {
             master.handle_timeout(now);

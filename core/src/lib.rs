@@ -12,16 +12,18 @@
 //!
 //! ## Driving the core
 //!
-//! One [`Master`] per process, shared by every thread. Each worker thread registers its
-//! counters and creates a [`Service`] (the handler its connections call); each accepted
-//! socket gets a [`http::Connection`]. The canonical loop, for one connection on a blocking
-//! socket (see `examples/` and the adapters for event-loop versions):
+//! One [`Master`] per process, shared by every thread. Every connection kind (HTTP, the
+//! master RPC, the data plane's) is a [`Session`] with the same driving API, made by an
+//! [`Acceptor`] per listener and worker ([`HttpAcceptor`], [`rpc::RpcAcceptor`]); adapters
+//! wrap each in a [`Link`] (half-close, linger, shutdown) and drive it. The canonical loop,
+//! for one connection on a blocking socket (see `examples/` and the adapters for event-loop
+//! versions):
 //!
 //! ```no_run
-//! use std::io::{Read, Write};
+//! use std::io::{IoSlice, Read, Write};
 //! use std::sync::Arc;
 //! use std::time::{Instant, SystemTime, UNIX_EPOCH};
-//! use mc_core::{platform::FakePlatform, Config, Listener, Master, Now};
+//! use mc_core::{platform::FakePlatform, Acceptor, Config, HttpAcceptor, Listener, Master, Now, Session};
 //!
 //! fn now() -> Now {
 //!     let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
@@ -29,25 +31,30 @@
 //! }
 //!
 //! let master = Master::new(Config::default(), Arc::new(FakePlatform::new(1)), now());
-//! let mut service = master.service(Listener::Main, master.register_worker());
+//! let mut acceptor = HttpAcceptor::new(master.clone(), Listener::Main, master.register_worker());
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
 //! let (mut sock, _) = listener.accept().unwrap();
-//! let mut conn = service.new_connection(now());
+//! let mut conn = acceptor.accept(now());
 //! let mut buf = [0u8; 65536];
 //! loop {
 //!     // 1. Drain output until there is none.
-//!     while let Some(out) = conn.poll_transmit() {
-//!         let n = sock.write(out).unwrap();
-//!         conn.consume(now(), n, &mut service);
+//!     loop {
+//!         let mut bufs = [IoSlice::new(&[]); 16];
+//!         let n = conn.poll_transmit(&mut bufs);
+//!         if n == 0 {
+//!             break;
+//!         }
+//!         let n = sock.write_vectored(&bufs[..n]).unwrap();
+//!         conn.consume(now(), n);
 //!     }
 //!     if conn.is_closed() {
 //!         break;
 //!     }
 //!     // 2. Feed input (a real loop would wait for readiness or conn.poll_timeout()
-//!     //    and call conn.handle_timeout(now, ..) / master.handle_timeout(now) when due).
+//!     //    and call conn.handle_timeout(now) / master.handle_timeout(now) when due).
 //!     match sock.read(&mut buf).unwrap() {
-//!         0 => conn.handle_eof(now(), &mut service),
-//!         n => conn.handle_input(now(), &buf[..n], &mut service),
+//!         0 => conn.handle_eof(now()),
+//!         n => conn.handle_input(now(), &buf[..n]),
 //!     }
 //! }
 //! ```
@@ -60,13 +67,17 @@
 pub mod api;
 pub mod config;
 pub mod http;
+pub mod master;
 pub mod platform;
+pub mod route;
 pub mod rpc;
 pub mod store;
 pub mod session;
+pub mod stats;
 pub mod time;
 
-pub use api::{Listener, Master, Service};
+pub use api::{HttpAcceptor, Listener, Service};
+pub use master::Master;
 pub use config::{Config, Protocol};
 pub use session::{Acceptor, Lifecycle, Link, ListenerAtShutdown, Session};
 pub use time::Now;

@@ -3,14 +3,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::http::{Body, BodyStream, Response, Route, CT_TEXT};
+use crate::http::{Body, BodyStream, Response};
 use crate::store::{QueryError, ReplicaRef, Store};
 
 use super::error::ApiError;
 use super::json::{self, push_str, push_u64, Json};
 use super::metrics::size_human;
 use super::params::{self, query_param, validate_key};
-use super::Service;
+use super::{json_reply, text_reply, Service, CT_TEXT};
 
 const NO_KEYS: &str = "No keys provided. Use ?keys=key1,key2,...";
 const HEALTH_JSON_OK: &[u8] =
@@ -42,10 +42,10 @@ impl Service {
         let down = self.master.is_shutting_down();
         let status = if down { 503 } else { 200 };
         if params::accepts_json(head) {
-            Response::json(Route::Health, status, if down { HEALTH_JSON_DOWN } else { HEALTH_JSON_OK })
+            json_reply(status, if down { HEALTH_JSON_DOWN } else { HEALTH_JSON_OK })
         } else {
             let body: &[u8] = if down { b"UNAVAILABLE" } else { b"OK" };
-            Response::text(Route::Health, status, body)
+            text_reply(status, body)
         }
     }
 
@@ -70,7 +70,7 @@ impl Service {
             Err(e) => result = Err(query_error(e)),
         });
         result?;
-        Ok(Response::json(Route::QueryKey, 200, out))
+        Ok(json_reply(200, out))
     }
 
     /// `GET /batch_query_keys?keys=k1,k2` (SPEC §4.4).
@@ -151,7 +151,7 @@ impl Service {
             }
         });
         out.extend_from_slice(b"}}");
-        Ok(Response::json(Route::BatchQueryKeys, 200, out))
+        Ok(json_reply(200, out))
     }
 
     /// `GET /get_all_keys[?prefix=&after=&limit=]` (SPEC §4.5): a streamed body.
@@ -164,14 +164,7 @@ impl Service {
         let prefix = query_param(q, "prefix").map(|p| p.into_owned()).unwrap_or_default();
         let after = query_param(q, "after").map(|a| a.into_owned());
         let stream = KeyStream::new(self.master.store.clone(), prefix, after, limit);
-        Ok(Response {
-            status: 200,
-            content_type: Some(CT_TEXT),
-            headers: Vec::new(),
-            body: Body::Stream(Box::new(stream)),
-            close: false,
-            route: Route::GetAllKeys,
-        })
+        Ok(Response::with_body(200, CT_TEXT, Body::Stream(Box::new(stream))))
     }
 
     /// `GET /get_all_segments` (SPEC §4.6).
@@ -182,7 +175,7 @@ impl Service {
             out.extend_from_slice(n.as_bytes());
             out.push(b'\n');
         }
-        Response::text(Route::GetAllSegments, 200, out)
+        text_reply(200, out)
     }
 
     /// `GET /query_segment?segment=NAME` (SPEC §4.7).
@@ -199,7 +192,7 @@ impl Service {
         out.extend_from_slice(b"\nCapacity(bytes): ");
         push_u64(&mut out, cap);
         out.push(b'\n');
-        Ok(Response::text(Route::QuerySegment, 200, out))
+        Ok(text_reply(200, out))
     }
 
     /// `GET /get_segments_detail` (SPEC §4.8).
@@ -239,7 +232,7 @@ impl Service {
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
-        Response::json(Route::GetSegmentsDetail, 200, out)
+        json_reply(200, out)
     }
 }
 

@@ -3,9 +3,11 @@
 
 use std::borrow::Cow;
 
-use crate::http::{Response, Route};
+use crate::http::{HttpError, Response};
+use crate::route::Route;
 
 use super::json;
+use super::{json_reply, text_reply};
 use super::router;
 
 /// An endpoint error. [`ApiError::into_response`] is the only mapping to HTTP.
@@ -39,6 +41,10 @@ pub(crate) enum ApiError {
     WriteAborted,
     /// `/query_segment` of a name with no MOUNTED segment: 404.
     SegmentNotFound,
+    /// An error the HTTP codec found (400, 408, 413, 417, 431, 505); always shape E3.
+    Http(HttpError),
+    /// `--max-connections` reached: 503, shape E3.
+    TooManyConnections,
 }
 
 /// The body shapes of SPEC §1.4.
@@ -86,20 +92,21 @@ impl ApiError {
             ApiError::BeingWritten | ApiError::HasLease => 409,
             ApiError::InsufficientStorage | ApiError::MountNoMemory => 507,
             ApiError::MountFailed(_) => 500,
-            ApiError::WriteAborted => 503,
+            ApiError::WriteAborted | ApiError::TooManyConnections => 503,
+            ApiError::Http(e) => e.status(),
         }
     }
 
     /// Upstream `ErrorCode` (SPEC §10).
     pub(crate) fn code(&self) -> i32 {
         match self {
-            ApiError::InvalidParams(_) | ApiError::NotFound | ApiError::MethodNotAllowed => -600,
+            ApiError::InvalidParams(_) | ApiError::NotFound | ApiError::MethodNotAllowed | ApiError::Http(_) => -600,
             ApiError::ObjectNotFound => -704,
             ApiError::ReplicaNotReady | ApiError::BeingWritten => -703,
             ApiError::HasLease => -706,
             ApiError::InsufficientStorage | ApiError::MountNoMemory => -200,
             ApiError::ShmNotFound(_) => -1100,
-            ApiError::MountFailed(_) | ApiError::WriteAborted => -1,
+            ApiError::MountFailed(_) | ApiError::WriteAborted | ApiError::TooManyConnections => -1,
             ApiError::UnmountFailed(_) | ApiError::SegmentNotFound => -101,
         }
     }
@@ -124,6 +131,8 @@ impl ApiError {
             ApiError::UnmountFailed(_) => "Unmount failed for one or more segments",
             ApiError::WriteAborted => "Write aborted: segment unmounted",
             ApiError::SegmentNotFound => "segment not found",
+            ApiError::Http(e) => e.message(),
+            ApiError::TooManyConnections => "too many connections",
         })
     }
 
@@ -132,12 +141,14 @@ impl ApiError {
         let status = self.status();
         // Protocol-level errors use shape E3 whatever the route (SPEC §1.4).
         let shape = match self {
-            ApiError::NotFound | ApiError::MethodNotAllowed => Shape::Rest,
+            ApiError::NotFound | ApiError::MethodNotAllowed | ApiError::Http(_) | ApiError::TooManyConnections => {
+                Shape::Rest
+            }
             _ => Shape::of(route),
         };
         let msg = self.message(shape);
         let mut resp = match shape {
-            Shape::Plain => Response::text(route, status, msg.as_bytes()),
+            Shape::Plain => text_reply(status, msg.as_bytes()),
             Shape::Rest => {
                 let mut body = json::error_body(&msg);
                 if let ApiError::UnmountFailed(ids) = &self {
@@ -151,7 +162,7 @@ impl ApiError {
                     }
                     body.extend_from_slice(b"]}");
                 }
-                Response::json(route, status, body)
+                json_reply(status, body)
             }
             Shape::Admin => {
                 let mut body = Vec::with_capacity(64 + msg.len());
@@ -164,14 +175,14 @@ impl ApiError {
                 body.extend_from_slice(b",\"error_message\":");
                 json::push_str(&mut body, &msg);
                 body.push(b'}');
-                Response::json(route, status, body)
+                json_reply(status, body)
             }
             Shape::Batch => {
                 let mut body = Vec::with_capacity(32 + msg.len());
                 body.extend_from_slice(b"{\"success\":false,\"error\":");
                 json::push_str(&mut body, &msg);
                 body.push(b'}');
-                Response::json(route, status, body)
+                json_reply(status, body)
             }
         };
         match self {

@@ -7,16 +7,16 @@
 //! returned verbatim. Status codes and texts are upstream's (the transfer engine treats any
 //! non-200 as a failure).
 
-use crate::http::{Method, RequestHead, Response, Route};
+use crate::http::{Method, RequestHead, Response};
 use crate::store::MetadataPut;
 
 use super::params::query_param;
-use super::Service;
+use super::{json_reply, text_reply, Service};
 
 impl Service {
     /// `/metadata?key=K` (GET, HEAD, PUT, DELETE).
     pub(super) fn metadata(&self, head: &RequestHead, body: &[u8]) -> Response {
-        let text = |status, msg: &'static str| Response::text(Route::Metadata, status, msg.as_bytes());
+        let text = |status, msg: &'static str| text_reply(status, msg.as_bytes());
         let Some(raw) = query_param(head.query.as_deref(), "key") else {
             return text(400, "Missing key parameter");
         };
@@ -33,7 +33,7 @@ impl Service {
                 false => text(404, "metadata not found"),
             },
             _ => match meta.get(&key) {
-                Some(v) => Response::json(Route::Metadata, 200, v),
+                Some(v) => json_reply(200, v),
                 None => text(404, "metadata not found"),
             },
         }

@@ -3,12 +3,47 @@
 
 use std::fmt::Write as _;
 
-use crate::http::Route;
+use std::sync::atomic::Ordering;
+
+use crate::master::{lock, Master};
+use crate::route::Route;
+use crate::stats::{Ctr, Snapshot, Totals, DURATION_BOUNDS_NS, DURATION_LABELS, NDUR, VALUE_BOUNDS};
+use crate::time::Now;
 use crate::platform::ProcessSample;
 use crate::store::{Gauges, NodeGauge, StoreCounters};
 
 use super::json::push_u64;
-use super::stats::{Ctr, Snapshot, Totals, DURATION_BOUNDS_NS, DURATION_LABELS, NDUR, VALUE_BOUNDS};
+
+/// The `/metrics` body.
+pub(crate) fn metrics_text(m: &Master) -> Vec<u8> {
+    let gauges = m.store.gauges();
+    let store = m.store.counters();
+    let totals = m.totals();
+    let mut out = Vec::new();
+    render_metrics(
+        &mut out,
+        &Scrape {
+            gauges: &gauges,
+            store: &store,
+            totals: &totals,
+            connections_open: m.connections_open.load(Ordering::Relaxed).max(0) as u64,
+            process: m.platform.process_sample(),
+        },
+    );
+    out
+}
+
+/// The `/metrics/summary` body at `now`.
+pub(crate) fn summary_text(m: &Master, now: Now) -> String {
+    m.snapshot_if_due(now);
+    let base = lock(&m.snapshot).clone();
+    let gauges = m.store.gauges();
+    let store = m.store.counters();
+    let cur = Snapshot::of(&m.totals(), now.mono);
+    let window = now.mono.saturating_duration_since(base.at).as_secs_f64();
+    render_summary(&gauges, &store, &cur, &base, window)
+}
+
 
 /// Everything one `/metrics` scrape prints.
 pub(crate) struct Scrape<'a> {

@@ -16,7 +16,8 @@ use crate::http::Connection;
 use crate::platform::FakePlatform;
 use crate::time::Now;
 
-use super::{Listener, Master, Service, StreamState};
+use super::{Listener, Service};
+use crate::master::Master;
 
 /// Keys that exercise percent-encoding, `+`, `/`, multi-byte UTF-8 and commas.
 const KEYS: &[&str] = &["a", "ab", "b c", "x/y", "k+1", "%", "日本", "a,b"];
@@ -114,7 +115,7 @@ fn parse(out: &[u8], head: bool) -> Resp {
 struct Rig {
     master: Arc<Master>,
     svc: Service,
-    conn: Connection<StreamState>,
+    conn: Connection<super::ApiRequest>,
     now: Now,
 }
 
@@ -124,7 +125,7 @@ impl Rig {
         let config = Config { lease_ttl: Duration::ZERO, ..Config::default() };
         let master = Master::new(config, Arc::new(FakePlatform::new(3)), now);
         master.mount_startup_segment(now, 16 << 20).unwrap();
-        let svc = master.service(Listener::Main, master.register_worker());
+        let svc = Service::new(master.clone(), Listener::Main, master.register_worker());
         let conn = svc.new_connection(now);
         Self { master, svc, conn, now }
     }

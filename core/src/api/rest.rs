@@ -5,15 +5,16 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::config::Protocol;
-use crate::http::{Body, HeadDecision, RequestHead, Response, Route, CT_OCTET};
+use crate::http::{Body, HeadDecision, RequestHead, Response};
+use crate::route::Route;
 use crate::store::{MountError, MountKind, MountOutcome, PutError, RemoveError, UnmountFamily, WriteHandle};
 use crate::time::Now;
 
 use super::error::ApiError;
 use super::json::{self, Json, UInt};
 use super::params::{parse_uuid, push_uuid};
-use super::stats::Ctr;
-use super::{path_key, Service, StreamState};
+use crate::stats::Ctr;
+use super::{json_reply, ApiRequest, Service, StreamState, CT_OCTET};
 
 /// Largest accepted `size` (2^62, SPEC §3).
 const MAX_SIZE: u64 = 1 << 62;
@@ -125,7 +126,7 @@ impl Service {
         self.stats.bump(Ctr::MountReq, out.segment_ids.len() as u64);
         let mut body = mount_body(&out);
         body.push(b'}');
-        Ok(Response::json(Route::MountShm, 200, body))
+        Ok(json_reply(200, body))
     }
 
     /// `POST /api/mount` (SPEC §5.3).
@@ -146,7 +147,7 @@ impl Service {
         body.extend_from_slice(b",\"allocated_size\":");
         json::push_u64(&mut body, out.allocated_size);
         body.push(b'}');
-        Ok(Response::json(Route::Mount, 200, body))
+        Ok(json_reply(200, body))
     }
 
     /// `POST /api/unmount_shm` and `POST /api/unmount` (SPEC §5.2, §5.4).
@@ -187,8 +188,7 @@ impl Service {
         self.stats.bump(Ctr::UnmountReq, ids.len() as u64);
         self.stats.bump(Ctr::UnmountFail, failed.len() as u64);
         if failed.is_empty() {
-            let route = if family == UnmountFamily::Shm { Route::UnmountShm } else { Route::Unmount };
-            Ok(Response::json(route, 200, SUCCESS))
+            Ok(json_reply(200, SUCCESS))
         } else {
             Err(ApiError::UnmountFailed(failed))
         }
@@ -204,10 +204,7 @@ impl Service {
         let key = key.as_str().ok_or(ApiError::invalid("Invalid key: must be a string"))?;
         let value = value.as_str().ok_or(ApiError::invalid("Invalid value: must be a string"))?;
         let key = super::params::validate_key(key.as_bytes())?;
-        self.store_value(now, key, value.as_bytes()).map(|mut r| {
-            r.route = Route::PutJson;
-            r
-        })
+        self.store_value(now, key, value.as_bytes())
     }
 
     /// Validates the value and stores it in one step (JSON put, chunked raw put).
@@ -220,7 +217,7 @@ impl Service {
             Ok(()) => {
                 self.stats.bump(Ctr::PutEnd, 1);
                 self.stats.observe_value(value.len() as u64);
-                Ok(Response::json(Route::PutRaw, 200, SUCCESS))
+                Ok(json_reply(200, SUCCESS))
             }
             Err(PutError::InsufficientStorage) => {
                 self.stats.bump(Ctr::PutStartFail, 1);
@@ -231,13 +228,14 @@ impl Service {
 
     /// `PUT /api/put/{key}` at the request head (SPEC §6.3): key rules, empty body, then —
     /// with `Content-Length` — allocation before the body is read.
-    pub(super) fn put_raw_head(&self, now: Now, head: &RequestHead, raw_key: &str) -> HeadDecision<StreamState> {
-        let key = match path_key(raw_key) {
+    pub(super) fn put_raw_head(&self, now: Now, head: &RequestHead, req: &mut ApiRequest) -> HeadDecision {
+        let key = match req.key(head) {
             Ok(k) => k,
             Err(e) => return HeadDecision::Respond(e.into_response(Route::PutRaw)),
         };
         if head.chunked {
-            return HeadDecision::Stream(StreamState::Collect(Vec::new()));
+            req.stream = Some(StreamState::Collect(Vec::new()));
+            return HeadDecision::Stream;
         }
         let len = match head.content_length {
             Some(n) if n > 0 => n,
@@ -248,8 +246,11 @@ impl Service {
             }
         };
         self.stats.bump(Ctr::PutStart, 1);
-        match self.master.store.begin_write(now.mono, &key, len) {
-            Ok(w) => HeadDecision::Stream(StreamState::Write(w)),
+        match self.master.store.begin_write(now.mono, key, len) {
+            Ok(w) => {
+                req.stream = Some(StreamState::Write(w));
+                HeadDecision::Stream
+            }
             Err(PutError::InsufficientStorage) => {
                 self.stats.bump(Ctr::PutStartFail, 1);
                 let mut resp = ApiError::InsufficientStorage.into_response(Route::PutRaw);
@@ -264,25 +265,17 @@ impl Service {
         let len = w.complete(now.mono).map_err(|_| ApiError::WriteAborted)?;
         self.stats.bump(Ctr::PutEnd, 1);
         self.stats.observe_value(len);
-        Ok(Response::json(Route::PutRaw, 200, SUCCESS))
+        Ok(json_reply(200, SUCCESS))
     }
 
     /// `GET /api/get/{key}` (SPEC §6.4); HEAD answers the same without lease or counter.
-    pub(super) fn get(&self, now: Now, head: &RequestHead, raw_key: &str) -> Result<Response, ApiError> {
-        let key = path_key(raw_key)?;
+    pub(super) fn get(&self, now: Now, head: &RequestHead, key: &str) -> Result<Response, ApiError> {
         let side_effects = head.method != crate::http::Method::Head;
         if side_effects {
             self.stats.bump(Ctr::GetReq, 1);
         }
         match self.master.store.get(now.mono, &key, side_effects) {
-            Some(v) => Ok(Response {
-                status: 200,
-                content_type: Some(CT_OCTET),
-                headers: Vec::new(),
-                body: Body::Value(Box::new(v)),
-                close: false,
-                route: Route::Get,
-            }),
+            Some(v) => Ok(Response::with_body(200, CT_OCTET, Body::Value(Box::new(v)))),
             None => {
                 if side_effects {
                     self.stats.bump(Ctr::GetFail, 1);
@@ -293,18 +286,16 @@ impl Service {
     }
 
     /// `GET /api/exist/{key}` (SPEC §6.5).
-    pub(super) fn exist(&self, head: &RequestHead, raw_key: &str) -> Result<Response, ApiError> {
-        let key = path_key(raw_key)?;
+    pub(super) fn exist(&self, head: &RequestHead, key: &str) -> Result<Response, ApiError> {
         if head.method != crate::http::Method::Head {
             self.stats.bump(Ctr::ExistReq, 1);
         }
         let body: &[u8] = if self.master.store.exists(&key) { br#"{"exists":true}"# } else { br#"{"exists":false}"# };
-        Ok(Response::json(Route::Exist, 200, body))
+        Ok(json_reply(200, body))
     }
 
     /// `DELETE /api/remove/{key}` (SPEC §6.6).
-    pub(super) fn remove(&self, now: Now, raw_key: &str) -> Result<Response, ApiError> {
-        let key = path_key(raw_key)?;
+    pub(super) fn remove(&self, now: Now, key: &str) -> Result<Response, ApiError> {
         self.stats.bump(Ctr::RemoveReq, 1);
         self.master.store.remove(now.mono, &key).map_err(|e| {
             self.stats.bump(Ctr::RemoveFail, 1);
@@ -314,7 +305,7 @@ impl Service {
                 RemoveError::BeingWritten => ApiError::BeingWritten,
             }
         })?;
-        Ok(Response::json(Route::Remove, 200, SUCCESS))
+        Ok(json_reply(200, SUCCESS))
     }
 
     /// `DELETE /api/remove_all` (SPEC §6.7).
@@ -325,6 +316,6 @@ impl Service {
         body.extend_from_slice(br#"{"status":"success removed "#);
         json::push_u64(&mut body, n);
         body.extend_from_slice(br#" keys"}"#);
-        Response::json(Route::RemoveAll, 200, body)
+        json_reply(200, body)
     }
 }

@@ -1,7 +1,8 @@
 //! The routing table (SPEC §2.3): exact, case-sensitive match on the raw path; `{key}` is one
 //! raw path segment.
 
-use crate::http::{Method, Route};
+use crate::http::Method;
+use crate::route::Route;
 
 use super::Listener;
 

@@ -7,14 +7,15 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::http::{Method, Route};
+use crate::http::Method;
+use crate::route::Route;
 
 use super::error::{ApiError, Shape};
 use super::json::{self, Json, UInt};
 use super::metrics::{self, latency_quantile, size_human, summary_bytes};
 use super::params::{self, percent_decode, query_param, validate_key, KeyError};
 use super::router::{self, allow, allowed, route_of};
-use super::stats::{Ctr, Snapshot, Totals, WorkerStats, NDUR};
+use crate::stats::{Ctr, Snapshot, Totals, WorkerStats, NDUR};
 use super::Listener;
 
 fn body_str(r: &crate::http::Response) -> String {
@@ -432,7 +433,7 @@ fn allow_lists() {
 #[test]
 fn error_shapes() {
     let r = ApiError::invalid("Missing key query parameter").into_response(Route::QueryKey);
-    assert_eq!((r.status, r.content_type), (400, Some(crate::http::CT_JSON)));
+    assert_eq!((r.status, r.content_type), (400, Some(crate::api::CT_JSON)));
     assert_eq!(body_str(&r), r#"{"success":false,"error_code":-600,"error_message":"Missing key query parameter"}"#);
     let r = ApiError::ObjectNotFound.into_response(Route::QueryKey);
     assert_eq!(body_str(&r), r#"{"success":false,"error_code":-704,"error_message":"OBJECT_NOT_FOUND"}"#);
@@ -448,7 +449,7 @@ fn error_shapes() {
     let r = ApiError::invalid("Invalid limit parameter").into_response(Route::GetAllKeys);
     assert_eq!(
         (r.status, r.content_type, body_str(&r)),
-        (400, Some(crate::http::CT_TEXT), "Invalid limit parameter".into())
+        (400, Some(crate::api::CT_TEXT), "Invalid limit parameter".into())
     );
     let r = ApiError::SegmentNotFound.into_response(Route::QuerySegment);
     assert_eq!((r.status, body_str(&r)), (404, "segment not found".into()));
@@ -697,7 +698,8 @@ mod handler {
     use crate::platform::FakePlatform;
     use crate::time::Now;
 
-    use super::super::{Listener, Master, Service, StreamState};
+    use super::super::{Listener, Service};
+    use crate::master::Master;
     use super::body_str;
 
     struct Rig {
@@ -713,8 +715,8 @@ mod handler {
         let now = Now::new(Instant::now(), 1_700_000_000);
         let master = Master::new(config, platform, now);
         let stats = master.register_worker();
-        let svc = master.service(Listener::Main, stats.clone());
-        let admin = master.service(Listener::Admin, stats);
+        let svc = Service::new(master.clone(), Listener::Main, stats.clone());
+        let admin = Service::new(master.clone(), Listener::Admin, stats);
         Rig { master, svc, admin, now }
     }
 
@@ -748,18 +750,19 @@ mod handler {
         }
 
         fn run(&mut self, h: &RequestHead, body: &[u8]) -> Response {
-            let resp = match self.svc.on_head(self.now, h) {
-                HeadDecision::Buffer => self.svc.on_request(self.now, h, body),
+            let mut req = self.svc.route(h);
+            let resp = match self.svc.on_head(self.now, h, &mut req) {
+                HeadDecision::Buffer => self.svc.on_request(self.now, h, &mut req, body),
                 HeadDecision::Respond(r) | HeadDecision::RespondNow(r) => r,
-                HeadDecision::Stream(mut s) => {
-                    if let Some(r) = self.svc.on_body(self.now, h, &mut s, body) {
+                HeadDecision::Stream => {
+                    if let Some(r) = self.svc.on_body(self.now, &mut req, body) {
                         r
                     } else {
-                        self.svc.on_stream_end(self.now, h, s)
+                        self.svc.on_request(self.now, h, &mut req, &[])
                     }
                 }
             };
-            self.svc.on_response_sent(resp.route, h.method, resp.status, Duration::from_micros(50));
+            self.svc.on_response_sent(Some(&req), h.method, resp.status, Duration::from_micros(50));
             resp
         }
 
@@ -795,7 +798,7 @@ mod handler {
         let mut h = head(Method::Get, "/health");
         h.headers.push(("accept".into(), b"application/json".to_vec()));
         let r = t.run(&h, b"");
-        assert_eq!(r.content_type, Some(crate::http::CT_JSON));
+        assert_eq!(r.content_type, Some(crate::api::CT_JSON));
         assert!(body_str(&r).starts_with(r#"{"status":"ok","role":"leader""#));
         t.master.begin_shutdown();
         assert!(t.svc.shutting_down());
@@ -822,7 +825,8 @@ mod handler {
         check(&t.req(Method::Other, "/metrics", ""), 405, r#"{"error":"method not allowed"}"#);
         // Admin listener: /api/* is 404.
         let h = head(Method::Get, "/api/exist/k");
-        let r = t.admin.on_request(t.now, &h, b"");
+        let mut req = t.admin.route(&h);
+        let r = t.admin.on_request(t.now, &h, &mut req, b"");
         check(&r, 404, r#"{"error":"not found"}"#);
     }
 
@@ -836,7 +840,7 @@ mod handler {
             r#"{"status":"success"}"#,
         );
         let r = t.req(Method::Get, "/api/get/my_object", "");
-        assert_eq!((r.status, r.content_type), (200, Some(crate::http::CT_OCTET)));
+        assert_eq!((r.status, r.content_type), (200, Some(crate::api::CT_OCTET)));
         match &r.body {
             Body::Value(v) => assert_eq!(v.bytes(), b"hello world"),
             other => panic!("{other:?}"),
@@ -948,16 +952,18 @@ mod handler {
         // No segment: early 507 at the head.
         let mut h = head(Method::Put, "/api/put/raw");
         h.content_length = Some(5);
-        match t.svc.on_head(t.now, &h) {
+        let mut req = t.svc.route(&h);
+        match t.svc.on_head(t.now, &h, &mut req) {
             HeadDecision::RespondNow(r) => check(&r, 507, r#"{"error":"Insufficient storage"}"#),
             _ => panic!("expected an early 507"),
         }
         t.mount(16 << 20);
-        let HeadDecision::Stream(mut s) = t.svc.on_head(t.now, &h) else { panic!("expected a stream") };
-        assert!(matches!(s, StreamState::Write(_)));
-        assert!(t.svc.on_body(t.now, &h, &mut s, b"he").is_none());
-        assert!(t.svc.on_body(t.now, &h, &mut s, b"llo").is_none());
-        check(&t.svc.on_stream_end(t.now, &h, s), 200, r#"{"status":"success"}"#);
+        let mut req = t.svc.route(&h);
+        let HeadDecision::Stream = t.svc.on_head(t.now, &h, &mut req) else { panic!("expected a stream") };
+        assert!(matches!(req.stream, Some(super::super::StreamState::Write(_))));
+        assert!(t.svc.on_body(t.now, &mut req, b"he").is_none());
+        assert!(t.svc.on_body(t.now, &mut req, b"llo").is_none());
+        check(&t.svc.on_request(t.now, &h, &mut req, &[]), 200, r#"{"status":"success"}"#);
         match t.req(Method::Get, "/api/get/raw", "").body {
             Body::Value(v) => assert_eq!(v.bytes(), b"hello"),
             other => panic!("{other:?}"),
@@ -968,9 +974,10 @@ mod handler {
         // Chunked: collected, stored at the end.
         let mut h = head(Method::Put, "/api/put/chunked%20key");
         h.chunked = true;
-        let HeadDecision::Stream(mut s) = t.svc.on_head(t.now, &h) else { panic!() };
-        assert!(t.svc.on_body(t.now, &h, &mut s, b"abc").is_none());
-        check(&t.svc.on_stream_end(t.now, &h, s), 200, r#"{"status":"success"}"#);
+        let mut req = t.svc.route(&h);
+        let HeadDecision::Stream = t.svc.on_head(t.now, &h, &mut req) else { panic!() };
+        assert!(t.svc.on_body(t.now, &mut req, b"abc").is_none());
+        check(&t.svc.on_request(t.now, &h, &mut req, &[]), 200, r#"{"status":"success"}"#);
         check(&t.req(Method::Get, "/api/exist/chunked%20key", ""), 200, r#"{"exists":true}"#);
     }
 
@@ -1065,7 +1072,7 @@ mod handler {
         }
         let keys = |t: &mut Rig, target: &str| {
             let r = t.req(Method::Get, target, "");
-            assert_eq!((r.status, r.content_type), (200, Some(crate::http::CT_TEXT)));
+            assert_eq!((r.status, r.content_type), (200, Some(crate::api::CT_TEXT)));
             let Body::Stream(mut s) = r.body else { panic!("not streamed") };
             let mut out = Vec::new();
             while s.next_chunk(&mut out) {}
@@ -1189,12 +1196,13 @@ mod wire {
     use crate::platform::FakePlatform;
     use crate::time::Now;
 
-    use super::super::{Listener, Master, Service, StreamState};
+    use super::super::{Listener, Service};
+    use crate::master::Master;
 
     struct Wire {
         master: Arc<Master>,
         svc: Service,
-        conn: Connection<StreamState>,
+        conn: Connection<super::super::ApiRequest>,
         now: Now,
     }
 
@@ -1203,7 +1211,7 @@ mod wire {
             let now = Now::new(Instant::now(), 1_700_000_000);
             let master = Master::new(Config::default(), Arc::new(FakePlatform::new(1)), now);
             master.mount_startup_segment(now, 16 << 20).unwrap();
-            let svc = master.service(Listener::Main, master.register_worker());
+            let svc = Service::new(master.clone(), Listener::Main, master.register_worker());
             let conn = svc.new_connection(now);
             Self { master, svc, conn, now }
         }
@@ -1333,9 +1341,10 @@ mod connection_limit {
     use crate::platform::FakePlatform;
     use crate::time::Now;
 
-    use super::super::{Listener, Master, Service, StreamState};
+    use super::super::{Listener, Service};
+    use crate::master::Master;
 
-    fn drain(conn: &mut Connection<StreamState>, svc: &mut Service, now: Now) -> String {
+    fn drain(conn: &mut Connection<super::super::ApiRequest>, svc: &mut Service, now: Now) -> String {
         let mut out = Vec::new();
         while let Some(b) = conn.poll_transmit() {
             out.extend_from_slice(b);
@@ -1350,7 +1359,7 @@ mod connection_limit {
         let now = Now::new(Instant::now(), 1_700_000_000);
         let config = Config { max_connections: 2, ..Config::default() };
         let master = Master::new(config, Arc::new(FakePlatform::new(1)), now);
-        let mut svc = master.service(Listener::Main, master.register_worker());
+        let mut svc = Service::new(master.clone(), Listener::Main, master.register_worker());
         let mut a = svc.new_connection(now);
         let b = svc.new_connection(now);
         assert!(drain(&mut a, &mut svc, now).is_empty());
@@ -1374,7 +1383,7 @@ mod connection_limit {
         d.handle_input(now, b"GET /health HTTP/1.1\r\n\r\n", &mut svc);
         let r = drain(&mut d, &mut svc, now);
         assert!(r.starts_with("HTTP/1.1 200 ") && r.ends_with("OK"), "{r}");
-        let r = String::from_utf8(master.metrics_text()).unwrap();
+        let r = String::from_utf8(super::metrics::metrics_text(&master)).unwrap();
         assert!(r.contains("\nhttp_requests_total{route=\"other\",method=\"other\",code=\"503\"} 1\n"), "{r}");
         assert!(r.contains("\nhttp_connections_open 2\n"), "{r}");
         drop((a, d));
@@ -1385,7 +1394,7 @@ mod connection_limit {
     fn zero_means_unlimited() {
         let now = Now::new(Instant::now(), 1_700_000_000);
         let master = Master::new(Config::default(), Arc::new(FakePlatform::new(1)), now);
-        let svc = master.service(Listener::Main, master.register_worker());
+        let svc = Service::new(master.clone(), Listener::Main, master.register_worker());
         let conns: Vec<_> = (0..100).map(|_| svc.new_connection(now)).collect();
         assert_eq!(master.connections_open.load(Ordering::Relaxed), 100);
         drop(conns);

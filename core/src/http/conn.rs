@@ -71,11 +71,11 @@ impl ReqInfo {
 }
 
 /// Where the body of the current request goes.
-enum Sink<S> {
+enum Sink {
     /// Collected for [`Handler::on_request`].
     Buffer(Vec<u8>),
     /// Fed to [`Handler::on_body`].
-    Stream(S),
+    Stream,
     /// Read and discarded; this response is sent afterwards.
     Discard(Response),
 }
@@ -89,13 +89,15 @@ enum BodyFraming {
 }
 
 /// A request whose body is being received.
-struct BodyState<S> {
+struct BodyState<R> {
     head: RequestHead,
     info: ReqInfo,
     framing: BodyFraming,
     /// Decoded body bytes so far.
     received: u64,
-    sink: Sink<S>,
+    sink: Sink,
+    /// What the handler's routing decided.
+    req: R,
 }
 
 /// How receiving a body ended (or not).
@@ -107,22 +109,23 @@ enum BodyOutcome {
     Early(Response),
 }
 
-enum ReadState<S> {
+enum ReadState<R> {
     /// Waiting for (the rest of) a request head.
     Head,
     /// Receiving a request body.
-    Body(Box<BodyState<S>>),
+    Body(Box<BodyState<R>>),
 }
 
-/// One HTTP/1.x server connection. See the module docs for the driving contract.
-pub struct Connection<S> {
+/// One HTTP/1.x server connection, whose handler routes requests to values of type `R`
+/// ([`Handler::Request`]). See the module docs for the driving contract.
+pub struct Connection<R> {
     limits: Limits,
     gauge: Option<Arc<AtomicI64>>,
     /// Received bytes not yet processed are `inbuf[in_pos..]`.
     inbuf: Vec<u8>,
     in_pos: usize,
     scanner: HeadScanner,
-    read: ReadState<S>,
+    read: ReadState<R>,
     out: Output,
     dates: DateCache,
     /// The peer half-closed.
@@ -147,7 +150,7 @@ pub struct Connection<S> {
     last_after_eof: bool,
 }
 
-impl<S> Connection<S> {
+impl<R> Connection<R> {
     /// A new connection accepted at `now`. `gauge` (if any) is incremented now and
     /// decremented when the connection is dropped (`http_connections_open`).
     pub fn new(now: Now, limits: Limits, gauge: Option<Arc<AtomicI64>>) -> Self {
@@ -194,7 +197,7 @@ impl<S> Connection<S> {
 
     /// Bytes received from the peer. Complete requests are handed to `h` in order; their
     /// responses are queued for [`Connection::poll_transmit`]. Poll output afterwards.
-    pub fn handle_input<H: Handler<Stream = S>>(&mut self, now: Now, data: &[u8], h: &mut H) {
+    pub fn handle_input<H: Handler<Request = R>>(&mut self, now: Now, data: &[u8], h: &mut H) {
         if self.closed || self.read_done || self.eof || data.is_empty() {
             return;
         }
@@ -216,7 +219,7 @@ impl<S> Connection<S> {
 
     /// The peer half-closed (read returned 0). Complete requests are still answered;
     /// an incomplete one is dropped. Poll output afterwards.
-    pub fn handle_eof<H: Handler<Stream = S>>(&mut self, now: Now, h: &mut H) {
+    pub fn handle_eof<H: Handler<Request = R>>(&mut self, now: Now, h: &mut H) {
         if self.closed {
             return;
         }
@@ -225,7 +228,7 @@ impl<S> Connection<S> {
     }
 
     /// Time passed; fires header-read (408) and idle timeouts that are due.
-    pub fn handle_timeout<H: Handler<Stream = S>>(&mut self, now: Now, h: &mut H) {
+    pub fn handle_timeout<H: Handler<Request = R>>(&mut self, now: Now, h: &mut H) {
         if self.is_closed() {
             return;
         }
@@ -236,29 +239,23 @@ impl<S> Connection<S> {
         }
         if due(self.header_deadline()) {
             // A head that never completed: its method is not known (`other`).
-            let resp = Response::error(Route::Other, 408, "request timeout");
-            self.queue(now, &ReqInfo::before_head(), resp, true, h);
+            let resp = h.on_error(None, HttpError::RequestTimeout);
+            self.queue(now, &ReqInfo::before_head(), None, resp, true, h);
         } else if due(self.body_deadline()) {
             if let ReadState::Body(st) = std::mem::replace(&mut self.read, ReadState::Head) {
-                let resp = Response::error(h.route(&st.head), 408, "request timeout");
-                let info = st.info;
-                drop(st); // aborts a streamed write
-                self.queue(now, &info, resp, true, h);
+                let resp = h.on_error(Some(&st.req), HttpError::RequestTimeout);
+                // Dropping the request afterwards aborts a streamed write.
+                self.queue(now, &st.info, Some(&st.req), resp, true, h);
             }
         } else if due(self.stream_poll_deadline()) {
             self.stream_polled = now.mono;
             let early = match &mut self.read {
-                ReadState::Body(st) => match &mut st.sink {
-                    Sink::Stream(state) => h.on_body(now, &st.head, state, &[]),
-                    _ => None,
-                },
-                ReadState::Head => None,
+                ReadState::Body(st) if matches!(st.sink, Sink::Stream) => h.on_body(now, &mut st.req, &[]),
+                _ => None,
             };
             if let Some(resp) = early {
                 if let ReadState::Body(st) = std::mem::replace(&mut self.read, ReadState::Head) {
-                    let info = st.info;
-                    drop(st);
-                    self.queue(now, &info, resp, true, h);
+                    self.queue(now, &st.info, Some(&st.req), resp, true, h);
                 }
             }
         }
@@ -266,7 +263,7 @@ impl<S> Connection<S> {
     }
 
     /// The service started shutting down (SPEC §2.7): an idle connection closes at once.
-    pub fn handle_shutdown<H: Handler<Stream = S>>(&mut self, now: Now, h: &mut H) {
+    pub fn handle_shutdown<H: Handler<Request = R>>(&mut self, now: Now, h: &mut H) {
         self.shutdown = true;
         self.after(now, h);
     }
@@ -295,7 +292,7 @@ impl<S> Connection<S> {
     /// `n` bytes returned by [`Connection::poll_transmit`] (or [`Connection::poll_transmit_vectored`])
     /// were written. May process further pipelined requests that were held back; poll output
     /// again afterwards.
-    pub fn consume<H: Handler<Stream = S>>(&mut self, now: Now, n: usize, h: &mut H) {
+    pub fn consume<H: Handler<Request = R>>(&mut self, now: Now, n: usize, h: &mut H) {
         if self.closed {
             return;
         }
@@ -364,7 +361,7 @@ impl<S> Connection<S> {
     }
 
     /// Processes buffered input (after new input, EOF, or output progress).
-    fn process_buffered<H: Handler<Stream = S>>(&mut self, now: Now, h: &mut H) {
+    fn process_buffered<H: Handler<Request = R>>(&mut self, now: Now, h: &mut H) {
         if self.closed || self.read_done || self.unprocessed_len() == 0 {
             return;
         }
@@ -380,7 +377,7 @@ impl<S> Connection<S> {
 
     /// Processes `input` (which starts where the previous call stopped) as far as possible.
     /// Returns the number of bytes consumed; the caller keeps the rest for later.
-    fn process<H: Handler<Stream = S>>(&mut self, now: Now, input: &[u8], h: &mut H) -> usize {
+    fn process<H: Handler<Request = R>>(&mut self, now: Now, input: &[u8], h: &mut H) -> usize {
         let mut pos = 0;
         loop {
             if self.closed || self.read_done {
@@ -436,8 +433,8 @@ impl<S> Connection<S> {
                         }
                     }
                     if rest.len() > self.limits.max_head {
-                        let resp = Response::error(Route::Other, 431, "request header fields too large");
-                        self.queue(now, &ReqInfo::before_head(), resp, true, h);
+                        let resp = h.on_error(None, HttpError::HeaderFieldsTooLarge);
+                        self.queue(now, &ReqInfo::before_head(), None, resp, true, h);
                         return input.len();
                     }
                     return pos;
@@ -464,16 +461,19 @@ impl<S> Connection<S> {
     }
 
     /// Answers a malformed head (400) or an unsupported version (505), then closes.
-    fn head_error<H: Handler<Stream = S>>(&mut self, now: Now, e: HeadError, h: &mut H) {
-        let resp = match e {
-            HeadError::BadRequest => Response::error(Route::Other, 400, "bad request"),
-            HeadError::VersionNotSupported => Response::error(Route::Other, 505, "http version not supported"),
-        };
-        self.queue(now, &ReqInfo::before_head(), resp, true, h);
+    fn head_error<H: Handler<Request = R>>(&mut self, now: Now, e: HeadError, h: &mut H) {
+        let resp = h.on_error(
+            None,
+            match e {
+                HeadError::BadRequest => HttpError::BadRequest,
+                HeadError::VersionNotSupported => HttpError::VersionNotSupported,
+            },
+        );
+        self.queue(now, &ReqInfo::before_head(), None, resp, true, h);
     }
 
     /// A complete head arrived: check it, ask the handler, and answer or start the body.
-    fn start_request<H: Handler<Stream = S>>(&mut self, now: Now, bytes: &[u8], h: &mut H) {
+    fn start_request<H: Handler<Request = R>>(&mut self, now: Now, bytes: &[u8], h: &mut H) {
         let parsed = match parse_head(bytes) {
             Ok(p) => p,
             // A head that does not parse has no trustworthy method: `other`, with a body.
@@ -484,35 +484,35 @@ impl<S> Connection<S> {
         let head = parsed.head;
         let info = ReqInfo { method: head.method, version: head.version, keep_alive, head_done: Some(now.mono) };
 
+        // Routed once; the request's state travels with it until its response is queued.
+        let mut req = h.route(&head);
         if head.content_length.is_some_and(|n| n > self.limits.max_body) {
-            let resp = Response::error(h.route(&head), 413, "payload too large");
-            return self.queue(now, &info, resp, true, h);
+            let resp = h.on_error(Some(&req), HttpError::PayloadTooLarge);
+            return self.queue(now, &info, Some(&req), resp, true, h);
         }
         if expect_unsupported {
-            let resp = Response::error(h.route(&head), 417, "expectation failed");
-            return self.queue(now, &info, resp, head.has_body(), h);
+            let resp = h.on_error(Some(&req), HttpError::ExpectationFailed);
+            return self.queue(now, &info, Some(&req), resp, head.has_body(), h);
         }
         // HTTP/1.0 clients do not understand 1xx: their expectation is ignored (RFC 9110 §10.1.1).
         let expect_continue = head.expect_continue && head.version == Version::Http11 && head.has_body();
         let has_body = head.has_body();
-        let sink = match h.on_head(now, &head) {
-            HeadDecision::RespondNow(resp) => return self.queue(now, &info, resp, true, h),
-            HeadDecision::Respond(resp) if !has_body => return self.queue(now, &info, resp, false, h),
-            HeadDecision::Respond(resp) if expect_continue => return self.queue(now, &info, resp, true, h),
+        let sink = match h.on_head(now, &head, &mut req) {
+            HeadDecision::RespondNow(resp) => return self.queue(now, &info, Some(&req), resp, true, h),
+            HeadDecision::Respond(resp) if !has_body => return self.queue(now, &info, Some(&req), resp, false, h),
+            HeadDecision::Respond(resp) if expect_continue => {
+                return self.queue(now, &info, Some(&req), resp, true, h)
+            }
             HeadDecision::Respond(resp) => Sink::Discard(resp),
-            HeadDecision::Buffer if !has_body => {
-                let resp = h.on_request(now, &head, &[]);
-                return self.queue(now, &info, resp, false, h);
+            HeadDecision::Buffer | HeadDecision::Stream if !has_body => {
+                let resp = h.on_request(now, &head, &mut req, &[]);
+                return self.queue(now, &info, Some(&req), resp, false, h);
             }
             HeadDecision::Buffer => {
                 let cap = head.content_length.unwrap_or(0).min(BODY_PREALLOC) as usize;
                 Sink::Buffer(Vec::with_capacity(cap))
             }
-            HeadDecision::Stream(state) if !has_body => {
-                let resp = h.on_stream_end(now, &head, state);
-                return self.queue(now, &info, resp, false, h);
-            }
-            HeadDecision::Stream(state) => Sink::Stream(state),
+            HeadDecision::Stream => Sink::Stream,
         };
         if expect_continue {
             if self.out.is_empty() {
@@ -537,11 +537,11 @@ impl<S> Connection<S> {
             BodyFraming::Length(head.content_length.unwrap_or(0))
         };
         self.body_last = now.mono;
-        self.read = ReadState::Body(Box::new(BodyState { head, info, framing, received: 0, sink }));
+        self.read = ReadState::Body(Box::new(BodyState { head, info, framing, received: 0, sink, req }));
     }
 
     /// Feeds body bytes to the request being received. Returns the bytes consumed.
-    fn feed_body<H: Handler<Stream = S>>(&mut self, now: Now, data: &[u8], h: &mut H) -> usize {
+    fn feed_body<H: Handler<Request = R>>(&mut self, now: Now, data: &[u8], h: &mut H) -> usize {
         let ReadState::Body(mut st) = std::mem::replace(&mut self.read, ReadState::Head) else {
             return 0;
         };
@@ -577,29 +577,24 @@ impl<S> Connection<S> {
             BodyOutcome::NeedMore => self.read = ReadState::Body(st),
             BodyOutcome::Complete => {
                 self.last_after_eof = self.eof && !self.may_hold_request(&data[pos..]);
-                let BodyState { head, info, sink, .. } = *st;
+                let BodyState { head, info, sink, mut req, .. } = *st;
                 let resp = match sink {
-                    Sink::Buffer(body) => h.on_request(now, &head, &body),
-                    Sink::Stream(state) => h.on_stream_end(now, &head, state),
+                    Sink::Buffer(body) => h.on_request(now, &head, &mut req, &body),
+                    Sink::Stream => h.on_request(now, &head, &mut req, &[]),
                     Sink::Discard(resp) => resp,
                 };
-                self.queue(now, &info, resp, false, h);
+                self.queue(now, &info, Some(&req), resp, false, h);
             }
             BodyOutcome::TooLarge | BodyOutcome::BadChunk => {
-                let (status, msg) = match outcome {
-                    BodyOutcome::TooLarge => (413, "payload too large"),
-                    _ => (400, "bad request"),
+                let e = match outcome {
+                    BodyOutcome::TooLarge => HttpError::PayloadTooLarge,
+                    _ => HttpError::BadRequest,
                 };
-                let resp = Response::error(h.route(&st.head), status, msg);
-                let info = st.info;
-                drop(st); // aborts a streamed write
-                self.queue(now, &info, resp, true, h);
+                let resp = h.on_error(Some(&st.req), e);
+                // Dropping the request afterwards aborts a streamed write.
+                self.queue(now, &st.info, Some(&st.req), resp, true, h);
             }
-            BodyOutcome::Early(resp) => {
-                let info = st.info;
-                drop(st);
-                self.queue(now, &info, resp, true, h);
-            }
+            BodyOutcome::Early(resp) => self.queue(now, &st.info, Some(&st.req), resp, true, h),
         }
         pos
     }
@@ -608,10 +603,11 @@ impl<S> Connection<S> {
 
     /// Renders and queues a final response. `force_close`: close after it whatever the
     /// request said (errors, responses sent before the body was read).
-    fn queue<H: Handler<Stream = S>>(
+    fn queue<H: Handler<Request = R>>(
         &mut self,
         now: Now,
         info: &ReqInfo,
+        req: Option<&R>,
         resp: Response,
         force_close: bool,
         h: &mut H,
@@ -621,10 +617,10 @@ impl<S> Connection<S> {
         }
         // Counted when produced (SPEC §9): a scrape that follows this response on another
         // connection, possibly on another worker, always sees it.
-        let (route, status) = (resp.route, resp.status);
+        let status = resp.status;
         let duration = info.head_done.map_or(Duration::ZERO, |t| now.mono.saturating_duration_since(t));
         self.push_response(now, info, resp, force_close);
-        h.on_response_sent(route, info.method, status, duration);
+        h.on_response_sent(req, info.method, status, duration);
     }
 
     /// Renders `resp` onto the output queue (the handler-independent part of `queue`).
@@ -686,7 +682,7 @@ impl<S> Connection<S> {
 
     /// Common tail of every entry point: release written responses, finish at EOF,
     /// track idleness, close an idle connection at shutdown.
-    fn after<H: Handler<Stream = S>>(&mut self, now: Now, h: &mut H) {
+    fn after<H: Handler<Request = R>>(&mut self, now: Now, h: &mut H) {
         if self.closed {
             return;
         }
@@ -756,7 +752,7 @@ impl<S> Connection<S> {
             return None;
         }
         match &self.read {
-            ReadState::Body(st) if matches!(st.sink, Sink::Stream(_)) => {
+            ReadState::Body(st) if matches!(st.sink, Sink::Stream) => {
                 self.stream_polled.max(self.body_last).checked_add(STREAM_POLL)
             }
             _ => None,
@@ -776,9 +772,9 @@ impl<S> Connection<S> {
 }
 
 /// Hands one piece of decoded body to the sink. Returns an outcome that ends the body early.
-fn deliver<S, H: Handler<Stream = S>>(
+fn deliver<R, H: Handler<Request = R>>(
     now: Now,
-    st: &mut BodyState<S>,
+    st: &mut BodyState<R>,
     piece: &[u8],
     max_body: u64,
     h: &mut H,
@@ -792,13 +788,13 @@ fn deliver<S, H: Handler<Stream = S>>(
     }
     match &mut st.sink {
         Sink::Buffer(buf) => buf.extend_from_slice(piece),
-        Sink::Stream(state) => return h.on_body(now, &st.head, state, piece).map(BodyOutcome::Early),
+        Sink::Stream => return h.on_body(now, &mut st.req, piece).map(BodyOutcome::Early),
         Sink::Discard(_) => {}
     }
     None
 }
 
-impl<S> Drop for Connection<S> {
+impl<R> Drop for Connection<R> {
     fn drop(&mut self) {
         if let Some(g) = &self.gauge {
             g.fetch_sub(1, Ordering::Relaxed);
@@ -807,7 +803,7 @@ impl<S> Drop for Connection<S> {
 }
 
 #[cfg(test)]
-impl<S> Connection<S> {
+impl<R> Connection<R> {
     /// Unprocessed buffered input (tests).
     pub(crate) fn unprocessed_len_for_test(&self) -> usize {
         self.unprocessed_len()

@@ -79,12 +79,37 @@ impl Drop for St {
     }
 }
 
+/// The labels of this fake router (the codec itself knows no routes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Health,
+    PutRaw,
+    Get,
+    GetAllKeys,
+    Other,
+}
+
+const CT_TEXT: &str = "text/plain; version=0.0.4";
+const CT_JSON: &str = "application/json; charset=utf-8";
+const CT_OCTET: &str = "application/octet-stream";
+
+fn err(status: u16, msg: &str) -> Response {
+    Response::new(status, CT_JSON, format!("{{\"error\":\"{msg}\"}}"))
+}
+
+/// What the fake router decided about a request.
+struct Req {
+    route: Route,
+    st: Option<St>,
+}
+
 type Sent = (Route, Method, u16, Duration);
 
 #[derive(Default)]
 struct H {
     sent: Vec<Sent>,
     heads: Vec<RequestHead>,
+    routed: usize,
     shutting_down: bool,
     aborted: Arc<AtomicUsize>,
     value: Arc<Vec<u8>>,
@@ -98,81 +123,80 @@ impl H {
 }
 
 impl Handler for H {
-    type Stream = St;
+    type Request = Req;
 
-    fn route(&self, head: &RequestHead) -> Route {
-        match head.path.as_str() {
+    fn route(&mut self, head: &RequestHead) -> Req {
+        self.routed += 1;
+        let route = match head.path.as_str() {
             "/health" => Route::Health,
             "/echo" | "/stream" | "/early" | "/now" => Route::PutRaw,
             "/value" => Route::Get,
             "/keys" => Route::GetAllKeys,
             _ => Route::Other,
-        }
+        };
+        Req { route, st: None }
     }
 
-    fn on_head(&mut self, _now: Now, head: &RequestHead) -> HeadDecision<St> {
+    fn on_head(&mut self, _now: Now, head: &RequestHead, req: &mut Req) -> HeadDecision {
         self.heads.push(head.clone());
         match (head.method, head.path.as_str()) {
             (Method::Put, "/stream") => {
-                HeadDecision::Stream(St { buf: Vec::new(), done: false, aborted: self.aborted.clone() })
+                req.st = Some(St { buf: Vec::new(), done: false, aborted: self.aborted.clone() });
+                HeadDecision::Stream
             }
-            (Method::Put, "/early") => HeadDecision::Respond(Response::error(Route::PutRaw, 400, "Invalid key")),
-            (Method::Put, "/now") => {
-                HeadDecision::RespondNow(Response::error(Route::PutRaw, 507, "Insufficient storage"))
-            }
+            (Method::Put, "/early") => HeadDecision::Respond(err(400, "Invalid key")),
+            (Method::Put, "/now") => HeadDecision::RespondNow(err(507, "Insufficient storage")),
             _ => HeadDecision::Buffer,
         }
     }
 
-    fn on_body(&mut self, _now: Now, _head: &RequestHead, st: &mut St, chunk: &[u8]) -> Option<Response> {
+    fn on_body(&mut self, _now: Now, req: &mut Req, chunk: &[u8]) -> Option<Response> {
+        let st = req.st.as_mut()?;
         st.buf.extend_from_slice(chunk);
         if st.buf.windows(5).any(|w| w == b"ABORT") {
-            return Some(Response::error(Route::PutRaw, 503, "Write aborted: segment unmounted"));
+            return Some(err(503, "Write aborted: segment unmounted"));
         }
         None
     }
 
-    fn on_stream_end(&mut self, _now: Now, _head: &RequestHead, mut st: St) -> Response {
-        st.done = true;
-        Response::json(Route::PutRaw, 200, format!("{{\"len\":{}}}", st.buf.len()))
-    }
-
-    fn on_request(&mut self, _now: Now, head: &RequestHead, body: &[u8]) -> Response {
+    fn on_request(&mut self, _now: Now, head: &RequestHead, req: &mut Req, body: &[u8]) -> Response {
+        if let Some(mut st) = req.st.take() {
+            st.done = true;
+            return Response::new(200, CT_JSON, format!("{{\"len\":{}}}", st.buf.len()));
+        }
         let get = matches!(head.method, Method::Get | Method::Head);
         match (head.path.as_str(), head.method) {
-            ("/health", _) if get => Response::text(Route::Health, 200, "OK"),
-            ("/echo", Method::Put | Method::Post) => Response::new(Route::PutRaw, 200, CT_OCTET, body.to_vec()),
-            ("/value", _) if get => Response {
-                status: 200,
-                content_type: Some(CT_OCTET),
-                headers: Vec::new(),
-                body: Body::Value(Box::new(Val { data: self.value.clone(), drops: self.value_drops.clone() })),
-                close: false,
-                route: Route::Get,
-            },
-            ("/keys", _) if get => Response {
-                status: 200,
-                content_type: Some(CT_TEXT),
-                headers: Vec::new(),
-                body: Body::Stream(Box::new(Pieces(VecDeque::from([b"a\nb\n".to_vec(), Vec::new(), b"c\n".to_vec()])))),
-                close: false,
-                route: Route::GetAllKeys,
-            },
-            ("/nocontent", _) => Response::json(Route::Other, 204, "{}"),
+            ("/health", _) if get => Response::new(200, CT_TEXT, "OK"),
+            ("/echo", Method::Put | Method::Post) => Response::new(200, CT_OCTET, body.to_vec()),
+            ("/value", _) if get => Response::with_body(
+                200,
+                CT_OCTET,
+                Body::Value(Box::new(Val { data: self.value.clone(), drops: self.value_drops.clone() })),
+            ),
+            ("/keys", _) if get => Response::with_body(
+                200,
+                CT_TEXT,
+                Body::Stream(Box::new(Pieces(VecDeque::from([b"a\nb\n".to_vec(), Vec::new(), b"c\n".to_vec()])))),
+            ),
+            ("/nocontent", _) => Response::new(204, CT_JSON, "{}"),
             ("*", Method::Options) => {
-                Response::no_content(Route::Other, 204).with_header("Allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS")
+                Response::no_content(204).with_header("Allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS")
             }
-            ("/close", _) => Response { close: true, ..Response::text(Route::Other, 200, "bye") },
+            ("/close", _) => Response { close: true, ..Response::new(200, CT_TEXT, "bye") },
             ("/big", _) => {
                 let n: usize = head.query.as_deref().and_then(|q| q.parse().ok()).unwrap_or(0);
-                Response::new(Route::Other, 200, CT_OCTET, vec![b'x'; n])
+                Response::new(200, CT_OCTET, vec![b'x'; n])
             }
-            _ => Response::error(Route::Other, 404, "not found"),
+            _ => err(404, "not found"),
         }
     }
 
-    fn on_response_sent(&mut self, route: Route, method: Method, status: u16, duration: Duration) {
-        self.sent.push((route, method, status, duration));
+    fn on_error(&mut self, _req: Option<&Req>, e: HttpError) -> Response {
+        err(e.status(), e.message())
+    }
+
+    fn on_response_sent(&mut self, req: Option<&Req>, method: Method, status: u16, duration: Duration) {
+        self.sent.push((req.map_or(Route::Other, |r| r.route), method, status, duration));
     }
 
     fn shutting_down(&self) -> bool {
@@ -191,12 +215,12 @@ fn limits() -> Limits {
     }
 }
 
-fn conn(c: &Clock) -> Connection<St> {
+fn conn(c: &Clock) -> Connection<Req> {
     Connection::new(c.at(0), limits(), None)
 }
 
 /// Writes out everything the connection has to send.
-fn drain(conn: &mut Connection<St>, h: &mut H, now: Now) -> Vec<u8> {
+fn drain(conn: &mut Connection<Req>, h: &mut H, now: Now) -> Vec<u8> {
     let mut out = Vec::new();
     let mut guard = 0;
     while let Some(b) = conn.poll_transmit() {
@@ -452,8 +476,8 @@ fn body_on_get_is_read_and_discarded() {
 fn gauge_counts_open_connections() {
     let c = Clock::new();
     let g = Arc::new(AtomicI64::new(0));
-    let a: Connection<St> = Connection::new(c.at(0), limits(), Some(g.clone()));
-    let b: Connection<St> = Connection::new(c.at(0), limits(), Some(g.clone()));
+    let a: Connection<Req> = Connection::new(c.at(0), limits(), Some(g.clone()));
+    let b: Connection<Req> = Connection::new(c.at(0), limits(), Some(g.clone()));
     assert_eq!(g.load(Ordering::SeqCst), 2);
     drop(a);
     assert_eq!(g.load(Ordering::SeqCst), 1);
@@ -1370,7 +1394,7 @@ fn huge_timeouts_do_not_overflow() {
     let c = Clock::new();
     let mut h = H::new();
     let lim = Limits { header_read_timeout: Duration::MAX, idle_timeout: Duration::MAX, ..limits() };
-    let mut k: Connection<St> = Connection::new(c.at(0), lim, None);
+    let mut k: Connection<Req> = Connection::new(c.at(0), lim, None);
     assert_eq!(k.poll_timeout(), None);
     k.handle_input(c.at(0), b"GET /he", &mut h);
     k.handle_timeout(c.at(1_000_000), &mut h);
@@ -1381,7 +1405,7 @@ fn huge_timeouts_do_not_overflow() {
 // ---- vectored output -------------------------------------------------------------------
 
 /// Drains with `poll_transmit_vectored`, writing at most `cap` bytes per "writev".
-fn drain_vectored(conn: &mut Connection<St>, h: &mut H, now: Now, cap: usize) -> Vec<u8> {
+fn drain_vectored(conn: &mut Connection<Req>, h: &mut H, now: Now, cap: usize) -> Vec<u8> {
     let mut out = Vec::new();
     let mut guard = 0;
     loop {

@@ -69,112 +69,6 @@ pub enum Version {
     Http11,
 }
 
-/// Route templates, used for dispatch and as the `route` label of the `http_*` metrics (SPEC §9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Route {
-    /// `/metrics`
-    Metrics,
-    /// `/metrics/summary`
-    MetricsSummary,
-    /// `/health`
-    Health,
-    /// `/query_key`
-    QueryKey,
-    /// `/batch_query_keys`
-    BatchQueryKeys,
-    /// `/get_all_keys`
-    GetAllKeys,
-    /// `/get_all_segments`
-    GetAllSegments,
-    /// `/query_segment`
-    QuerySegment,
-    /// `/get_segments_detail`
-    GetSegmentsDetail,
-    /// `/api/mount_shm`
-    MountShm,
-    /// `/api/unmount_shm`
-    UnmountShm,
-    /// `/api/mount`
-    Mount,
-    /// `/api/unmount`
-    Unmount,
-    /// `/api/put`
-    PutJson,
-    /// `/api/put/{key}`
-    PutRaw,
-    /// `/api/get/{key}`
-    Get,
-    /// `/api/exist/{key}`
-    Exist,
-    /// `/api/remove/{key}`
-    Remove,
-    /// `/api/remove_all`
-    RemoveAll,
-    /// `/metadata` (the transfer engine's HTTP metadata server, upstream-behavior §7)
-    Metadata,
-    /// Unknown path, `OPTIONS *`, or a request rejected before routing (400, 408, 431, 505).
-    Other,
-}
-
-impl Route {
-    /// All routes, in metrics index order.
-    pub const ALL: [Route; 21] = [
-        Route::Metrics,
-        Route::MetricsSummary,
-        Route::Health,
-        Route::QueryKey,
-        Route::BatchQueryKeys,
-        Route::GetAllKeys,
-        Route::GetAllSegments,
-        Route::QuerySegment,
-        Route::GetSegmentsDetail,
-        Route::MountShm,
-        Route::UnmountShm,
-        Route::Mount,
-        Route::Unmount,
-        Route::PutJson,
-        Route::PutRaw,
-        Route::Get,
-        Route::Exist,
-        Route::Remove,
-        Route::RemoveAll,
-        Route::Metadata,
-        Route::Other,
-    ];
-
-    /// The route template, as printed in the `route` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Route::Metrics => "/metrics",
-            Route::MetricsSummary => "/metrics/summary",
-            Route::Health => "/health",
-            Route::QueryKey => "/query_key",
-            Route::BatchQueryKeys => "/batch_query_keys",
-            Route::GetAllKeys => "/get_all_keys",
-            Route::GetAllSegments => "/get_all_segments",
-            Route::QuerySegment => "/query_segment",
-            Route::GetSegmentsDetail => "/get_segments_detail",
-            Route::MountShm => "/api/mount_shm",
-            Route::UnmountShm => "/api/unmount_shm",
-            Route::Mount => "/api/mount",
-            Route::Unmount => "/api/unmount",
-            Route::PutJson => "/api/put",
-            Route::PutRaw => "/api/put/{key}",
-            Route::Get => "/api/get/{key}",
-            Route::Exist => "/api/exist/{key}",
-            Route::Remove => "/api/remove/{key}",
-            Route::RemoveAll => "/api/remove_all",
-            Route::Metadata => "/metadata",
-            Route::Other => "other",
-        }
-    }
-
-    /// Index into [`Route::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
 /// A parsed request head (request line + header fields).
 #[derive(Clone, Debug)]
 pub struct RequestHead {
@@ -261,45 +155,20 @@ pub struct Response {
     pub body: Body,
     /// Close the connection after this response.
     pub close: bool,
-    /// Route label for metrics.
-    pub route: Route,
 }
 
-/// Content type P (SPEC §1.4).
-pub const CT_TEXT: &str = "text/plain; version=0.0.4";
-/// Content type J (SPEC §1.4).
-pub const CT_JSON: &str = "application/json; charset=utf-8";
-/// Content type O (SPEC §1.4).
-pub const CT_OCTET: &str = "application/octet-stream";
-
 impl Response {
-    /// A response with an owned body.
-    pub fn new(route: Route, status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
-        Self {
-            status,
-            content_type: Some(content_type),
-            headers: Vec::new(),
-            body: Body::Bytes(body.into()),
-            close: false,
-            route,
-        }
+    /// A response with an owned body of `content_type`.
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
+        Self { status, content_type: Some(content_type), headers: Vec::new(), body: Body::Bytes(body.into()), close: false }
     }
-    /// A JSON response (content type J).
-    pub fn json(route: Route, status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Self::new(route, status, CT_JSON, body)
-    }
-    /// A plain-text response (content type P).
-    pub fn text(route: Route, status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Self::new(route, status, CT_TEXT, body)
-    }
-    /// A protocol-level error in shape E3: `{"error":"<message>"}`.
-    pub fn error(route: Route, status: u16, message: &str) -> Self {
-        let body = serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default();
-        Self::json(route, status, body)
+    /// A response with `body` (any kind) of `content_type`.
+    pub fn with_body(status: u16, content_type: &'static str, body: Body) -> Self {
+        Self { status, content_type: Some(content_type), headers: Vec::new(), body, close: false }
     }
     /// A response without body and without content type (204).
-    pub fn no_content(route: Route, status: u16) -> Self {
-        Self { status, content_type: None, headers: Vec::new(), body: Body::Empty, close: false, route }
+    pub fn no_content(status: u16) -> Self {
+        Self { status, content_type: None, headers: Vec::new(), body: Body::Empty, close: false }
     }
     /// Adds a header.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -308,13 +177,57 @@ impl Response {
     }
 }
 
+/// An error the codec detects itself. The handler turns it into a response
+/// ([`Handler::on_error`]); the codec closes the connection after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpError {
+    /// A malformed request line, head or chunked framing (400).
+    BadRequest,
+    /// The head (or the body) did not arrive within the header-read timeout (408).
+    RequestTimeout,
+    /// The declared or received body exceeds the body limit (413).
+    PayloadTooLarge,
+    /// An `Expect` other than `100-continue` (417).
+    ExpectationFailed,
+    /// The head exceeds the head limit (431).
+    HeaderFieldsTooLarge,
+    /// A version other than HTTP/1.0 and HTTP/1.1 (505).
+    VersionNotSupported,
+}
+
+impl HttpError {
+    /// The status code of this error.
+    pub fn status(self) -> u16 {
+        match self {
+            HttpError::BadRequest => 400,
+            HttpError::RequestTimeout => 408,
+            HttpError::PayloadTooLarge => 413,
+            HttpError::ExpectationFailed => 417,
+            HttpError::HeaderFieldsTooLarge => 431,
+            HttpError::VersionNotSupported => 505,
+        }
+    }
+
+    /// The reason text of this error (lower case, as SPEC §2 writes it).
+    pub fn message(self) -> &'static str {
+        match self {
+            HttpError::BadRequest => "bad request",
+            HttpError::RequestTimeout => "request timeout",
+            HttpError::PayloadTooLarge => "payload too large",
+            HttpError::ExpectationFailed => "expectation failed",
+            HttpError::HeaderFieldsTooLarge => "request header fields too large",
+            HttpError::VersionNotSupported => "http version not supported",
+        }
+    }
+}
+
 /// What the handler wants done once a request head is complete.
-pub enum HeadDecision<S> {
+pub enum HeadDecision {
     /// Read the body (if any) into a buffer, then call [`Handler::on_request`] with it.
     Buffer,
-    /// Feed the body to [`Handler::on_body`] as it arrives, with this per-request state,
-    /// then call [`Handler::on_stream_end`].
-    Stream(S),
+    /// Feed the body to [`Handler::on_body`] as it arrives, then call
+    /// [`Handler::on_request`] with an empty body.
+    Stream,
     /// The response is decided from the head alone. Without `Expect: 100-continue` the codec
     /// still reads and discards the body, then answers and keeps the connection open. With
     /// `Expect: 100-continue` it answers instead of `100 Continue` and closes (SPEC §2.2).
@@ -323,40 +236,43 @@ pub enum HeadDecision<S> {
     RespondNow(Response),
 }
 
-/// The application side of a connection: router and endpoint handlers.
+/// The application side of a connection: it routes each request once and answers it.
 ///
-/// One handler value serves all connections of a worker thread. Per-request state that
-/// must survive between calls lives in [`Handler::Stream`], held by the connection; it is
-/// dropped (and must clean up after itself, e.g. abort a write) if the connection goes away.
+/// Per request the codec calls [`Handler::route`] once, when the head is complete, and holds
+/// the [`Handler::Request`] it returns until the response is queued: every later call about
+/// that request gets it back. It is dropped (and must clean up after itself, e.g. abort a
+/// write) when the request ends or the connection goes away.
 pub trait Handler {
-    /// Per-request state for streamed bodies.
-    type Stream;
+    /// What routing decided about one request (its endpoint, decoded path parameters, the
+    /// state of a streamed body).
+    type Request;
 
-    /// The route a head maps to (used to label responses that the codec produces itself
-    /// after the head was parsed: 408 during a body, 413, 417).
-    fn route(&self, head: &RequestHead) -> Route;
+    /// Routes a complete head. Called once per request, before the codec's own checks
+    /// (413 on `Content-Length`, 417), so their responses carry the request's route.
+    fn route(&mut self, head: &RequestHead) -> Self::Request;
 
-    /// Called once per request when the head is complete (after the codec's own checks:
-    /// framing, 413 on `Content-Length`, 417).
-    fn on_head(&mut self, now: Now, head: &RequestHead) -> HeadDecision<Self::Stream>;
+    /// Decides what to do with the body (after the codec's own checks passed).
+    fn on_head(&mut self, now: Now, head: &RequestHead, req: &mut Self::Request) -> HeadDecision;
 
     /// Body bytes of a streamed request. The codec also calls it with an empty `chunk`
     /// every 50 ms while the body is in progress, so that state changed from elsewhere (a
-    /// write aborted by an unmount) is noticed without more input. Returning a response ends the request early
-    /// (e.g. `503 Write aborted: segment unmounted`); the connection is then closed.
-    fn on_body(&mut self, now: Now, head: &RequestHead, stream: &mut Self::Stream, chunk: &[u8]) -> Option<Response>;
+    /// write aborted by an unmount) is noticed without more input. Returning a response
+    /// ends the request early (e.g. `503 Write aborted: segment unmounted`); the connection
+    /// is then closed.
+    fn on_body(&mut self, now: Now, req: &mut Self::Request, chunk: &[u8]) -> Option<Response>;
 
-    /// The body of a streamed request is complete.
-    fn on_stream_end(&mut self, now: Now, head: &RequestHead, stream: Self::Stream) -> Response;
+    /// A request is complete (`body` is empty when there was none, or it was streamed).
+    /// For HEAD the handler answers as for GET but without side effects; the codec drops
+    /// the body.
+    fn on_request(&mut self, now: Now, head: &RequestHead, req: &mut Self::Request, body: &[u8]) -> Response;
 
-    /// A buffered request is complete (`body` is empty when there was none).
-    /// For HEAD the handler answers as for GET but without side effects; the codec drops the body.
-    fn on_request(&mut self, now: Now, head: &RequestHead, body: &[u8]) -> Response;
+    /// The response to an error the codec found; `req` is `None` when the head never parsed.
+    fn on_error(&mut self, req: Option<&Self::Request>, error: HttpError) -> Response;
 
     /// A final response was produced and handed to the connection's output (metrics).
     /// `duration` is measured from the complete request head to that moment (zero for
-    /// responses to requests whose head never completed).
-    fn on_response_sent(&mut self, route: Route, method: Method, status: u16, duration: Duration);
+    /// responses to requests whose head never completed, whose `req` is `None`).
+    fn on_response_sent(&mut self, req: Option<&Self::Request>, method: Method, status: u16, duration: Duration);
 
     /// The service is shutting down: responses carry `Connection: close` (SPEC §2.7).
     fn shutting_down(&self) -> bool;

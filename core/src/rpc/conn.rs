@@ -16,10 +16,15 @@
 //! written, after a frame with a bad magic, version or serialize type (like upstream), or
 //! after a frame larger than [`MAX_FRAME`].
 
+use std::io::IoSlice;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::frame::{RequestHeader, REQ_HDR};
 use super::service::RpcService;
+use crate::master::Master;
+use crate::session::{Acceptor, ListenerAtShutdown, Session};
+use crate::stats::WorkerStats;
 use crate::time::Now;
 
 /// Largest body + attachment accepted; a larger frame closes the connection.
@@ -27,9 +32,9 @@ pub const MAX_FRAME: u64 = 256 * 1024 * 1024;
 /// Stop processing pipelined requests while this many reply bytes are pending.
 const OUT_HIGH: usize = 1024 * 1024;
 
-/// One RPC connection. See the module docs.
-#[derive(Debug, Default)]
+/// One RPC connection with its service. See the module docs.
 pub struct RpcConnection {
+    svc: RpcService,
     /// Received bytes; `inbuf[in_pos..]` is not processed yet.
     inbuf: Vec<u8>,
     in_pos: usize,
@@ -43,13 +48,13 @@ pub struct RpcConnection {
 }
 
 impl RpcConnection {
-    /// A new connection.
-    pub fn new(_now: Now) -> Self {
-        Self::default()
+    /// A new connection answered by `svc`.
+    pub fn new(_now: Now, svc: RpcService) -> Self {
+        Self { svc, inbuf: Vec::new(), in_pos: 0, out: Vec::new(), out_pos: 0, read_done: false, answered: 0 }
     }
 
     /// Bytes received from the peer; complete requests are answered. Poll output afterwards.
-    pub fn handle_input(&mut self, now: Now, data: &[u8], svc: &mut RpcService) {
+    pub fn handle_input(&mut self, now: Now, data: &[u8]) {
         if self.read_done || data.is_empty() {
             return;
         }
@@ -58,13 +63,13 @@ impl RpcConnection {
             self.in_pos = 0;
         }
         self.inbuf.extend_from_slice(data);
-        self.process(now, svc);
+        self.process(now);
     }
 
     /// The peer half-closed: requests already complete are answered, a partial one is dropped.
-    pub fn handle_eof(&mut self, now: Now, svc: &mut RpcService) {
+    pub fn handle_eof(&mut self, now: Now) {
         if !self.read_done {
-            self.process(now, svc);
+            self.process(now);
             self.stop_reading();
         }
     }
@@ -82,14 +87,14 @@ impl RpcConnection {
 
     /// `n` bytes of [`RpcConnection::poll_transmit`] were written. Requests held back by the
     /// output high-water mark resume.
-    pub fn consume(&mut self, now: Now, n: usize, svc: &mut RpcService) {
+    pub fn consume(&mut self, now: Now, n: usize) {
         self.out_pos = (self.out_pos + n).min(self.out.len());
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
         }
         if !self.read_done {
-            self.process(now, svc);
+            self.process(now);
         }
     }
 
@@ -99,7 +104,7 @@ impl RpcConnection {
     }
 
     /// Nothing is timed; present for symmetry with [`crate::http::Connection`].
-    pub fn handle_timeout(&mut self, _now: Now, _svc: &mut RpcService) {}
+    pub fn handle_timeout(&mut self, _now: Now) {}
 
     /// Whether the caller should read more input (false while replies pile up, or once done).
     pub fn wants_read(&self) -> bool {
@@ -122,7 +127,7 @@ impl RpcConnection {
         self.in_pos = 0;
     }
 
-    fn process(&mut self, now: Now, svc: &mut RpcService) {
+    fn process(&mut self, now: Now) {
         while !self.read_done && self.out.len() - self.out_pos < OUT_HIGH {
             let avail = &self.inbuf[self.in_pos..];
             if avail.len() < REQ_HDR {
@@ -150,7 +155,7 @@ impl RpcConnection {
                 break;
             }
             let body = &avail[REQ_HDR..REQ_HDR + h.length as usize];
-            svc.call_into(now, &h, body, &mut self.out);
+            self.svc.call_into(now, &h, body, &mut self.out);
             self.answered += 1;
             self.in_pos += total;
         }
@@ -161,5 +166,67 @@ impl RpcConnection {
             self.inbuf.drain(..self.in_pos);
             self.in_pos = 0;
         }
+    }
+}
+
+impl Session for RpcConnection {
+    fn handle_input(&mut self, now: Now, data: &[u8]) {
+        RpcConnection::handle_input(self, now, data);
+    }
+    fn handle_eof(&mut self, now: Now) {
+        RpcConnection::handle_eof(self, now);
+    }
+    fn handle_timeout(&mut self, now: Now) {
+        RpcConnection::handle_timeout(self, now);
+    }
+    fn handle_shutdown(&mut self, now: Now) {
+        RpcConnection::handle_shutdown(self, now);
+    }
+    fn poll_transmit<'a>(&'a self, bufs: &mut [IoSlice<'a>]) -> usize {
+        match (RpcConnection::poll_transmit(self), bufs.first_mut()) {
+            (Some(out), Some(b)) => {
+                *b = IoSlice::new(out);
+                1
+            }
+            _ => 0,
+        }
+    }
+    fn consume(&mut self, now: Now, n: usize) {
+        RpcConnection::consume(self, now, n);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        RpcConnection::poll_timeout(self)
+    }
+    fn wants_read(&self) -> bool {
+        RpcConnection::wants_read(self)
+    }
+    fn is_closed(&self) -> bool {
+        RpcConnection::is_closed(self)
+    }
+}
+
+/// Makes the RPC sessions of one worker's `--rpc-port` listener.
+pub struct RpcAcceptor {
+    svc: RpcService,
+}
+
+impl RpcAcceptor {
+    /// The acceptor for the worker whose counters are `stats` (shared with its HTTP services).
+    pub fn new(master: Arc<Master>, stats: Arc<WorkerStats>) -> Self {
+        Self { svc: RpcService::new(master, stats) }
+    }
+}
+
+impl Acceptor for RpcAcceptor {
+    fn accept(&mut self, now: Now) -> Box<dyn Session> {
+        let mut conn = self.svc.new_connection(now);
+        // The listener is closing: a connection accepted meanwhile reads nothing.
+        if self.svc.shutting_down() {
+            conn.handle_shutdown(now);
+        }
+        Box::new(conn)
+    }
+    fn on_shutdown(&self) -> ListenerAtShutdown {
+        ListenerAtShutdown::Close
     }
 }

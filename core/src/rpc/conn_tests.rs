@@ -32,7 +32,7 @@ impl H {
     }
 
     fn feed(&mut self, bytes: &[u8]) {
-        self.conn.handle_input(self.now, bytes, &mut self.svc);
+        self.conn.handle_input(self.now, bytes);
     }
 
     /// Every complete reply written so far: (err_code, seq, body).
@@ -41,7 +41,7 @@ impl H {
         while let Some(b) = self.conn.poll_transmit() {
             out.extend_from_slice(b);
             let n = b.len();
-            self.conn.consume(self.now, n, &mut self.svc);
+            self.conn.consume(self.now, n);
         }
         let mut frames = Vec::new();
         let mut p = 0;
@@ -288,7 +288,7 @@ fn eof_answers_complete_requests_and_drops_a_partial_one() {
     let mut input = frame(1, "ServiceReady", vec![], true);
     input.extend_from_slice(&frame(2, "Ping", vec![client()], true)[..25]);
     h.feed(&input);
-    h.conn.handle_eof(h.now, &mut h.svc);
+    h.conn.handle_eof(h.now);
     assert_eq!(h.replies().len(), 1);
     assert!(h.conn.is_closed());
     assert_eq!(h.conn.poll_timeout(), None);

@@ -26,7 +26,7 @@ mod service;
 mod tests;
 mod types;
 
-pub use conn::{RpcConnection, MAX_FRAME};
+pub use conn::{RpcAcceptor, RpcConnection, MAX_FRAME};
 pub use frame::{
     error_body, write_response, RequestHeader, ResponseHeader, ERRC_EXCEPTION, ERRC_INVALID_ARG, ERRC_NOT_REGISTERED,
     MAGIC, MSG_INVALID_ARG, MSG_NOT_REGISTERED, REQ_HDR, RESP_HDR,

@@ -17,7 +17,8 @@ use super::frame::{MSG_INVALID_ARG, MSG_NOT_REGISTERED};
 use super::pack::{decode_with, encode_with, Style, Value};
 use super::types::{lookup, Rpc};
 use super::RpcConnection;
-use crate::api::{Ctr, Master, WorkerStats};
+use crate::master::Master;
+use crate::stats::{Ctr, WorkerStats};
 use crate::store::{ClientStatus, ErrorCode, RemoteSegment, ReplicaDesc, SegmentStatus, WriteConfig};
 use crate::time::Now;
 
@@ -32,6 +33,7 @@ const REPLY_STYLE: Style = Style { type_info: true, len_code: 0 };
 const MAX_KEY: usize = 4096;
 
 /// The handler of one worker's RPC connections.
+#[derive(Clone)]
 pub struct RpcService {
     master: Arc<Master>,
     stats: Arc<WorkerStats>,
@@ -157,9 +159,9 @@ impl RpcService {
         Self { master, stats }
     }
 
-    /// A new connection accepted at `now`.
+    /// A new connection accepted at `now`, answered by this service.
     pub fn new_connection(&self, now: Now) -> RpcConnection {
-        RpcConnection::new(now)
+        RpcConnection::new(now, self.clone())
     }
 
     /// True once the process is shutting down.

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::http::{Method, Route};
+use crate::http::Method;
+use crate::route::Route;
 
 /// Status codes with a fixed slot; any other code goes to the overflow list.
 pub(crate) const CODES: [u16; 14] = [200, 204, 400, 404, 405, 408, 409, 413, 417, 431, 500, 503, 505, 507];

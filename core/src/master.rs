@@ -1,0 +1,162 @@
+//! The process-wide state every listener shares: configuration, the store, the platform,
+//! per-worker counters, the lifecycle (shutdown flag, open connections) and the summary
+//! snapshots. One [`Master`] per process, shared (`Arc`) by every worker thread; the HTTP
+//! service (`crate::api`) and the master RPC service (`crate::rpc`) both work on it.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::http::Limits;
+use crate::platform::Platform;
+use crate::session::Lifecycle;
+use crate::stats::{Ctr, Snapshot, Totals, WorkerStats};
+use crate::store::{MountError, MountKind, Store};
+use crate::time::Now;
+
+/// Largest request head (SPEC §2.4).
+const MAX_HEAD: usize = 64 * 1024;
+/// Interval of the `/metrics/summary` snapshots (SPEC §4.2).
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The process-wide state: configuration, store, platform, per-worker stats, shutdown flag.
+pub struct Master {
+    pub(crate) config: Config,
+    pub(crate) platform: Arc<dyn Platform>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) limits: Limits,
+    /// Every registered worker's counters, plus `own` (summed at scrape time).
+    workers: Mutex<Vec<Arc<WorkerStats>>>,
+    /// Counters moved outside any worker (the start-up mount).
+    own: Arc<WorkerStats>,
+    /// The shutdown flag and the count of open connections of every kind.
+    lifecycle: Arc<Lifecycle>,
+    /// Open HTTP client connections on all listeners (`http_connections_open`).
+    pub connections_open: Arc<AtomicI64>,
+    /// Monotonic start time (origin of the summary snapshots).
+    pub(crate) start: Instant,
+    /// The latest `/metrics/summary` snapshot.
+    pub(crate) snapshot: Mutex<Snapshot>,
+    /// Offset from `start`, in nanoseconds, of the next snapshot.
+    next_snapshot_ns: AtomicU64,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Master {
+    /// Builds the master at `now`. Does not mount anything.
+    pub fn new(config: Config, platform: Arc<dyn Platform>, now: Now) -> Arc<Self> {
+        let store = Arc::new(Store::new(&config, platform.clone(), now.mono));
+        let limits = Limits {
+            max_head: MAX_HEAD,
+            max_body: config.max_body_size,
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+        };
+        let own = Arc::new(WorkerStats::new());
+        Arc::new(Self {
+            config,
+            platform,
+            store,
+            limits,
+            workers: Mutex::new(vec![own.clone()]),
+            own,
+            lifecycle: Lifecycle::new(),
+            connections_open: Arc::new(AtomicI64::new(0)),
+            start: now.mono,
+            snapshot: Mutex::new(Snapshot::of(&Totals::default(), now.mono)),
+            next_snapshot_ns: AtomicU64::new(SNAPSHOT_INTERVAL.as_nanos() as u64),
+        })
+    }
+
+    /// Mounts the start-up segment of `size` bytes (`--global-segment-size`, SPEC §11).
+    pub fn mount_startup_segment(&self, now: Now, size: u64) -> Result<(), MountError> {
+        let out = self.store.mount_anonymous(now.mono, MountKind::Startup, size, self.config.protocol, "")?;
+        self.own.bump(Ctr::MountReq, out.segment_ids.len() as u64);
+        // The start-up mount is part of "start": fold it into the initial summary snapshot so
+        // the first window's Mount rate counts only requests.
+        let mut snap = lock(&self.snapshot);
+        if snap.at == self.start {
+            *snap = Snapshot::of(&self.totals(), self.start);
+        }
+        Ok(())
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Codec limits derived from the configuration.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Registers a new worker's counters (summed at scrape time).
+    pub fn register_worker(&self) -> Arc<WorkerStats> {
+        let stats = Arc::new(WorkerStats::new());
+        lock(&self.workers).push(stats.clone());
+        stats
+    }
+
+    /// The shutdown flag and the open-connection count shared by every listener's links.
+    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.lifecycle
+    }
+
+    /// Enters the shutting-down state (SPEC §2.7). Idempotent.
+    pub fn begin_shutdown(&self) {
+        self.lifecycle.begin_shutdown();
+    }
+
+    /// True after [`Master::begin_shutdown`].
+    pub fn is_shutting_down(&self) -> bool {
+        self.lifecycle.is_shutting_down()
+    }
+
+    /// Next process-wide deadline (store deadlines, summary snapshots).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let snap = self.start + Duration::from_nanos(self.next_snapshot_ns.load(Ordering::Acquire));
+        Some(self.store.poll_timeout().map_or(snap, |d| d.min(snap)))
+    }
+
+    /// Runs process-wide transitions due at `now`. Any worker may call it; calls are idempotent.
+    pub fn handle_timeout(&self, now: Now) {
+        self.store.handle_timeout(now.mono);
+        self.snapshot_if_due(now);
+    }
+
+    /// Takes the `/metrics/summary` snapshot of the latest multiple of the interval if it is
+    /// due at `now` (SPEC §4.2). Called by timers and before a summary is rendered, so a
+    /// summary served just after a multiple of 10 s (before the timer fired) never reports
+    /// a window of 10 s or more.
+    pub(crate) fn snapshot_if_due(&self, now: Now) {
+        let elapsed = now.mono.saturating_duration_since(self.start);
+        if (elapsed.as_nanos() as u64) < self.next_snapshot_ns.load(Ordering::Acquire) {
+            return;
+        }
+        let mut snap = lock(&self.snapshot);
+        let next = self.next_snapshot_ns.load(Ordering::Acquire);
+        if (elapsed.as_nanos() as u64) < next {
+            return; // another worker took it meanwhile
+        }
+        // The snapshot is dated at the latest multiple of the interval.
+        let interval = SNAPSHOT_INTERVAL.as_nanos() as u64;
+        let k = elapsed.as_nanos() as u64 / interval;
+        *snap = Snapshot::of(&self.totals(), self.start + Duration::from_nanos(k * interval));
+        self.next_snapshot_ns.store((k + 1) * interval, Ordering::Release);
+    }
+
+    /// The sum of every worker's counters.
+    pub(crate) fn totals(&self) -> Totals {
+        Totals::sum(&lock(&self.workers))
+    }
+}
