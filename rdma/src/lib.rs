@@ -1,4 +1,6 @@
 //! # mc-rdma: the data plane of mc-master
 //!
-//! Upstream Mooncake's Transfer Engine (TE) wire protocols, sans-IO: see `te`.
+//! Upstream Mooncake's Transfer Engine (TE) wire protocols, sans-IO: see [`te`].
 #![warn(missing_docs)]
+
+pub mod te;

@@ -1,0 +1,7 @@
+//! Upstream Mooncake Transfer Engine (TE) protocols, sans-IO.
+
+pub mod desc;
+pub mod handshake;
+pub mod memory;
+pub mod target;
+pub mod wire;
