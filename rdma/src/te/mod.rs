@@ -2,6 +2,7 @@
 
 pub mod desc;
 pub mod handshake;
+pub mod handshake_server;
 pub mod memory;
 pub mod target;
 pub mod wire;
