@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use mc_core::api::StreamState;
+use mc_core::api::ApiRequest;
 use mc_core::http::Connection;
 use mc_core::platform::FakePlatform;
 use mc_core::{Config, Listener, Master, Now, Service};
@@ -39,12 +39,12 @@ fn master(keys: usize) -> (Arc<Master>, Service) {
     for i in 0..keys {
         master.store().put(t.mono, &key(i), &VALUE).expect("preload");
     }
-    let service = master.service(Listener::Main, master.register_worker());
+    let service = Service::new(master.clone(), Listener::Main, master.register_worker());
     (master, service)
 }
 
 /// Feeds one request and drains the response; returns the response size.
-fn exchange(conn: &mut Connection<StreamState>, svc: &mut Service, t: Now, req: &[u8]) -> usize {
+fn exchange(conn: &mut Connection<ApiRequest>, svc: &mut Service, t: Now, req: &[u8]) -> usize {
     conn.handle_input(t, req, svc);
     let mut n = 0;
     while let Some(out) = conn.poll_transmit() {
@@ -77,7 +77,7 @@ fn put_raw(key: &str) -> Vec<u8> {
 }
 
 /// Checks that `req` is answered with `status` before timing it.
-fn check(conn: &mut Connection<StreamState>, svc: &mut Service, req: &[u8], status: &str) {
+fn check(conn: &mut Connection<ApiRequest>, svc: &mut Service, req: &[u8], status: &str) {
     let t = now();
     conn.handle_input(t, req, svc);
     let mut resp = Vec::new();

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use cli::{Args, RpcPort, RuntimeKind};
-use mc_core::{Config, Master, Now};
+use mc_core::rpc::RpcAcceptor;
+use mc_core::{Config, HttpAcceptor, Listener, Master, Now, WorkerListeners};
 
 fn now() -> Now {
     let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -110,36 +111,40 @@ fn run(args: Args) -> Result<(), Fatal> {
             .map_err(|e| Fatal(1, format!("cannot allocate the start-up segment of {startup} bytes: {e}")))?;
     }
 
-    let mut sockets: Vec<mc_mio::WorkerSockets> =
-        main_addrs.into_iter().map(|main| mc_mio::WorkerSockets { main, admin: None, rpc: None }).collect();
-    if let Some(admins) = admin_addrs {
-        for (s, a) in sockets.iter_mut().zip(admins) {
-            s.admin = Some(a);
-        }
-    }
     let rpc_addr = rpc_addrs.as_ref().map(|r| r[0].local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
-    for (s, r) in sockets.iter_mut().zip(rpc_addrs.into_iter().flatten()) {
-        s.rpc = Some(r);
-    }
     let admin_addr =
-        sockets[0].admin.as_ref().map(|a| a.local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
+        admin_addrs.as_ref().map(|a| a[0].local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
+    // Each worker's listeners, each with the acceptor of its protocol; a worker's acceptors
+    // share its counters.
+    let mut admin_addrs = admin_addrs.map(Vec::into_iter);
+    let mut rpc_addrs = rpc_addrs.map(Vec::into_iter);
+    let mut workers: Vec<WorkerListeners<std::net::TcpListener>> = Vec::new();
+    for main in main_addrs {
+        let stats = master.register_worker();
+        let mut listeners: WorkerListeners<std::net::TcpListener> =
+            vec![(main, Box::new(HttpAcceptor::new(master.clone(), Listener::Main, stats.clone())))];
+        if let Some(admin) = admin_addrs.as_mut().and_then(Iterator::next) {
+            listeners.push((admin, Box::new(HttpAcceptor::new(master.clone(), Listener::Admin, stats.clone()))));
+        }
+        if let Some(rpc) = rpc_addrs.as_mut().and_then(Iterator::next) {
+            listeners.push((rpc, Box::new(RpcAcceptor::new(master.clone(), stats))));
+        }
+        workers.push(listeners);
+    }
 
-    let runtime = match args.runtime {
-        RuntimeKind::Mio => Runtime::Mio(
-            mc_mio::start_with(master.clone(), sockets, mc_mio::Options { yield_between_turns: !args.no_yield })
+    let runtime: Box<dyn mc_core::Runtime> = match args.runtime {
+        RuntimeKind::Mio => Box::new(
+            mc_mio::start(master.clone(), workers, mc_mio::Options { yield_between_turns: !args.no_yield })
                 .map_err(|e| Fatal(1, format!("cannot start the mio runtime: {e}")))?,
         ),
         RuntimeKind::Glommio => {
-            let sockets = sockets
-                .into_iter()
-                .map(|s| mc_glommio::WorkerSockets { main: s.main, admin: s.admin, rpc: s.rpc })
-                .collect();
             let opts = mc_glommio::Options {
                 yield_every: if args.no_yield { None } else { mc_glommio::Options::default().yield_every },
             };
-            let rt = mc_glommio::start_with(master.clone(), sockets, opts)
-                .map_err(|e| Fatal(1, format!("cannot start the glommio runtime: {e}; use --runtime mio")))?;
-            Runtime::Glommio(rt)
+            Box::new(
+                mc_glommio::start(master.clone(), workers, opts)
+                    .map_err(|e| Fatal(1, format!("cannot start the glommio runtime: {e}; use --runtime mio")))?,
+            )
         }
     };
 
@@ -168,45 +173,9 @@ fn run(args: Args) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// The runtime chosen by `--runtime`.
-enum Runtime {
-    Mio(mc_mio::Runtime),
-    Glommio(mc_glommio::Runtime),
-}
-
-/// Wakes every worker of either runtime.
-enum Waker {
-    Mio(mc_mio::Waker),
-    Glommio(mc_glommio::Waker),
-}
-
-impl Runtime {
-    fn waker(&self) -> Waker {
-        match self {
-            Runtime::Mio(r) => Waker::Mio(r.waker()),
-            Runtime::Glommio(r) => Waker::Glommio(r.waker()),
-        }
-    }
-    fn join(self) {
-        match self {
-            Runtime::Mio(r) => r.join(),
-            Runtime::Glommio(r) => r.join(),
-        }
-    }
-}
-
-impl Waker {
-    fn wake_all(&self) {
-        match self {
-            Waker::Mio(w) => w.wake_all(),
-            Waker::Glommio(w) => w.wake_all(),
-        }
-    }
-}
-
 /// SIGTERM/SIGINT handling (SPEC §2.7): the first signal starts the shutdown (and a 5 s
 /// deadline), the second exits at once.
-fn spawn_signal_thread(master: Arc<Master>, wake: Waker) -> Result<(), Fatal> {
+fn spawn_signal_thread(master: Arc<Master>, wake: Arc<dyn Fn() + Send + Sync>) -> Result<(), Fatal> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .map_err(|e| Fatal(1, format!("cannot install signal handlers: {e}")))?;
@@ -222,7 +191,7 @@ fn spawn_signal_thread(master: Arc<Master>, wake: Waker) -> Result<(), Fatal> {
                 }
                 log::info!("signal {sig}: shutting down");
                 master.begin_shutdown();
-                wake.wake_all();
+                wake();
                 std::thread::spawn(|| {
                     std::thread::sleep(Duration::from_secs(5));
                     log::warn!("shutdown deadline reached with connections open; exiting");

@@ -71,13 +71,13 @@ pub mod master;
 pub mod platform;
 pub mod route;
 pub mod rpc;
-pub mod store;
 pub mod session;
 pub mod stats;
+pub mod store;
 pub mod time;
 
 pub use api::{HttpAcceptor, Listener, Service};
-pub use master::Master;
 pub use config::{Config, Protocol};
-pub use session::{Acceptor, Lifecycle, Link, ListenerAtShutdown, Session};
+pub use master::Master;
+pub use session::{Acceptor, Lifecycle, Link, ListenerAtShutdown, Runtime, Session, WorkerListeners};
 pub use time::Now;

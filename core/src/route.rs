@@ -106,4 +106,3 @@ impl Route {
         self as usize
     }
 }
-

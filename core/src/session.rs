@@ -157,8 +157,14 @@ impl Link {
         let _ = now;
         life.open.fetch_add(1, Ordering::AcqRel);
         let late = life.is_shutting_down();
-        let mut link =
-            Self { session, state: LinkState::Open, late, shutdown_delivered: false, read_closed: false, life: life.clone() };
+        let mut link = Self {
+            session,
+            state: LinkState::Open,
+            late,
+            shutdown_delivered: false,
+            read_closed: false,
+            life: life.clone(),
+        };
         link.settle();
         link
     }
@@ -275,3 +281,17 @@ impl Drop for Link {
         self.life.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+/// A started runtime adapter (its worker threads), as the binary holds it whatever the
+/// runtime: every adapter's `start` returns one.
+pub trait Runtime: Send {
+    /// A function that wakes every worker so it observes [`Lifecycle::is_shutting_down`].
+    /// Callable from any thread (a signal handler thread), any number of times.
+    fn waker(&self) -> Arc<dyn Fn() + Send + Sync>;
+    /// Waits until every worker has exited (after shutdown, once its connections closed).
+    fn join(self: Box<Self>);
+}
+
+/// The listeners of one worker: each socket with the acceptor that makes its sessions.
+/// Sockets are bound (and set non-blocking) by the caller; the adapter registers them.
+pub type WorkerListeners<L> = Vec<(L, Box<dyn Acceptor>)>;

@@ -6,11 +6,11 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use crate::master::{lock, Master};
+use crate::platform::ProcessSample;
 use crate::route::Route;
 use crate::stats::{Ctr, Snapshot, Totals, DURATION_BOUNDS_NS, DURATION_LABELS, NDUR, VALUE_BOUNDS};
-use crate::time::Now;
-use crate::platform::ProcessSample;
 use crate::store::{Gauges, NodeGauge, StoreCounters};
+use crate::time::Now;
 
 use super::json::push_u64;
 
@@ -43,7 +43,6 @@ pub(crate) fn summary_text(m: &Master, now: Now) -> String {
     let window = now.mono.saturating_duration_since(base.at).as_secs_f64();
     render_summary(&gauges, &store, &cur, &base, window)
 }
-
 
 /// Everything one `/metrics` scrape prints.
 pub(crate) struct Scrape<'a> {

@@ -47,8 +47,8 @@ use crate::session::{Acceptor, ListenerAtShutdown, Session};
 use crate::store::WriteHandle;
 use crate::time::Now;
 
-use error::ApiError;
 pub use crate::stats::WorkerStats;
+use error::ApiError;
 
 /// Content type P (SPEC §1.4).
 pub const CT_TEXT: &str = "text/plain; version=0.0.4";

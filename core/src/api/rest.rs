@@ -13,8 +13,8 @@ use crate::time::Now;
 use super::error::ApiError;
 use super::json::{self, Json, UInt};
 use super::params::{parse_uuid, push_uuid};
-use crate::stats::Ctr;
 use super::{json_reply, ApiRequest, Service, StreamState, CT_OCTET};
+use crate::stats::Ctr;
 
 /// Largest accepted `size` (2^62, SPEC §3).
 const MAX_SIZE: u64 = 1 << 62;
@@ -274,7 +274,7 @@ impl Service {
         if side_effects {
             self.stats.bump(Ctr::GetReq, 1);
         }
-        match self.master.store.get(now.mono, &key, side_effects) {
+        match self.master.store.get(now.mono, key, side_effects) {
             Some(v) => Ok(Response::with_body(200, CT_OCTET, Body::Value(Box::new(v)))),
             None => {
                 if side_effects {
@@ -290,14 +290,14 @@ impl Service {
         if head.method != crate::http::Method::Head {
             self.stats.bump(Ctr::ExistReq, 1);
         }
-        let body: &[u8] = if self.master.store.exists(&key) { br#"{"exists":true}"# } else { br#"{"exists":false}"# };
+        let body: &[u8] = if self.master.store.exists(key) { br#"{"exists":true}"# } else { br#"{"exists":false}"# };
         Ok(json_reply(200, body))
     }
 
     /// `DELETE /api/remove/{key}` (SPEC §6.6).
     pub(super) fn remove(&self, now: Now, key: &str) -> Result<Response, ApiError> {
         self.stats.bump(Ctr::RemoveReq, 1);
-        self.master.store.remove(now.mono, &key).map_err(|e| {
+        self.master.store.remove(now.mono, key).map_err(|e| {
             self.stats.bump(Ctr::RemoveFail, 1);
             match e {
                 RemoveError::NotFound => ApiError::ObjectNotFound,

@@ -15,8 +15,8 @@ use super::json::{self, Json, UInt};
 use super::metrics::{self, latency_quantile, size_human, summary_bytes};
 use super::params::{self, percent_decode, query_param, validate_key, KeyError};
 use super::router::{self, allow, allowed, route_of};
-use crate::stats::{Ctr, Snapshot, Totals, WorkerStats, NDUR};
 use super::Listener;
+use crate::stats::{Ctr, Snapshot, Totals, WorkerStats, NDUR};
 
 fn body_str(r: &crate::http::Response) -> String {
     match &r.body {
@@ -699,8 +699,8 @@ mod handler {
     use crate::time::Now;
 
     use super::super::{Listener, Service};
-    use crate::master::Master;
     use super::body_str;
+    use crate::master::Master;
 
     struct Rig {
         master: Arc<Master>,

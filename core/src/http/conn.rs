@@ -500,9 +500,7 @@ impl<R> Connection<R> {
         let sink = match h.on_head(now, &head, &mut req) {
             HeadDecision::RespondNow(resp) => return self.queue(now, &info, Some(&req), resp, true, h),
             HeadDecision::Respond(resp) if !has_body => return self.queue(now, &info, Some(&req), resp, false, h),
-            HeadDecision::Respond(resp) if expect_continue => {
-                return self.queue(now, &info, Some(&req), resp, true, h)
-            }
+            HeadDecision::Respond(resp) if expect_continue => return self.queue(now, &info, Some(&req), resp, true, h),
             HeadDecision::Respond(resp) => Sink::Discard(resp),
             HeadDecision::Buffer | HeadDecision::Stream if !has_body => {
                 let resp = h.on_request(now, &head, &mut req, &[]);

@@ -160,7 +160,13 @@ pub struct Response {
 impl Response {
     /// A response with an owned body of `content_type`.
     pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
-        Self { status, content_type: Some(content_type), headers: Vec::new(), body: Body::Bytes(body.into()), close: false }
+        Self {
+            status,
+            content_type: Some(content_type),
+            headers: Vec::new(),
+            body: Body::Bytes(body.into()),
+            close: false,
+        }
     }
     /// A response with `body` (any kind) of `content_type`.
     pub fn with_body(status: u16, content_type: &'static str, body: Body) -> Self {

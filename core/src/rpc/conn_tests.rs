@@ -10,7 +10,6 @@ use crate::{Config, Master, Now};
 
 struct H {
     master: Arc<Master>,
-    svc: RpcService,
     conn: RpcConnection,
     t0: Instant,
     now: Now,
@@ -23,7 +22,7 @@ impl H {
         let master = Master::new(Config::default(), Arc::new(FakePlatform::new(3)), now);
         let svc = RpcService::new(master.clone(), master.register_worker());
         let conn = svc.new_connection(now);
-        Self { master, svc, conn, t0, now }
+        Self { master, conn, t0, now }
     }
 
     fn advance(&mut self, d: Duration) {
