@@ -10,7 +10,8 @@ use super::error::ApiError;
 use super::json::{self, push_str, push_u64, Json};
 use super::metrics::size_human;
 use super::params::{self, query_param, validate_key};
-use super::{json_reply, text_reply, Service, CT_TEXT};
+use super::reply::{json_reply, text_reply, CT_TEXT};
+use super::Service;
 
 const NO_KEYS: &str = "No keys provided. Use ?keys=key1,key2,...";
 const HEALTH_JSON_OK: &[u8] =

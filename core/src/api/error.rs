@@ -7,8 +7,8 @@ use crate::http::{HttpError, Response};
 use crate::route::Route;
 
 use super::json;
+use super::reply::{json_reply, text_reply};
 use super::router;
-use super::{json_reply, text_reply};
 
 /// An endpoint error. [`ApiError::into_response`] is the only mapping to HTTP.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,7 +11,8 @@ use crate::http::{Method, RequestHead, Response};
 use crate::store::MetadataPut;
 
 use super::params::query_param;
-use super::{json_reply, text_reply, Service};
+use super::reply::{json_reply, text_reply};
+use super::Service;
 
 impl Service {
     /// `/metadata?key=K` (GET, HEAD, PUT, DELETE).

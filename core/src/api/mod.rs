@@ -28,6 +28,7 @@ mod metrics;
 #[cfg(test)]
 mod model_tests;
 mod params;
+mod reply;
 mod rest;
 mod router;
 #[cfg(test)]
@@ -49,32 +50,9 @@ use crate::time::Now;
 
 pub use crate::stats::WorkerStats;
 use error::ApiError;
-
-/// Content type P (SPEC §1.4).
-pub const CT_TEXT: &str = "text/plain; version=0.0.4";
-/// Content type J (SPEC §1.4).
-pub const CT_JSON: &str = "application/json; charset=utf-8";
-/// Content type O (SPEC §1.4).
-pub const CT_OCTET: &str = "application/octet-stream";
-
-/// A JSON response (content type J).
-pub(crate) fn json_reply(status: u16, body: impl Into<Vec<u8>>) -> Response {
-    Response::new(status, CT_JSON, body)
-}
-
-/// A plain-text response (content type P).
-pub(crate) fn text_reply(status: u16, body: impl Into<Vec<u8>>) -> Response {
-    Response::new(status, CT_TEXT, body)
-}
-
-/// Which listener a connection arrived on (SPEC §1.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Listener {
-    /// The main listener: every endpoint.
-    Main,
-    /// `--admin-port`: only the §4 endpoints; `/api/*` is 404.
-    Admin,
-}
+use reply::text_reply;
+pub use reply::{CT_JSON, CT_OCTET, CT_TEXT};
+pub use router::Listener;
 
 /// Per-request state of a streamed body (`PUT /api/put/{key}`).
 pub enum StreamState {

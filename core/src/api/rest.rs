@@ -5,15 +5,16 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::config::Protocol;
-use crate::http::{Body, HeadDecision, RequestHead, Response};
+use crate::http::{Body, HeadDecision, RequestHead, Response, ValueBytes};
 use crate::route::Route;
-use crate::store::{MountError, MountKind, MountOutcome, PutError, RemoveError, UnmountFamily, WriteHandle};
+use crate::store::{MountError, MountKind, MountOutcome, PutError, RemoveError, UnmountFamily, ValueRead, WriteHandle};
 use crate::time::Now;
 
 use super::error::ApiError;
 use super::json::{self, Json, UInt};
 use super::params::{parse_uuid, push_uuid};
-use super::{json_reply, ApiRequest, Service, StreamState, CT_OCTET};
+use super::reply::{json_reply, CT_OCTET};
+use super::{ApiRequest, Service, StreamState};
 use crate::stats::Ctr;
 
 /// Largest accepted `size` (2^62, SPEC §3).
@@ -317,5 +318,13 @@ impl Service {
         json::push_u64(&mut body, n);
         body.extend_from_slice(br#" keys"}"#);
         json_reply(200, body)
+    }
+}
+
+/// A value read is sent as a response body straight from segment memory; holding it keeps
+/// the read in flight (SPEC §8.1).
+impl ValueBytes for ValueRead {
+    fn bytes(&self) -> &[u8] {
+        ValueRead::bytes(self)
     }
 }

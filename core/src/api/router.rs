@@ -4,7 +4,14 @@
 use crate::http::Method;
 use crate::route::Route;
 
-use super::Listener;
+/// Which listener a connection arrived on (SPEC §1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// The main listener: every endpoint.
+    Main,
+    /// `--admin-port`: only the §4 endpoints; `/api/*` is 404.
+    Admin,
+}
 
 /// `Allow` of every method (`OPTIONS *`).
 pub(crate) const ALLOW_ALL: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";

@@ -205,6 +205,13 @@ impl Session for RpcConnection {
     }
 }
 
+impl RpcService {
+    /// A new connection accepted at `now`, answered by this service.
+    pub fn new_connection(&self, now: Now) -> RpcConnection {
+        RpcConnection::new(now, self.clone())
+    }
+}
+
 /// Makes the RPC sessions of one worker's `--rpc-port` listener.
 pub struct RpcAcceptor {
     svc: RpcService,

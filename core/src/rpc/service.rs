@@ -16,7 +16,6 @@ use super::frame::{error_body, write_response, RequestHeader, ERRC_EXCEPTION, ER
 use super::frame::{MSG_INVALID_ARG, MSG_NOT_REGISTERED};
 use super::pack::{decode_with, encode_with, Style, Value};
 use super::types::{lookup, Rpc};
-use super::RpcConnection;
 use crate::master::Master;
 use crate::stats::{Ctr, WorkerStats};
 use crate::store::{ClientStatus, ErrorCode, RemoteSegment, ReplicaDesc, SegmentStatus, WriteConfig};
@@ -157,11 +156,6 @@ impl RpcService {
     /// HTTP services).
     pub fn new(master: Arc<Master>, stats: Arc<WorkerStats>) -> Self {
         Self { master, stats }
-    }
-
-    /// A new connection accepted at `now`, answered by this service.
-    pub fn new_connection(&self, now: Now) -> RpcConnection {
-        RpcConnection::new(now, self.clone())
     }
 
     /// True once the process is shutting down.

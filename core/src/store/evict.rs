@@ -20,24 +20,11 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::object::{ValueId, ValueState};
+use super::ids::ValueId;
+use super::object::ValueState;
+use super::segment::Placement;
 use super::state::{Inner, EVICTION_PERIOD_NS};
-use super::PutError;
-
-/// Where a write may place replicas: a writer can only move bytes to memory it reaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Placement {
-    /// REST writers: segments of this process (mapped memory).
-    Local,
-    /// RPC writers: segments of RPC clients (their transfer engines move the bytes).
-    Remote,
-}
-
-impl Placement {
-    fn admits(self, seg: &super::segment::Segment) -> bool {
-        seg.is_remote() == (self == Placement::Remote)
-    }
-}
+use super::types::PutError;
 
 /// An eviction candidate.
 struct Candidate {

@@ -54,6 +54,7 @@
 
 mod alloc;
 mod evict;
+mod ids;
 mod metadata;
 #[cfg(test)]
 mod model_tests;
@@ -66,6 +67,8 @@ mod shard;
 mod state;
 #[cfg(test)]
 mod tests;
+mod types;
+mod values;
 
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
@@ -76,225 +79,14 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::config::{Config, Protocol};
-use crate::http::ValueBytes;
 use crate::platform::{MapError, Platform, ShmError};
-use object::{ValueId, ValueShared};
+use ids::ValueId;
+use object::ValueShared;
 use segment::{split_chunks, Mapping, SegShared};
 use state::{Inner, NewSegment, Params};
 
 pub use metadata::{Metadata, MetadataPut};
-pub use remote::{ClientStatus, ErrorCode, PutStartResult, RemoteSegment, ReplicaDesc, ReplicaList, WriteConfig};
-
-/// How a segment was created; decides which unmount endpoint accepts it (SPEC §5.2, §5.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MountKind {
-    /// `POST /api/mount`.
-    Anonymous,
-    /// The start-up segment (`--global-segment-size`); unmounted like `Anonymous`.
-    Startup,
-    /// `POST /api/mount_shm`.
-    Shm,
-    /// `MountSegment` of an RPC client (remote memory, see `remote.rs`).
-    Remote,
-}
-
-/// Which unmount endpoint is asking.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnmountFamily {
-    /// `POST /api/unmount`: accepts `Anonymous` and `Startup` segments.
-    Anonymous,
-    /// `POST /api/unmount_shm`: accepts `Shm` segments.
-    Shm,
-    /// `UnmountSegment` / `GracefulUnmountSegment` over RPC: accepts `Remote` segments.
-    Remote,
-}
-
-/// Segment status (SPEC §7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SegmentStatus {
-    /// Allocatable and readable.
-    Mounted,
-    /// Readable, not allocatable, until a deadline.
-    GracefullyUnmounting,
-    /// Replicas dropped; the record stays while reads are in flight.
-    Unmounting,
-}
-
-impl SegmentStatus {
-    /// `MOUNTED`, `GRACEFULLY_UNMOUNTING` or `UNMOUNTING`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SegmentStatus::Mounted => "MOUNTED",
-            SegmentStatus::GracefullyUnmounting => "GRACEFULLY_UNMOUNTING",
-            SegmentStatus::Unmounting => "UNMOUNTING",
-        }
-    }
-}
-
-/// Result of a successful mount.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountOutcome {
-    /// New segment ids, in address order.
-    pub segment_ids: Vec<Uuid>,
-    /// Total bytes mounted (sum of the chunks).
-    pub allocated_size: u64,
-}
-
-/// Why a mount failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum MountError {
-    /// The OS refused an anonymous allocation (507).
-    #[error("insufficient memory")]
-    OutOfMemory,
-    /// `/dev/shm/<name>` does not exist (404).
-    #[error("shared memory object not found")]
-    ShmNotFound,
-    /// Not a regular file (400).
-    #[error("not a regular file")]
-    NotRegularFile,
-    /// File smaller than offset + size; carries the file size (400).
-    #[error("object too small")]
-    TooSmall(u64),
-    /// The OS refused the mapping (500); carries the OS error text.
-    #[error("{0}")]
-    Os(String),
-}
-
-/// Why a write could not start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PutError {
-    /// No space even after eviction (507).
-    #[error("insufficient storage")]
-    InsufficientStorage,
-}
-
-/// A write in progress was aborted because its segment became UNMOUNTING.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("write aborted: segment unmounted")]
-pub struct WriteAborted;
-
-/// Why a remove failed (SPEC §6.6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RemoveError {
-    /// No complete value and no write in progress (404).
-    #[error("key not found")]
-    NotFound,
-    /// The current value holds an unexpired lease (409).
-    #[error("key has an active lease")]
-    Leased,
-    /// A write for the key is in progress (409).
-    #[error("key is being written")]
-    BeingWritten,
-}
-
-/// Why a replica query failed (SPEC §4.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
-    /// No object record (-704).
-    #[error("OBJECT_NOT_FOUND")]
-    NotFound,
-    /// First write still in progress (-703).
-    #[error("REPLICA_IS_NOT_READY")]
-    NotReady,
-}
-
-/// A [`Replica`] borrowed from the store while its read lock is held.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReplicaRef<'a> {
-    /// Owning node's name.
-    pub endpoint: &'a str,
-    /// Address of the value's first byte.
-    pub address: u64,
-    /// Value length.
-    pub size: u64,
-    /// Protocol of the segment holding it.
-    pub protocol: Protocol,
-}
-
-/// One memory replica of a value (SPEC §4.3).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Replica {
-    /// Owning node's name.
-    pub endpoint: String,
-    /// Address of the value's first byte.
-    pub address: u64,
-    /// Value length.
-    pub size: u64,
-    /// Protocol of the segment holding it.
-    pub protocol: Protocol,
-}
-
-/// One segment record, for `/get_segments_detail` (SPEC §4.8).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SegmentInfo {
-    /// Owning node's name.
-    pub name: String,
-    /// Transfer endpoint: the node's name, or a remote segment's own endpoint.
-    pub te_endpoint: String,
-    /// Segment id.
-    pub id: Uuid,
-    /// Owning node's client id.
-    pub client_id: Uuid,
-    /// Address of the first byte.
-    pub base_address: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Protocol.
-    pub protocol: Protocol,
-    /// Status.
-    pub status: SegmentStatus,
-    /// Bytes occupied by values (0 when UNMOUNTING).
-    pub used: u64,
-}
-
-/// Per-node gauges (`segment_*` series, SPEC §9).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeGauge {
-    /// Node name.
-    pub name: String,
-    /// Used bytes over MOUNTED and GRACEFULLY_UNMOUNTING segments.
-    pub allocated: u64,
-    /// Size over the same segments.
-    pub capacity: u64,
-}
-
-/// Gauges of the store (SPEC §9, §4.2).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Gauges {
-    /// Object records.
-    pub key_count: u64,
-    /// Sum of used bytes over all segments.
-    pub allocated_bytes: u64,
-    /// Sum of sizes of MOUNTED and GRACEFULLY_UNMOUNTING segments.
-    pub total_capacity_bytes: u64,
-    /// Alive store nodes.
-    pub active_clients: u64,
-    /// Per node with at least one MOUNTED or GRACEFULLY_UNMOUNTING segment, sorted by name.
-    pub nodes: Vec<NodeGauge>,
-    /// Segment records of any status.
-    pub segments_total: u64,
-    /// Segments MOUNTED.
-    pub segments_mounted: u64,
-    /// Segments GRACEFULLY_UNMOUNTING or UNMOUNTING.
-    pub segments_unmounting: u64,
-    /// Distinct node names with a MOUNTED segment.
-    pub nodes_mounted: u64,
-}
-
-/// Counters the store keeps itself (the request counters are kept per worker by `crate::api`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StoreCounters {
-    /// `master_put_revoke_requests_total`.
-    pub put_revokes: u64,
-    /// `master_attempted_evictions_total`.
-    pub attempted_evictions: u64,
-    /// `master_successful_evictions_total`.
-    pub successful_evictions: u64,
-    /// `master_evicted_key_count`.
-    pub evicted_keys: u64,
-    /// `master_evicted_size_bytes`.
-    pub evicted_bytes: u64,
-}
+pub use types::*;
 
 /// Largest value `put` copies while holding the write lock; larger ones are copied
 /// unlocked between allocation and completion.
@@ -324,8 +116,9 @@ pub struct ValueRead {
     seg_shared: Arc<SegShared>,
 }
 
-impl ValueBytes for ValueRead {
-    fn bytes(&self) -> &[u8] {
+impl ValueRead {
+    /// The value's bytes, straight from segment memory.
+    pub fn bytes(&self) -> &[u8] {
         // SAFETY: the range was allocated inside the mapping, which `self.mapping` keeps
         // alive; the value was complete when the read started (its bytes were written
         // before completion, under the write lock) and its range is not freed, so not
@@ -402,8 +195,7 @@ impl WriteHandle {
         }
         let now = self.store.ns(now);
         let vid = self.vid;
-        let result = self.store.with_write(|inner| {
-            let now = inner.tick(now);
+        let result = self.store.with_write_at(now, |inner, now| {
             let r = inner.complete(now, vid);
             if r.is_err() {
                 inner.abort(vid, false);
@@ -511,6 +303,15 @@ impl Store {
         r
     }
 
+    /// [`Store::with_write`] for a mutation at `now` (nanoseconds): the state learns the
+    /// time first (`Inner::last_now`), then `f` runs with it.
+    fn with_write_at<R>(&self, now: u64, f: impl FnOnce(&mut Inner, u64) -> R) -> R {
+        self.with_write(|inner| {
+            let now = inner.tick(now);
+            f(inner, now)
+        })
+    }
+
     /// The embedded node's client id.
     pub fn client_id(&self) -> Uuid {
         self.client_id
@@ -534,8 +335,7 @@ impl Store {
         }
         let outcome = MountOutcome { segment_ids: chunks.iter().map(|c| c.id).collect(), allocated_size: off };
         let now = self.ns(now);
-        self.with_write(|inner| {
-            let now = inner.tick(now);
+        self.with_write_at(now, |inner, now| {
             inner.add_segments(&mapping, chunks, kind, protocol, location);
             inner.arm_eviction(now);
         });
@@ -597,8 +397,7 @@ impl Store {
     pub fn unmount(&self, now: Instant, family: UnmountFamily, ids: &[Uuid], grace: Duration) -> Vec<bool> {
         let now = self.ns(now);
         let grace = u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX);
-        self.with_write(|inner| {
-            let now = inner.tick(now);
+        self.with_write_at(now, |inner, now| {
             let out = inner.unmount(now, family, ids, grace);
             inner.arm_eviction(now);
             out
@@ -617,8 +416,7 @@ impl Store {
         let len = value.len() as u64;
         let now = self.ns(now);
         if value.len() <= SMALL_PUT {
-            return self.with_write(|inner| {
-                let now = inner.tick(now);
+            return self.with_write_at(now, |inner, now| {
                 let nv = inner.begin_value(now, key, len, false)?;
                 // SAFETY: a fresh allocation of `len` bytes inside the mapping; nothing
                 // else can reach it before `complete` (we hold the write lock).
@@ -628,15 +426,11 @@ impl Store {
             });
         }
         loop {
-            let nv = self.with_write(|inner| {
-                let now = inner.tick(now);
-                inner.begin_value(now, key, len, false)
-            })?;
+            let nv = self.with_write_at(now, |inner, now| inner.begin_value(now, key, len, false))?;
             // SAFETY: a fresh allocation of `len` bytes that only this call touches until it
             // completes or aborts; `nv.mapping` keeps the memory alive.
             unsafe { nv.mapping.write(nv.map_off, value) };
-            let done = self.with_write(|inner| {
-                let now = inner.tick(now);
+            let done = self.with_write_at(now, |inner, now| {
                 let r = inner.complete(now, nv.vid);
                 if r.is_err() {
                     inner.abort(nv.vid, false);
@@ -656,8 +450,7 @@ impl Store {
             return Err(PutError::InsufficientStorage);
         }
         let now = self.ns(now);
-        let nv = self.with_write(|inner| {
-            let now = inner.tick(now);
+        let nv = self.with_write_at(now, |inner, now| {
             let nv = inner.begin_value(now, key, len, true);
             inner.arm_eviction(now);
             nv
@@ -714,8 +507,7 @@ impl Store {
     /// `DELETE /api/remove/{key}`.
     pub fn remove(&self, now: Instant, key: &str) -> Result<(), RemoveError> {
         let now = self.ns(now);
-        self.with_write(|inner| {
-            let now = inner.tick(now);
+        self.with_write_at(now, |inner, now| {
             let r = inner.remove_key(now, key, false);
             inner.arm_eviction(now);
             r
@@ -725,8 +517,7 @@ impl Store {
     /// `DELETE /api/remove_all`: returns the number removed.
     pub fn remove_all(&self, now: Instant) -> u64 {
         let now = self.ns(now);
-        self.with_write(|inner| {
-            let now = inner.tick(now);
+        self.with_write_at(now, |inner, now| {
             let n = inner.remove_all(now, false, &|_| true);
             inner.arm_eviction(now);
             n
@@ -858,8 +649,7 @@ impl Store {
         if self.read().next_deadline().is_none_or(|d| d > now) {
             return;
         }
-        let expired = self.with_write(|inner| {
-            let now = inner.tick(now);
+        let expired = self.with_write_at(now, |inner, now| {
             inner.handle_timeout(now);
             std::mem::take(&mut inner.expired_names)
         });

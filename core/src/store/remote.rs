@@ -26,152 +26,23 @@ use smallvec::SmallVec;
 use uuid::Uuid;
 
 use super::alloc::Allocator;
-use super::evict::Placement;
-use super::object::{Loc, Value, ValueId, ValueShared, ValueState};
-use super::segment::{Node, NodeId, SegShared, SegState, Segment};
+use super::ids::{NodeId, ValueId};
+use super::object::{Loc, Value, ValueShared, ValueState};
+use super::segment::{Node, Placement, SegShared, SegState, Segment};
 use super::state::Inner;
-use super::{MountKind, RemoveError, SegmentStatus, Store};
+use super::types::*;
+use super::Store;
 use crate::config::Protocol;
 
 /// A PutStart whose write is still in progress after this long may be discarded by a new
 /// PutStart of the same key (upstream `--put_start_discard_timeout_sec`, 30 s).
 const PUT_START_DISCARD_NS: u64 = 30_000_000_000;
 
-/// A segment as an RPC client describes it (`Segment` of the wire protocol, minus `host_id`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RemoteSegment {
-    /// Segment id (chosen by the client).
-    pub id: Uuid,
-    /// Node name (`local_hostname:port` of the client).
-    pub name: String,
-    /// Address of the first byte in the client's process.
-    pub base: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Transfer-engine endpoint the replicas' bytes are reached at.
-    pub te_endpoint: String,
-    /// Protocol string of the mount (`tcp`, `rdma`, …).
-    pub protocol: String,
-}
-
-/// Mooncake `ErrorCode`s the RPC operations of the store return.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ErrorCode {
-    /// -101
-    #[error("SEGMENT_NOT_FOUND")]
-    SegmentNotFound,
-    /// -200
-    #[error("NO_AVAILABLE_HANDLE")]
-    NoAvailableHandle,
-    /// -600
-    #[error("INVALID_PARAMS")]
-    InvalidParams,
-    /// -601
-    #[error("ILLEGAL_CLIENT")]
-    IllegalClient,
-    /// -700
-    #[error("INVALID_WRITE")]
-    InvalidWrite,
-    /// -703
-    #[error("REPLICA_IS_NOT_READY")]
-    ReplicaNotReady,
-    /// -704
-    #[error("OBJECT_NOT_FOUND")]
-    ObjectNotFound,
-    /// -705
-    #[error("OBJECT_ALREADY_EXISTS")]
-    ObjectAlreadyExists,
-    /// -706
-    #[error("OBJECT_HAS_LEASE")]
-    ObjectHasLease,
-    /// -714
-    #[error("OBJECT_REPLICA_BUSY")]
-    ObjectReplicaBusy,
-    /// -1010
-    #[error("UNAVAILABLE_IN_CURRENT_STATUS")]
-    UnavailableInCurrentStatus,
-}
-
-impl ErrorCode {
-    /// The numeric code (upstream `ErrorCode`).
-    pub fn code(self) -> i32 {
-        match self {
-            ErrorCode::SegmentNotFound => -101,
-            ErrorCode::NoAvailableHandle => -200,
-            ErrorCode::InvalidParams => -600,
-            ErrorCode::IllegalClient => -601,
-            ErrorCode::InvalidWrite => -700,
-            ErrorCode::ReplicaNotReady => -703,
-            ErrorCode::ObjectNotFound => -704,
-            ErrorCode::ObjectAlreadyExists => -705,
-            ErrorCode::ObjectHasLease => -706,
-            ErrorCode::ObjectReplicaBusy => -714,
-            ErrorCode::UnavailableInCurrentStatus => -1010,
-        }
-    }
-}
-
-impl From<RemoveError> for ErrorCode {
-    fn from(e: RemoveError) -> Self {
-        match e {
-            RemoveError::NotFound => ErrorCode::ObjectNotFound,
-            RemoveError::Leased => ErrorCode::ObjectHasLease,
-            RemoveError::BeingWritten => ErrorCode::ReplicaNotReady,
-        }
-    }
-}
-
-/// What a Ping tells the client (`ClientStatus`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientStatus {
-    /// Registered and remounted.
-    Ok,
-    /// Unknown, expired, or not remounted since registration: call ReMountSegment.
-    NeedRemount,
-}
-
-/// One memory replica as an RPC client sees it (`Replica::Descriptor` with a
-/// `MemoryDescriptor`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReplicaDesc {
-    /// Replica id.
-    pub id: u64,
-    /// Address of the value's first byte in the owning client's process.
-    pub address: u64,
-    /// Value length.
-    pub size: u64,
-    /// Transfer-engine endpoint of the owning segment.
-    pub endpoint: String,
-    /// True once the write completed (`COMPLETE`), else `PROCESSING`.
-    pub complete: bool,
-}
-
-/// Placement wishes of an RPC write (`ReplicateConfig`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WriteConfig {
-    /// Memory replicas wanted, on distinct nodes (best effort, at least one).
-    pub replicas: u64,
-    /// Node names tried first, in order.
-    pub preferred: Vec<String>,
-}
-
-/// A GetReplicaList answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReplicaList {
-    /// The readable replicas.
-    pub replicas: Vec<ReplicaDesc>,
-    /// Checksum given at PutEnd.
-    pub checksum: Option<u64>,
-}
-
-/// Why a put did not start (PutStart): allocation or the object state.
-pub type PutStartResult = Result<Vec<ReplicaDesc>, ErrorCode>;
-
 impl Inner {
     /// The node of `client`, registered (or revived) at `now` with `name`.
     fn client_node(&mut self, now: u64, client: Uuid, name: &str) -> NodeId {
         if let Some(&id) = self.clients.get(&client) {
-            let n = &mut self.nodes[id];
+            let n = &mut self.nodes[id.0];
             if !n.alive {
                 n.alive = true;
                 n.remounted = false;
@@ -187,14 +58,14 @@ impl Inner {
             last_seen: Some(now),
             remounted: false,
         });
-        let id = self.nodes.len() - 1;
+        let id = NodeId(self.nodes.len() - 1);
         self.clients.insert(client, id);
         id
     }
 
     /// The alive node of `client`, if any.
     fn alive_client(&self, client: Uuid) -> Option<NodeId> {
-        self.clients.get(&client).copied().filter(|&id| self.nodes[id].alive)
+        self.clients.get(&client).copied().filter(|&id| self.nodes[id.0].alive)
     }
 
     /// `MountSegment`: returns whether a new segment was created (false: already mounted).
@@ -243,8 +114,8 @@ impl Inner {
     /// Returns the number of segments created.
     pub(super) fn remount_remote(&mut self, now: u64, client: Uuid, segs: &[RemoteSegment]) -> Result<u64, ErrorCode> {
         if let Some(id) = self.alive_client(client) {
-            if self.nodes[id].remounted {
-                self.nodes[id].last_seen = Some(now);
+            if self.nodes[id.0].remounted {
+                self.nodes[id.0].last_seen = Some(now);
                 return Ok(0);
             }
         }
@@ -253,7 +124,7 @@ impl Inner {
             created += u64::from(self.mount_remote(now, client, s)?);
         }
         if let Some(&id) = self.clients.get(&client) {
-            let n = &mut self.nodes[id];
+            let n = &mut self.nodes[id.0];
             if n.alive {
                 n.remounted = true;
                 n.last_seen = Some(now);
@@ -301,7 +172,7 @@ impl Inner {
     pub(super) fn ping(&mut self, now: u64, client: Uuid) -> ClientStatus {
         match self.alive_client(client) {
             Some(id) => {
-                let n = &mut self.nodes[id];
+                let n = &mut self.nodes[id.0];
                 n.last_seen = Some(now);
                 if n.remounted {
                     ClientStatus::Ok
@@ -324,9 +195,10 @@ impl Inner {
         let ttl = self.params.client_ttl;
         let due: Vec<NodeId> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].alive && self.nodes[i].last_seen.is_some_and(|t| t.saturating_add(ttl) <= now))
+            .map(NodeId)
             .collect();
         for node in due {
-            let n = &mut self.nodes[node];
+            let n = &mut self.nodes[node.0];
             n.alive = false;
             n.remounted = false;
             let (client, name) = (n.client_id, n.name.clone());
@@ -359,7 +231,7 @@ impl Inner {
             if out.len() == want {
                 break;
             }
-            let pick = |s: &Segment| names[s.node] == *name && !used.contains(&s.node);
+            let pick = |s: &Segment| names[s.node.0] == *name && !used.contains(&s.node);
             if let Some(spot) = self.try_place(len, Placement::Remote, &pick) {
                 used.push(self.segments[&spot.0].node);
                 out.push(spot);
@@ -430,8 +302,7 @@ impl Inner {
             }
         }
         let spots = self.place_remote(now, len, cfg)?;
-        let vid = self.next_value;
-        self.next_value += 1;
+        let vid = self.next_value.take_next();
         let mut replicas = SmallVec::with_capacity(spots.len());
         for (seg, off) in spots {
             replicas.push(Loc { seg, off, rid: self.next_replica });
@@ -530,8 +401,7 @@ impl Inner {
 impl Store {
     fn rpc_write<R>(&self, now: Instant, f: impl FnOnce(&mut Inner, u64) -> R) -> R {
         let now = self.ns(now);
-        self.with_write(|inner| {
-            let now = inner.tick(now);
+        self.with_write_at(now, |inner, now| {
             let r = f(inner, now);
             inner.arm_eviction(now);
             r

@@ -26,18 +26,14 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::alloc::Allocator;
-use super::object::ValueId;
+use super::ids::{IdHasher, NodeId, ValueId};
 use super::shard::ShardedMap;
-use super::state::IdHasher;
-use super::{MountKind, SegmentStatus, UnmountFamily};
+use super::types::{MountKind, SegmentStatus, UnmountFamily};
 use crate::config::Protocol;
 use crate::platform::Region;
 
-/// Index of a store node in `Inner::nodes`.
-pub(super) type NodeId = usize;
-
 /// The embedded store node (always alive).
-pub(super) const EMBEDDED: NodeId = 0;
+pub(super) const EMBEDDED: NodeId = NodeId(0);
 
 /// A store node: the owner of segments. The embedded node never expires; remote nodes
 /// (registered over RPC by client id, see `remote.rs`) are alive while they heartbeat.
@@ -236,6 +232,21 @@ impl Segment {
             SegState::Unmounting => return false,
         };
         true
+    }
+}
+
+/// Where a write may place replicas: a writer can only move bytes to memory it reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Placement {
+    /// REST writers: segments of this process (mapped memory).
+    Local,
+    /// RPC writers: segments of RPC clients (their transfer engines move the bytes).
+    Remote,
+}
+
+impl Placement {
+    pub(super) fn admits(self, seg: &Segment) -> bool {
+        seg.is_remote() == (self == Placement::Remote)
     }
 }
 

@@ -4,17 +4,18 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::alloc::Allocator;
-use super::object::{Object, Value, ValueId};
-use super::segment::{Mapping, Node, NodeId, SegShared, SegState, Segment, EMBEDDED};
+use super::ids::{IdHasher, NodeId, ValueId};
+use super::object::{Object, Value};
+use super::segment::{Mapping, Node, SegShared, SegState, Segment, EMBEDDED};
 use super::shard::ShardedMap;
-use super::{Gauges, MountKind, NodeGauge, SegmentInfo, StoreCounters, UnmountFamily};
+use super::types::{Gauges, MountKind, NodeGauge, SegmentInfo, StoreCounters, UnmountFamily};
 use crate::config::Protocol;
 
 /// The knobs the metadata needs.
@@ -65,28 +66,6 @@ pub(super) struct Inner {
     pub(super) expired_names: Vec<String>,
 }
 
-/// Hashes a [`ValueId`] (a sequence number the store assigns, never chosen by a client)
-/// with one multiply instead of SipHash: values are looked up on every read.
-#[derive(Default)]
-pub(super) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing; hashbrown takes the top 7 bits as tags and the low bits as the
-        // bucket, so fold the high half down.
-        let h = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = h ^ (h >> 32);
-    }
-}
-
 /// A new segment to register.
 pub(super) struct NewSegment {
     pub(super) id: Uuid,
@@ -108,7 +87,7 @@ impl Inner {
             pending: BTreeSet::new(),
             evict_at: None,
             counters: StoreCounters::default(),
-            next_value: 1,
+            next_value: ValueId(1),
             next_seq: 1,
             last_now: 0,
             garbage: Vec::new(),
@@ -251,7 +230,7 @@ impl Inner {
     }
 
     fn node(&self, id: NodeId) -> &Node {
-        &self.nodes[id]
+        &self.nodes[id.0]
     }
 
     pub(super) fn node_name(&self, id: NodeId) -> &str {
