@@ -515,3 +515,24 @@ proptest! {
         prop_assert!(s2.is_closed());
     }
 }
+
+#[test]
+fn under_a_link_the_reject_status_goes_out_then_the_socket_half_closes() {
+    use mc_core::{Lifecycle, Link};
+    let life = Lifecycle::new();
+    let mem = HeapMemory::new(BASE, LEN);
+    let mut acceptor = TargetAcceptor::new(Arc::new(mem), TargetConfig::default(), TargetStats::new());
+    let mut link = Link::new(at(0), acceptor.accept(at(0)), &life);
+    assert_eq!(life.open(), 1);
+    link.handle_input(at(0), &hdr(Op::Write, Framing::V2, BASE - 8, 16));
+    assert!(!link.poll_half_close(at(0)), "the status is not written yet");
+    let mut bufs = [IoSlice::new(&[])];
+    assert_eq!(link.poll_transmit(&mut bufs), 1);
+    assert_eq!(&*bufs[0], &REJECTED);
+    link.consume(at(0), 8);
+    assert!(link.poll_half_close(at(0)));
+    link.handle_eof(at(1));
+    assert!(link.is_done());
+    drop(link);
+    assert_eq!(life.open(), 0);
+}
