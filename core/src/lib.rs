@@ -75,6 +75,7 @@ pub mod session;
 pub mod stats;
 pub mod store;
 pub mod time;
+pub mod transfer;
 
 pub use api::{HttpAcceptor, Listener, Service};
 pub use config::{Config, Protocol};

@@ -14,6 +14,7 @@ use crate::session::Lifecycle;
 use crate::stats::{Ctr, Snapshot, Totals, WorkerStats};
 use crate::store::{MountError, MountKind, Store};
 use crate::time::Now;
+use crate::transfer::DataPlane;
 
 /// Largest request head (SPEC §2.4).
 const MAX_HEAD: usize = 64 * 1024;
@@ -30,6 +31,8 @@ pub struct Master {
     workers: Mutex<Vec<Arc<WorkerStats>>>,
     /// Counters moved outside any worker (the start-up mount).
     own: Arc<WorkerStats>,
+    /// Carries transfers of value bytes to and from other nodes (installed by the binary).
+    data_plane: std::sync::OnceLock<Arc<dyn DataPlane>>,
     /// The shutdown flag and the count of open connections of every kind.
     lifecycle: Arc<Lifecycle>,
     /// Open HTTP client connections on all listeners (`http_connections_open`).
@@ -65,6 +68,7 @@ impl Master {
             workers: Mutex::new(vec![own.clone()]),
             own,
             lifecycle: Lifecycle::new(),
+            data_plane: std::sync::OnceLock::new(),
             connections_open: Arc::new(AtomicI64::new(0)),
             start: now.mono,
             snapshot: Mutex::new(Snapshot::of(&Totals::default(), now.mono)),
@@ -105,6 +109,18 @@ impl Master {
         let stats = Arc::new(WorkerStats::new());
         lock(&self.workers).push(stats.clone());
         stats
+    }
+
+    /// Installs the data plane that carries transfers to other nodes (once; later calls are
+    /// ignored). Without one, a value whose replicas all live on other nodes cannot be read
+    /// through this process.
+    pub fn set_data_plane(&self, dp: Arc<dyn DataPlane>) {
+        let _ = self.data_plane.set(dp);
+    }
+
+    /// The data plane, if one is installed.
+    pub fn data_plane(&self) -> Option<&Arc<dyn DataPlane>> {
+        self.data_plane.get()
     }
 
     /// The shutdown flag and the open-connection count shared by every listener's links.

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::time::Now;
+use crate::transfer::{Transfer, TransferOutcome};
 
 /// How long a finished connection keeps draining unread input after its half-close, so the
 /// peer reads the last response instead of a reset.
@@ -65,6 +66,16 @@ pub trait Session: Send {
     fn wants_read(&self) -> bool;
     /// True once everything that will ever be sent was consumed: the socket should close.
     fn is_closed(&self) -> bool;
+    /// A transfer of value bytes to or from another node that this session needs (see
+    /// [`crate::transfer`]); drain after every call, like `poll_transmit`. Sessions that
+    /// never need one keep the default.
+    fn poll_transfer(&mut self) -> Option<Transfer> {
+        None
+    }
+    /// The outcome of the transfer `id` that [`Session::poll_transfer`] asked for.
+    fn handle_transfer(&mut self, now: Now, id: u64, outcome: TransferOutcome) {
+        let _ = (now, id, outcome);
+    }
 }
 
 /// Makes the sessions of one listener on one worker.
@@ -249,6 +260,22 @@ impl Link {
             LinkState::Open => !self.read_closed && self.session.wants_read(),
             LinkState::Lingering(_) => !self.read_closed,
             LinkState::HalfClose | LinkState::Done => false,
+        }
+    }
+
+    /// A transfer the session needs (none once it closed): hand it to the data plane.
+    pub fn poll_transfer(&mut self) -> Option<Transfer> {
+        match self.state {
+            LinkState::Open => self.session.poll_transfer(),
+            _ => None,
+        }
+    }
+
+    /// The outcome of a transfer of [`Link::poll_transfer`] (dropped once the session closed).
+    pub fn handle_transfer(&mut self, now: Now, id: u64, outcome: TransferOutcome) {
+        if self.state == LinkState::Open {
+            self.session.handle_transfer(now, id, outcome);
+            self.settle();
         }
     }
 

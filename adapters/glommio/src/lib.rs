@@ -55,7 +55,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker as TaskWaker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -65,6 +65,7 @@ use glommio::net::{TcpListener, TcpStream, UnixStream};
 use glommio::timer::Timer;
 use glommio::{GlommioError, LocalExecutor, LocalExecutorBuilder, Placement, Task};
 use mc_core::session::SHUTDOWN_RECHECK;
+use mc_core::transfer::TransferOutcome;
 use mc_core::{Acceptor, Link, ListenerAtShutdown, Master, Now, WorkerListeners};
 
 /// Registered io memory per executor: glommio's floor. It only serves DMA file IO and
@@ -154,6 +155,7 @@ pub fn start(
     for (i, listeners) in workers.into_iter().enumerate() {
         let (wake_tx, wake_rx) = StdUnixStream::pair()?;
         wake_tx.set_nonblocking(true)?;
+        let wake_self = Arc::new(wake_tx.try_clone()?);
         wakers.push(wake_tx);
         let (go_tx, go_rx) = mpsc::channel::<bool>();
         gos.push(go_tx);
@@ -168,7 +170,7 @@ pub fn start(
             };
             let _ = ready_tx.send(ok);
             if let (Some(ex), Ok(true)) = (ex, go_rx.recv()) {
-                ex.run(run_worker(master, listeners, wake_rx, opts));
+                ex.run(run_worker(master, listeners, wake_rx, wake_self, opts));
             }
         })?;
         threads.push(t);
@@ -297,7 +299,13 @@ fn try_sendmsg(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> Option<io::Result<us
 struct Slot {
     waker: Option<TaskWaker>,
     shutdown: bool,
+    /// Outcomes of data-plane transfers waiting to be delivered.
+    transfers: Vec<(u64, TransferOutcome)>,
 }
+
+/// Outcomes of data-plane transfers, pushed by the data plane's threads: (connection id,
+/// transfer id, outcome); the pusher then writes a byte to the worker's wake socket.
+type Done = Arc<Mutex<Vec<(u64, u64, TransferOutcome)>>>;
 
 /// Per-worker state, shared by the worker's tasks (never across threads).
 struct Worker {
@@ -316,9 +324,28 @@ struct Worker {
     /// The master timer task and the deadline it sleeps until.
     master_timer: Cell<Option<TaskWaker>>,
     master_armed: Cell<Option<Instant>>,
+    done: Done,
+    /// This worker's end of the binary's wake socket pair: data-plane threads write to it.
+    wake_self: Arc<StdUnixStream>,
 }
 
 impl Worker {
+    /// Hands the transfers connection `id` asks for to the data plane; their outcomes come
+    /// back through `done` and the wake socket.
+    fn start_transfers(&self, id: u64, link: &mut Link) {
+        while let Some(t) = link.poll_transfer() {
+            let (done, wake, tid) = (self.done.clone(), self.wake_self.clone(), t.id);
+            let finish = move |outcome| {
+                done.lock().unwrap_or_else(|e| e.into_inner()).push((id, tid, outcome));
+                let _ = (&*wake).write(&[2]);
+            };
+            match self.master.data_plane() {
+                Some(dp) => dp.submit(t, Box::new(finish)),
+                None => finish(TransferOutcome::Failed("no data plane in this process".into())),
+            }
+        }
+    }
+
     /// Resolves once this worker saw the shutdown.
     async fn shutdown_seen(&self) {
         poll_fn(|cx| {
@@ -358,6 +385,7 @@ async fn run_worker(
     master: Arc<Master>,
     listeners: WorkerListeners<std::net::TcpListener>,
     wake: StdUnixStream,
+    wake_self: Arc<StdUnixStream>,
     opts: Options,
 ) {
     let w = Rc::new(Worker {
@@ -371,6 +399,8 @@ async fn run_worker(
         exit: Cell::new(None),
         master_timer: Cell::new(None),
         master_armed: Cell::new(None),
+        done: Done::default(),
+        wake_self,
     });
     // SAFETY: each descriptor comes from an owned std socket given up here.
     let wake = unsafe { UnixStream::from_raw_fd(wake.into_raw_fd()) };
@@ -428,6 +458,18 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener, mut acceptor: Box<dyn
 async fn on_wake(w: Rc<Worker>, mut wake: UnixStream) {
     let mut b = [0u8; 64];
     while let Ok(1..) = wake.read(&mut b).await {
+        let done = std::mem::take(&mut *w.done.lock().unwrap_or_else(|e| e.into_inner()));
+        if !done.is_empty() {
+            let mut conns = w.conns.borrow_mut();
+            for (id, tid, outcome) in done {
+                if let Some(slot) = conns.get_mut(&id) {
+                    slot.transfers.push((tid, outcome));
+                    if let Some(k) = slot.waker.take() {
+                        k.wake();
+                    }
+                }
+            }
+        }
         if w.master.is_shutting_down() && !w.shutdown_seen.replace(true) {
             for slot in w.conns.borrow_mut().values_mut() {
                 slot.shutdown = true;
@@ -491,6 +533,7 @@ impl Deadline {
 
 enum Event {
     Shutdown,
+    Transfer(u64, TransferOutcome),
     Wrote(usize),
     Read(usize),
     Timeout,
@@ -512,6 +555,9 @@ impl Conn {
         if let Some(slot) = w.conns.borrow_mut().get_mut(&self.id) {
             if std::mem::take(&mut slot.shutdown) {
                 return Poll::Ready(Event::Shutdown);
+            }
+            if let Some((tid, outcome)) = slot.transfers.pop() {
+                return Poll::Ready(Event::Transfer(tid, outcome));
             }
             if !slot.waker.as_ref().is_some_and(|k| k.will_wake(cx.waker())) {
                 slot.waker = Some(cx.waker().clone());
@@ -554,6 +600,7 @@ impl Conn {
         let now = now();
         match event {
             Event::Shutdown => self.link.handle_shutdown(now),
+            Event::Transfer(id, outcome) => self.link.handle_transfer(now, id, outcome),
             Event::Wrote(n) => self.link.consume(now, n),
             Event::Read(0) => self.link.handle_eof(now),
             Event::Read(n) => self.link.handle_input(now, &w.buf.borrow()[..n]),
@@ -578,6 +625,7 @@ async fn serve(w: Rc<Worker>, id: u64, sock: TcpStream, link: Link) {
         if !c.handle(event, &w) {
             break;
         }
+        w.start_transfers(id, &mut c.link);
         w.check_master_deadline();
         w.os_yield_if_due();
         glommio::yield_if_needed().await;

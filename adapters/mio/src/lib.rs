@@ -17,11 +17,12 @@
 
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::net::Shutdown;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mc_core::session::SHUTDOWN_RECHECK;
+use mc_core::transfer::TransferOutcome;
 use mc_core::{Acceptor, Link, ListenerAtShutdown, Master, Now, WorkerListeners};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -41,7 +42,7 @@ const DRIVE_BUDGET: usize = 2;
 /// The running worker threads.
 pub struct Runtime {
     threads: Vec<JoinHandle<()>>,
-    wakers: Arc<Vec<mio::Waker>>,
+    wakers: Arc<Vec<Arc<mio::Waker>>>,
 }
 
 impl mc_core::Runtime for Runtime {
@@ -95,8 +96,9 @@ pub fn start(
             return Err(io::Error::other("too many listeners for one worker"));
         }
         let poll = Poll::new()?;
-        wakers.push(mio::Waker::new(poll.registry(), WAKE)?);
-        let mut w = Worker::new(master.clone(), poll, listeners, opts)?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
+        wakers.push(waker.clone());
+        let mut w = Worker::new(master.clone(), poll, listeners, opts, waker)?;
         threads.push(std::thread::Builder::new().name(format!("mc-mio-{i}")).spawn(move || {
             if let Err(e) = w.run() {
                 log::error!("worker {i} failed: {e}");
@@ -111,9 +113,16 @@ fn now() -> Now {
     Now::new(Instant::now(), wall)
 }
 
+/// Outcomes of data-plane transfers, pushed by the data plane's threads: (slot, serial of the
+/// connection, transfer id, outcome).
+type Done = Arc<Mutex<Vec<(usize, u64, u64, TransferOutcome)>>>;
+
 struct Conn {
     sock: TcpStream,
     link: Link,
+    /// Distinguishes the connections that used this slot (a late transfer outcome is
+    /// dropped, not given to the next one).
+    serial: u64,
     /// Queued in `Worker::again` (its budget ran out with work left).
     queued: bool,
     /// Readiness as last reported (edge-triggered): cleared when a read or write would
@@ -143,6 +152,9 @@ struct Worker {
     /// `Master::poll_timeout` as of the end of the previous turn.
     master_deadline: Option<Instant>,
     opts: Options,
+    waker: Arc<mio::Waker>,
+    done: Done,
+    next_serial: u64,
 }
 
 impl Worker {
@@ -151,6 +163,7 @@ impl Worker {
         poll: Poll,
         listeners: WorkerListeners<std::net::TcpListener>,
         opts: Options,
+        waker: Arc<mio::Waker>,
     ) -> io::Result<Self> {
         let mut registered = Vec::new();
         for (i, (l, acceptor)) in listeners.into_iter().enumerate() {
@@ -170,6 +183,9 @@ impl Worker {
             again: Vec::new(),
             conn_deadline: None,
             opts,
+            waker,
+            done: Done::default(),
+            next_serial: 0,
         })
     }
 
@@ -205,6 +221,14 @@ impl Worker {
                         }
                         self.drive(now, t - FIRST_CONN)
                     }
+                }
+            }
+            // Transfers that ended meanwhile.
+            let done = std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()));
+            for (i, serial, id, outcome) in done {
+                if let Some(c) = self.conns.get_mut(i).and_then(|c| c.as_mut()).filter(|c| c.serial == serial) {
+                    c.link.handle_transfer(now, id, outcome);
+                    self.drive(now, i);
                 }
             }
             // Then the connections whose budget ran out last turn.
@@ -297,7 +321,10 @@ impl Worker {
                 continue;
             }
             let link = Link::new(now, acceptor.accept(now), self.master.lifecycle());
-            self.conns[slot] = Some(Conn { sock, link, queued: false, readable: true, writable: true, hup: false });
+            self.next_serial += 1;
+            let serial = self.next_serial;
+            self.conns[slot] =
+                Some(Conn { sock, link, serial, queued: false, readable: true, writable: true, hup: false });
             self.drive(now, slot);
         }
     }
@@ -306,7 +333,26 @@ impl Worker {
     /// budget is spent, then notes the connection's next deadline.
     fn drive(&mut self, now: Now, i: usize) {
         self.drive_io(now, i);
+        self.start_transfers(now, i);
         self.note_deadline(i);
+    }
+
+    /// Hands the transfers connection `i` asks for to the data plane; their outcomes come
+    /// back through `done` and the worker's waker.
+    fn start_transfers(&mut self, now: Now, i: usize) {
+        let Some(c) = self.conns.get_mut(i).and_then(|c| c.as_mut()) else { return };
+        let _ = now;
+        while let Some(t) = c.link.poll_transfer() {
+            let (done, waker, serial, id) = (self.done.clone(), self.waker.clone(), c.serial, t.id);
+            let finish = move |outcome| {
+                done.lock().unwrap_or_else(|e| e.into_inner()).push((i, serial, id, outcome));
+                let _ = waker.wake();
+            };
+            match self.master.data_plane() {
+                Some(dp) => dp.submit(t, Box::new(finish)),
+                None => finish(TransferOutcome::Failed("no data plane in this process".into())),
+            }
+        }
     }
 
     fn drive_io(&mut self, now: Now, i: usize) {

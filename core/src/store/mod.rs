@@ -102,6 +102,8 @@ pub struct Store {
     mount_alignment: u64,
     max_registration_size: u64,
     metadata: Metadata,
+    /// See [`Store::set_buffers_observer`].
+    observer: std::sync::Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 /// A value borrowed for a read: its bytes stay valid (and the memory unreleased) until drop.
@@ -141,6 +143,48 @@ impl Drop for ValueRead {
                 inner.segment_read_ended(seg, false);
             });
         }
+    }
+}
+
+/// A data-plane write into an allocation of a write in progress ([`Store::open_write_range`]).
+/// Holds the allocation (it is not freed while this lives).
+pub struct RangeWrite {
+    guard: ValueRead,
+}
+
+impl RangeWrite {
+    /// Length of the range.
+    pub fn len(&self) -> u64 {
+        self.guard.len
+    }
+
+    /// Always false: ranges have at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.guard.len == 0
+    }
+
+    /// Copies `data` to `offset` of the range. Bytes past the range's end are dropped.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) {
+        let g = &self.guard;
+        let room = g.len.saturating_sub(offset);
+        let data = &data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
+        if data.is_empty() {
+            return;
+        }
+        // SAFETY: `[offset, offset + data.len())` lies inside the range, which lies inside an
+        // allocation of a write in progress; the guard keeps that allocation from being
+        // freed (and the mapping alive) until it is dropped. Only its writer (the peer that
+        // was handed the replica) writes there.
+        unsafe { g.mapping.write(g.map_off + offset, data) };
+    }
+
+    /// The transfer is complete: refused if the write was aborted meanwhile (revoked, the
+    /// writer expired, the segment unmounted).
+    pub fn finish(self) -> Result<(), RangeRefused> {
+        if self.guard.value.aborted.load(Ordering::SeqCst) {
+            return Err(RangeRefused::NotWritable);
+        }
+        Ok(())
     }
 }
 
@@ -272,6 +316,7 @@ impl Store {
             mount_alignment: config.mount_alignment.max(1),
             max_registration_size: config.max_registration_size,
             metadata: Metadata::default(),
+            observer: std::sync::Mutex::new(None),
         }
     }
 
@@ -298,8 +343,12 @@ impl Store {
         let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let r = f(&mut guard);
         let garbage = std::mem::take(&mut guard.garbage);
+        let changed = std::mem::take(&mut guard.buffers_changed);
         drop(guard);
         drop(garbage);
+        if changed {
+            self.buffers_changed();
+        }
         r
     }
 
@@ -493,6 +542,85 @@ impl Store {
             value: v.shared.clone(),
             seg_shared: seg.shared.clone(),
         })
+    }
+
+    /// The data plane's read of `[addr, addr + len)` in this process's memory (addresses as
+    /// advertised: a segment's base address plus an offset). Allowed only inside one
+    /// complete (or retired, not yet released) value on a live segment of this process; the
+    /// read counts as in flight until the `ValueRead` is dropped. Grants no lease.
+    pub fn open_read_range(self: &Arc<Self>, addr: u64, len: u64) -> Result<ValueRead, RangeRefused> {
+        let inner = self.read();
+        let (seg, vid, off) = inner.range_value(addr, len)?;
+        let v = inner.values.get(&vid).ok_or(RangeRefused::NotInValue)?;
+        if matches!(v.state, object::ValueState::Writing { .. }) {
+            return Err(RangeRefused::NotComplete);
+        }
+        Ok(self.range_guard(seg, vid, v, off, len))
+    }
+
+    /// The data plane's write of `[addr, addr + len)` in this process's memory: allowed only
+    /// inside one allocation whose write is in progress (an RPC writer's PutStart placed it
+    /// here). The bytes go straight into segment memory; the allocation is not freed (even if
+    /// the write is revoked meanwhile) until the `RangeWrite` is dropped.
+    pub fn open_write_range(self: &Arc<Self>, addr: u64, len: u64) -> Result<RangeWrite, RangeRefused> {
+        let inner = self.read();
+        let (seg, vid, off) = inner.range_value(addr, len)?;
+        let v = inner.values.get(&vid).ok_or(RangeRefused::NotInValue)?;
+        if !matches!(v.state, object::ValueState::Writing { .. }) || v.shared.aborted.load(Ordering::SeqCst) {
+            return Err(RangeRefused::NotWritable);
+        }
+        Ok(RangeWrite { guard: self.range_guard(seg, vid, v, off, len) })
+    }
+
+    /// Counts a data-plane access of `[off, off + len)` of `seg` as a read in flight on `vid`.
+    fn range_guard(
+        self: &Arc<Self>,
+        seg: &segment::Segment,
+        vid: ValueId,
+        v: &object::Value,
+        off: u64,
+        len: u64,
+    ) -> ValueRead {
+        v.shared.reads.fetch_add(1, Ordering::SeqCst);
+        seg.shared.reads.fetch_add(1, Ordering::SeqCst);
+        ValueRead {
+            store: self.clone(),
+            mapping: seg.mapping.clone().expect("range_value picks mapped segments"),
+            map_off: seg.map_off + off,
+            len,
+            vid,
+            seg: seg.id,
+            value: v.shared.clone(),
+            seg_shared: seg.shared.clone(),
+        }
+    }
+
+    /// The live segments of this process as `(base address, size)`, in base order: the
+    /// buffers a transfer-engine descriptor of this node lists.
+    pub fn local_buffers(&self) -> Vec<(u64, u64)> {
+        let inner = self.read();
+        let mut out: Vec<(u64, u64)> = inner
+            .segments
+            .values()
+            .filter(|s| s.mapping.is_some() && s.is_live())
+            .map(|s| (s.base_address(), s.size))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Calls `f` (outside the lock) after every change of [`Store::local_buffers`] (a mount,
+    /// an unmount, a segment removed). Replaces any earlier observer.
+    pub fn set_buffers_observer(&self, f: Box<dyn Fn() + Send + Sync>) {
+        *self.observer.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::from(f));
+    }
+
+    /// Tells the observer, if any, that the local buffers may have changed.
+    fn buffers_changed(&self) {
+        let f = self.observer.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(f) = f {
+            f();
+        }
     }
 
     /// True when `key` has a complete current value that [`Store::get`] can serve (a replica

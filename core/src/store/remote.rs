@@ -104,6 +104,7 @@ impl Inner {
                 state: SegState::Mounted { alloc: Allocator::new(seg.size) },
                 shared: Arc::new(SegShared::default()),
                 values: Default::default(),
+                allocs: Default::default(),
             },
         );
         Ok(true)
@@ -307,7 +308,7 @@ impl Inner {
         for (seg, off) in spots {
             replicas.push(Loc { seg, off, rid: self.next_replica });
             self.next_replica += 1;
-            self.segments.get_mut(&seg).expect("placed on a known segment").values.insert(vid, ());
+            self.segments.get_mut(&seg).expect("placed on a known segment").add_value(vid, off);
         }
         let key: Arc<str> = match self.objects.get_key_value(key) {
             Some((k, _)) => k.clone(),

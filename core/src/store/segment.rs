@@ -19,6 +19,7 @@
 //! The allocator lives inside the state, so only the states that own memory bookkeeping
 //! can allocate or free: an `Unmounting` segment has nothing left to free.
 
+use std::collections::BTreeMap;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
@@ -144,6 +145,9 @@ pub(super) struct Segment {
     /// Values with a replica here (dropped when the segment starts unmounting). Hashed by
     /// id: inserted on every write, removed on every free.
     pub(super) values: ShardedMap<ValueId, (), BuildHasherDefault<IdHasher>>,
+    /// The same values by offset, on segments of this process only (the data plane's
+    /// target finds the allocation a transfer's range falls in).
+    pub(super) allocs: BTreeMap<u64, ValueId>,
 }
 
 impl Segment {
@@ -222,6 +226,27 @@ impl Segment {
 
     /// MOUNTED → GRACEFULLY_UNMOUNTING, or a GRACEFULLY_UNMOUNTING deadline moved earlier.
     /// Returns false when the segment is already UNMOUNTING (nothing to do).
+    /// The value whose allocation holds `[off, off + len)`, if its offset index knows one.
+    pub(super) fn alloc_at(&self, off: u64) -> Option<(u64, ValueId)> {
+        self.allocs.range(..=off).next_back().map(|(&o, &v)| (o, v))
+    }
+
+    /// Records a new allocation at `off` (segments of this process keep an offset index).
+    pub(super) fn add_value(&mut self, vid: ValueId, off: u64) {
+        self.values.insert(vid, ());
+        if self.mapping.is_some() {
+            self.allocs.insert(off, vid);
+        }
+    }
+
+    /// Forgets the allocation of `vid` at `off`.
+    pub(super) fn remove_value(&mut self, vid: ValueId, off: u64) {
+        self.values.remove(&vid);
+        if self.allocs.get(&off) == Some(&vid) {
+            self.allocs.remove(&off);
+        }
+    }
+
     pub(super) fn set_grace(&mut self, new_deadline: u64) -> bool {
         let state = std::mem::replace(&mut self.state, SegState::Unmounting);
         self.state = match state {

@@ -15,7 +15,7 @@ use super::ids::{IdHasher, NodeId, ValueId};
 use super::object::{Object, Value};
 use super::segment::{Mapping, Node, SegShared, SegState, Segment, EMBEDDED};
 use super::shard::ShardedMap;
-use super::types::{Gauges, MountKind, NodeGauge, SegmentInfo, StoreCounters, UnmountFamily};
+use super::types::{Gauges, MountKind, NodeGauge, RangeRefused, SegmentInfo, StoreCounters, UnmountFamily};
 use crate::config::Protocol;
 
 /// The knobs the metadata needs.
@@ -62,6 +62,9 @@ pub(super) struct Inner {
     pub(super) last_now: u64,
     /// Mappings of removed segments, dropped after the lock is released.
     pub(super) garbage: Vec<Arc<Mapping>>,
+    /// The segments of this process changed (`Store::local_buffers`): tell the observer
+    /// after the lock.
+    pub(super) buffers_changed: bool,
     /// Names of remote nodes that expired, for the metadata cleanup after the lock.
     pub(super) expired_names: Vec<String>,
 }
@@ -84,6 +87,7 @@ impl Inner {
             objects: BTreeMap::new(),
             current: ShardedMap::default(),
             values: ShardedMap::default(),
+            buffers_changed: false,
             pending: BTreeSet::new(),
             evict_at: None,
             counters: StoreCounters::default(),
@@ -99,6 +103,26 @@ impl Inner {
     pub(super) fn tick(&mut self, now: u64) -> u64 {
         self.last_now = self.last_now.max(now);
         now
+    }
+
+    /// The live segment of this process, allocation and offset that hold
+    /// `[addr, addr + len)` entirely (addresses as advertised).
+    pub(super) fn range_value(&self, addr: u64, len: u64) -> Result<(&Segment, ValueId, u64), RangeRefused> {
+        let end = addr.checked_add(len).filter(|_| len > 0).ok_or(RangeRefused::NoSegment)?;
+        let seg = self
+            .segments
+            .values()
+            .find(|s| {
+                s.mapping.is_some() && s.is_live() && s.base_address() <= addr && end <= s.base_address() + s.size
+            })
+            .ok_or(RangeRefused::NoSegment)?;
+        let off = addr - seg.base_address();
+        let (start, vid) = seg.alloc_at(off).ok_or(RangeRefused::NotInValue)?;
+        let v = self.values.get(&vid).ok_or(RangeRefused::NotInValue)?;
+        if off + len > start + v.len {
+            return Err(RangeRefused::NotInValue);
+        }
+        Ok((seg, vid, off))
     }
 
     /// Registers the chunks of one mapping as MOUNTED segments of the embedded node.
@@ -124,8 +148,10 @@ impl Inner {
                 state: SegState::Mounted { alloc: Allocator::new(c.size) },
                 shared: Arc::new(SegShared::default()),
                 values: Default::default(),
+                allocs: Default::default(),
             };
             self.segments.insert(c.id, seg);
+            self.buffers_changed = true;
         }
     }
 
@@ -161,7 +187,9 @@ impl Inner {
             return;
         }
         seg.state = SegState::Unmounting;
+        self.buffers_changed |= seg.mapping.is_some();
         // In id (write) order, as before the set was hashed.
+        seg.allocs.clear();
         let mut values: Vec<ValueId> = std::mem::take(&mut seg.values).keys().copied().collect();
         values.sort_unstable();
         log::debug!("segment {id} unmounting: {} values dropped", values.len());

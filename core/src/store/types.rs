@@ -345,3 +345,21 @@ pub struct ReplicaList {
 
 /// Why a put did not start (PutStart): allocation or the object state.
 pub type PutStartResult = Result<Vec<ReplicaDesc>, ErrorCode>;
+
+/// Why the data plane may not touch a range of this process's memory (see
+/// `Store::open_read_range`): every case is answered with a reject, never with bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RangeRefused {
+    /// Not inside one live segment of this process.
+    #[error("not within any segment of this node")]
+    NoSegment,
+    /// Not inside one allocation.
+    #[error("not within one value")]
+    NotInValue,
+    /// A read of a value whose write is still in progress.
+    #[error("the value is not complete")]
+    NotComplete,
+    /// A write outside an allocation of a write in progress (or of an aborted one).
+    #[error("not within a write in progress")]
+    NotWritable,
+}

@@ -31,7 +31,7 @@ impl Inner {
         }
         let shared = Arc::new(ValueShared::default());
         let seg = self.segments.get_mut(&seg_id).expect("allocated on a known segment");
-        seg.values.insert(vid, ());
+        seg.add_value(vid, off);
         let out = NewValue {
             vid,
             seg: seg_id,
@@ -100,6 +100,26 @@ impl Inner {
         let ValueState::Writing { visible } = v.state else {
             return;
         };
+        if self.values.get(&vid).is_some_and(|v| v.shared.reads.load(Ordering::SeqCst) > 0) {
+            // A data-plane transfer is writing into it: the memory goes when the last one
+            // ends (`value_read_ended`), as for a retired value, so it is never reused under
+            // a late write.
+            let v = self.values.get_mut(&vid).expect("present");
+            v.shared.aborted.store(true, Ordering::SeqCst);
+            v.state = ValueState::Retired;
+            let key = v.key.clone();
+            v.shared.release_ready.store(true, Ordering::SeqCst);
+            if visible {
+                self.detach_write(&key, vid);
+                if count {
+                    self.counters.put_revokes += 1;
+                }
+            }
+            if self.values.get(&vid).is_some_and(|v| v.shared.reads.load(Ordering::SeqCst) == 0) {
+                self.release(vid);
+            }
+            return;
+        }
         let v = self.values.remove(&vid).expect("present");
         v.shared.aborted.store(true, Ordering::SeqCst);
         self.free_replicas(vid, &v);
@@ -125,7 +145,7 @@ impl Inner {
     fn free_replicas(&mut self, vid: ValueId, v: &Value) {
         for loc in &v.replicas {
             if let Some(seg) = self.segments.get_mut(&loc.seg) {
-                seg.values.remove(&vid);
+                seg.remove_value(vid, loc.off);
                 if let Some(alloc) = seg.allocator_mut() {
                     alloc.free(loc.off, v.len);
                 }
