@@ -53,6 +53,14 @@ pub struct Config {
     /// 0 = unlimited. A connection beyond it is answered `503 {"error":"too many connections"}`
     /// at once and closed (docs/robustness.md).
     pub max_connections: u64,
+    /// This process serves its own segments over the data plane (a transfer-engine target)
+    /// and can reach other nodes' memory (a `DataPlane` is installed): RPC writers may be
+    /// placed on its segments, RPC readers see its replicas, and REST reads reach replicas
+    /// on other nodes. Off: the REST API sees only this process's memory and RPC clients
+    /// only theirs (the single-process split).
+    pub cluster: bool,
+    /// How long a REST read of a value on another node may take (`--transfer-timeout`).
+    pub transfer_timeout: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +79,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 0,
+            cluster: false,
+            transfer_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -45,6 +45,11 @@ pub(crate) enum ApiError {
     Http(HttpError),
     /// `--max-connections` reached: 503, shape E3.
     TooManyConnections,
+    /// The node holding the only replicas could not be read (the text names it): 502,
+    /// `-800` (upstream's `TRANSFER_FAIL`).
+    NodeUnreachable(String),
+    /// The node holding the only replicas did not answer in time: 504, `-800`.
+    NodeTimeout(String),
 }
 
 /// The body shapes of SPEC §1.4.
@@ -94,6 +99,8 @@ impl ApiError {
             ApiError::MountFailed(_) => 500,
             ApiError::WriteAborted | ApiError::TooManyConnections => 503,
             ApiError::Http(e) => e.status(),
+            ApiError::NodeUnreachable(_) => 502,
+            ApiError::NodeTimeout(_) => 504,
         }
     }
 
@@ -108,6 +115,7 @@ impl ApiError {
             ApiError::ShmNotFound(_) => -1100,
             ApiError::MountFailed(_) | ApiError::WriteAborted | ApiError::TooManyConnections => -1,
             ApiError::UnmountFailed(_) | ApiError::SegmentNotFound => -101,
+            ApiError::NodeUnreachable(_) | ApiError::NodeTimeout(_) => -800,
         }
     }
 
@@ -128,6 +136,8 @@ impl ApiError {
             ApiError::MountNoMemory => "Allocate and mount failed: insufficient memory",
             ApiError::ShmNotFound(name) => return Cow::Owned(format!("Shared memory object not found: {name}")),
             ApiError::MountFailed(text) => return Cow::Owned(format!("Mount failed: {text}")),
+            ApiError::NodeUnreachable(text) => return Cow::Owned(format!("Cannot read the value from {text}")),
+            ApiError::NodeTimeout(node) => return Cow::Owned(format!("Timed out reading the value from {node}")),
             ApiError::UnmountFailed(_) => "Unmount failed for one or more segments",
             ApiError::WriteAborted => "Write aborted: segment unmounted",
             ApiError::SegmentNotFound => "segment not found",

@@ -41,12 +41,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::http::{self, Handler, HeadDecision, HttpError, Method, RequestHead, Response};
+use crate::http::{self, Body, Handler, HeadDecision, HttpError, Method, RequestHead, Response};
 use crate::master::Master;
 use crate::route::Route;
 use crate::session::{Acceptor, ListenerAtShutdown, Session};
 use crate::store::WriteHandle;
 use crate::time::Now;
+use crate::transfer::{Transfer, TransferOp, TransferOutcome};
 
 pub use crate::stats::WorkerStats;
 use error::ApiError;
@@ -101,19 +102,71 @@ impl ApiRequest {
     }
 }
 
-/// The handler of one worker for one listener kind.
+/// A response owed to the request of a connection, until a data-plane read ends.
+#[derive(Clone, Debug)]
+struct Awaiting {
+    token: u64,
+    endpoint: String,
+    len: u64,
+    deadline: Instant,
+    /// Count a failed GET (not for HEAD).
+    count: bool,
+}
+
+/// The handler of one worker for one listener kind (each connection has its own copy, with
+/// its own transfers).
 #[derive(Clone)]
 pub struct Service {
     master: Arc<Master>,
     listener: Listener,
     stats: Arc<WorkerStats>,
+    /// Transfers asked for and not yet handed to the data plane.
+    transfers: Vec<Transfer>,
+    /// The read a pending response waits for (one at a time: later requests wait).
+    awaiting: Option<Awaiting>,
+    next_token: u64,
 }
 
 impl Service {
     /// A handler for one worker thread and one listener. Handlers made by the same worker
     /// should share `stats` (see [`Master::register_worker`]).
     pub fn new(master: Arc<Master>, listener: Listener, stats: Arc<WorkerStats>) -> Self {
-        Self { master, listener, stats }
+        Self { master, listener, stats, transfers: Vec::new(), awaiting: None, next_token: 0 }
+    }
+
+    /// Answers later: reads `[address, address + len)` of `endpoint` through the data plane.
+    fn read_remote(&mut self, now: Now, r: crate::store::RemoteReplica, count: bool) -> Response {
+        self.next_token += 1;
+        let token = self.next_token;
+        let deadline = now.mono + self.master.config.transfer_timeout;
+        self.transfers.push(Transfer {
+            id: token,
+            endpoint: r.endpoint.clone(),
+            op: TransferOp::Read { addr: r.address, len: r.len },
+            deadline,
+        });
+        self.awaiting = Some(Awaiting { token, endpoint: r.endpoint, len: r.len, deadline, count });
+        Response::with_body(200, CT_OCTET, Body::Pending(token))
+    }
+
+    /// The answer to the pending read `token`, from its outcome (None: not the one owed).
+    fn remote_answer(&mut self, token: u64, outcome: Option<TransferOutcome>) -> Option<Response> {
+        let a = self.awaiting.take_if(|a| a.token == token)?;
+        let result = match outcome {
+            Some(TransferOutcome::Read(bytes)) if bytes.len() as u64 == a.len => {
+                return Some(Response::new(200, CT_OCTET, bytes));
+            }
+            Some(TransferOutcome::Read(bytes)) => {
+                ApiError::NodeUnreachable(format!("{}: {} bytes instead of {}", a.endpoint, bytes.len(), a.len))
+            }
+            Some(TransferOutcome::Failed(why)) => ApiError::NodeUnreachable(why),
+            Some(TransferOutcome::Written) => ApiError::NodeUnreachable(format!("{}: unexpected write", a.endpoint)),
+            None => ApiError::NodeTimeout(a.endpoint),
+        };
+        if a.count {
+            self.stats.bump(crate::stats::Ctr::GetFail, 1);
+        }
+        Some(result.into_response(Route::Get))
     }
 
     /// A new connection accepted at `now` (counted in `http_connections_open`).
@@ -285,6 +338,15 @@ pub struct HttpSession {
     svc: Service,
 }
 
+impl HttpSession {
+    /// Answers the pending response `token` (an outcome, or `None` for its deadline).
+    fn answer(&mut self, now: Now, token: u64, outcome: Option<TransferOutcome>) {
+        if let Some(resp) = self.svc.remote_answer(token, outcome) {
+            self.conn.resolve(now, token, resp, &mut self.svc);
+        }
+    }
+}
+
 impl Session for HttpSession {
     fn handle_input(&mut self, now: Now, data: &[u8]) {
         self.conn.handle_input(now, data, &mut self.svc);
@@ -293,6 +355,10 @@ impl Session for HttpSession {
         self.conn.handle_eof(now, &mut self.svc);
     }
     fn handle_timeout(&mut self, now: Now) {
+        if let Some(a) = self.svc.awaiting.as_ref().filter(|a| a.deadline <= now.mono) {
+            let token = a.token;
+            self.answer(now, token, None);
+        }
         self.conn.handle_timeout(now, &mut self.svc);
     }
     fn handle_shutdown(&mut self, now: Now) {
@@ -305,13 +371,20 @@ impl Session for HttpSession {
         self.conn.consume(now, n, &mut self.svc);
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        self.conn.poll_timeout()
+        let transfer = self.svc.awaiting.as_ref().map(|a| a.deadline);
+        [self.conn.poll_timeout(), transfer].into_iter().flatten().min()
     }
     fn wants_read(&self) -> bool {
         self.conn.wants_read()
     }
     fn is_closed(&self) -> bool {
         self.conn.is_closed()
+    }
+    fn poll_transfer(&mut self) -> Option<Transfer> {
+        (!self.svc.transfers.is_empty()).then(|| self.svc.transfers.remove(0))
+    }
+    fn handle_transfer(&mut self, now: Now, id: u64, outcome: TransferOutcome) {
+        self.answer(now, id, Some(outcome));
     }
 }
 

@@ -270,13 +270,25 @@ impl Service {
     }
 
     /// `GET /api/get/{key}` (SPEC §6.4); HEAD answers the same without lease or counter.
-    pub(super) fn get(&self, now: Now, head: &RequestHead, key: &str) -> Result<Response, ApiError> {
+    /// A value whose replicas all live on other nodes is read through the data plane
+    /// (cluster mode): the response follows once the bytes arrived (502/504 naming the node
+    /// when they do not).
+    pub(super) fn get(&mut self, now: Now, head: &RequestHead, key: &str) -> Result<Response, ApiError> {
         let side_effects = head.method != crate::http::Method::Head;
         if side_effects {
             self.stats.bump(Ctr::GetReq, 1);
         }
         match self.master.store.get(now.mono, key, side_effects) {
             Some(v) => Ok(Response::with_body(200, CT_OCTET, Body::Value(Box::new(v)))),
+            None if self.master.config.cluster => match self.master.store.remote_replica(now.mono, key, side_effects) {
+                Some(r) => Ok(self.read_remote(now, r, side_effects)),
+                None => {
+                    if side_effects {
+                        self.stats.bump(Ctr::GetFail, 1);
+                    }
+                    Err(ApiError::ObjectNotFound)
+                }
+            },
             None => {
                 if side_effects {
                     self.stats.bump(Ctr::GetFail, 1);

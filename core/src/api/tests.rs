@@ -1401,3 +1401,130 @@ mod connection_limit {
         assert_eq!(master.connections_open.load(Ordering::Relaxed), 0);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cluster mode: REST reads of values held by other nodes go through the data plane.
+mod cluster_reads {
+    use std::io::IoSlice;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use uuid::Uuid;
+
+    use crate::config::Config;
+    use crate::master::Master;
+    use crate::platform::FakePlatform;
+    use crate::session::{Acceptor, Session};
+    use crate::store::{RemoteSegment, WriteConfig};
+    use crate::time::Now;
+    use crate::transfer::{TransferOp, TransferOutcome};
+    use crate::{HttpAcceptor, Listener};
+
+    const BASE: u64 = 0x7f00_0000_0000;
+    const CLIENT: Uuid = Uuid::from_u128(0xc1);
+
+    struct Rig {
+        conn: Box<dyn Session>,
+        now: Now,
+        _master: Arc<Master>,
+    }
+
+    /// A cluster-mode master with value `k` (`len` bytes) on a client's segment `te-n1`.
+    fn rig(len: u64) -> Rig {
+        let now = Now::new(Instant::now(), 1_700_000_000);
+        let config = Config { cluster: true, client_ttl: Duration::from_secs(3600), ..Config::default() };
+        let master = Master::new(config, Arc::new(FakePlatform::new(5)), now);
+        let seg = RemoteSegment {
+            id: Uuid::from_u128(0x51),
+            name: "n1".into(),
+            base: BASE,
+            size: 1 << 24,
+            te_endpoint: "te-n1".into(),
+            protocol: "tcp".into(),
+        };
+        master.store().client_mount(now.mono, CLIENT, &seg).unwrap();
+        let one = WriteConfig { replicas: 1, preferred: Vec::new() };
+        master.store().client_put_start(now.mono, CLIENT, "k", len, &one, false).unwrap();
+        master.store().client_put_end(now.mono, CLIENT, "k", None).unwrap();
+        let mut acceptor = HttpAcceptor::new(master.clone(), Listener::Main, master.register_worker());
+        Rig { conn: acceptor.accept(now), now, _master: master }
+    }
+
+    impl Rig {
+        fn out(&mut self) -> String {
+            let mut all = Vec::new();
+            loop {
+                let mut bufs = [IoSlice::new(&[]); 8];
+                let n = self.conn.poll_transmit(&mut bufs);
+                if n == 0 {
+                    break;
+                }
+                let bytes: Vec<u8> = bufs[..n].iter().flat_map(|b| b.iter().copied()).collect();
+                self.conn.consume(self.now, bytes.len());
+                all.extend(bytes);
+            }
+            String::from_utf8_lossy(&all).into_owned()
+        }
+    }
+
+    #[test]
+    fn a_value_on_another_node_is_read_through_the_data_plane_in_order() {
+        let mut t = rig(5);
+        t.conn.handle_input(t.now, b"GET /api/get/k HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
+        assert_eq!(t.out(), "", "nothing before the bytes arrived, not even the pipelined /health");
+        let tr = t.conn.poll_transfer().expect("a transfer");
+        assert_eq!(tr.endpoint, "te-n1");
+        assert_eq!(tr.op, TransferOp::Read { addr: BASE, len: 5 });
+        assert!(tr.deadline > t.now.mono);
+        assert!(t.conn.poll_transfer().is_none());
+        assert_eq!(t.conn.poll_timeout(), Some(tr.deadline), "the deadline is the session's");
+        t.conn.handle_transfer(t.now, tr.id, TransferOutcome::Read(b"hello".to_vec()));
+        let out = t.out();
+        let first = out.find("\r\n\r\nhello").expect("the value");
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.contains("Content-Length: 5\r\n") || out.contains("content-length: 5\r\n"), "{out}");
+        assert!(out[first..].contains("HTTP/1.1 200 OK"), "then /health: {out}");
+        assert!(!t.conn.is_closed());
+    }
+
+    #[test]
+    fn an_unreachable_node_is_named_in_a_502_and_a_silent_one_in_a_504() {
+        let mut t = rig(5);
+        t.conn.handle_input(t.now, b"GET /api/get/k HTTP/1.1\r\n\r\n");
+        let tr = t.conn.poll_transfer().unwrap();
+        t.conn.handle_transfer(t.now, tr.id, TransferOutcome::Failed("te-n1: connection refused".into()));
+        let out = t.out();
+        assert!(out.starts_with("HTTP/1.1 502 "), "{out}");
+        assert!(out.ends_with(r#"{"error":"Cannot read the value from te-n1: connection refused"}"#), "{out}");
+        // A short read is not served either.
+        t.conn.handle_input(t.now, b"GET /api/get/k HTTP/1.1\r\n\r\n");
+        let tr = t.conn.poll_transfer().unwrap();
+        t.conn.handle_transfer(t.now, tr.id, TransferOutcome::Read(b"hel".to_vec()));
+        assert!(t.out().starts_with("HTTP/1.1 502 "));
+        // No answer before the deadline: 504, and the late outcome is dropped.
+        t.conn.handle_input(t.now, b"GET /api/get/k HTTP/1.1\r\n\r\n");
+        let tr = t.conn.poll_transfer().unwrap();
+        let late = Now::new(tr.deadline, t.now.wall_unix_secs + 5);
+        t.conn.handle_timeout(late);
+        t.now = late;
+        let out = t.out();
+        assert!(out.starts_with("HTTP/1.1 504 "), "{out}");
+        assert!(out.ends_with(r#"{"error":"Timed out reading the value from te-n1"}"#), "{out}");
+        t.conn.handle_transfer(t.now, tr.id, TransferOutcome::Read(b"hello".to_vec()));
+        assert_eq!(t.out(), "");
+    }
+
+    #[test]
+    fn exist_sees_the_value_and_eof_waits_for_the_answer() {
+        let mut t = rig(5);
+        t.conn.handle_input(t.now, b"GET /api/exist/k HTTP/1.1\r\n\r\n");
+        assert!(t.out().ends_with(r#"{"exists":true}"#));
+        t.conn.handle_input(t.now, b"GET /api/get/k HTTP/1.1\r\n\r\n");
+        t.conn.handle_eof(t.now);
+        assert!(!t.conn.is_closed(), "the owed response is still sent");
+        let tr = t.conn.poll_transfer().unwrap();
+        t.conn.handle_transfer(t.now, tr.id, TransferOutcome::Read(b"hello".to_vec()));
+        assert!(t.out().ends_with("hello"));
+        assert!(t.conn.is_closed());
+    }
+}

@@ -109,6 +109,13 @@ enum BodyOutcome {
     Early(Response),
 }
 
+/// A response the handler will give later ([`Body::Pending`]).
+struct Pending<R> {
+    token: u64,
+    info: ReqInfo,
+    req: R,
+}
+
 enum ReadState<R> {
     /// Waiting for (the rest of) a request head.
     Head,
@@ -148,6 +155,8 @@ pub struct Connection<R> {
     idle_since: Option<Instant>,
     /// After EOF: no further request follows the one being answered (its response closes).
     last_after_eof: bool,
+    /// The response the handler owes ([`Body::Pending`]).
+    pending: Option<Pending<R>>,
 }
 
 impl<R> Connection<R> {
@@ -182,6 +191,7 @@ impl<R> Connection<R> {
             write_progress: now.mono,
             idle_since: Some(now.mono),
             last_after_eof: false,
+            pending: None,
         }
     }
 
@@ -334,7 +344,25 @@ impl<R> Connection<R> {
     /// True once the connection is finished: all output that will ever be sent was consumed
     /// and the socket should be closed.
     pub fn is_closed(&self) -> bool {
-        self.closed || (self.read_done && self.out.is_empty())
+        self.closed || (self.read_done && self.out.is_empty() && self.pending.is_none())
+    }
+
+    /// The token of the response the handler owes ([`Body::Pending`]), if any.
+    pub fn pending(&self) -> Option<u64> {
+        self.pending.as_ref().map(|p| p.token)
+    }
+
+    /// The handler's answer to the request it answered with [`Body::Pending`]`(token)`:
+    /// queued in its place (the requests pipelined behind it then proceed). Ignored when no
+    /// such response is owed (the connection closed meanwhile).
+    pub fn resolve<H: Handler<Request = R>>(&mut self, now: Now, token: u64, resp: Response, h: &mut H) {
+        if self.closed || self.pending.as_ref().is_none_or(|p| p.token != token) {
+            return;
+        }
+        if let Some(p) = self.pending.take() {
+            self.queue(now, &p.info, Some(&p.req), resp, false, h);
+        }
+        self.after(now, h);
     }
 
     // ---- input processing ------------------------------------------------------------
@@ -342,7 +370,7 @@ impl<R> Connection<R> {
     /// The next request must wait: too much output is pending, or an earlier response's
     /// streamed body is still being produced from the current state.
     fn held_back(&self) -> bool {
-        self.out.pending() > OUT_HIGH || self.out.has_open_stream()
+        self.out.pending() > OUT_HIGH || self.out.has_open_stream() || self.pending.is_some()
     }
 
     fn unprocessed_len(&self) -> usize {
@@ -504,7 +532,7 @@ impl<R> Connection<R> {
             HeadDecision::Respond(resp) => Sink::Discard(resp),
             HeadDecision::Buffer | HeadDecision::Stream if !has_body => {
                 let resp = h.on_request(now, &head, &mut req, &[]);
-                return self.queue(now, &info, Some(&req), resp, false, h);
+                return self.queue_answer(now, info, req, resp, h);
             }
             HeadDecision::Buffer => {
                 let cap = head.content_length.unwrap_or(0).min(BODY_PREALLOC) as usize;
@@ -581,7 +609,7 @@ impl<R> Connection<R> {
                     Sink::Stream => h.on_request(now, &head, &mut req, &[]),
                     Sink::Discard(resp) => resp,
                 };
-                self.queue(now, &info, Some(&req), resp, false, h);
+                self.queue_answer(now, info, req, resp, h);
             }
             BodyOutcome::TooLarge | BodyOutcome::BadChunk => {
                 let e = match outcome {
@@ -621,6 +649,15 @@ impl<R> Connection<R> {
         h.on_response_sent(req, info.method, status, duration);
     }
 
+    /// Queues the handler's answer to a complete request, or, for [`Body::Pending`], keeps
+    /// the request until [`Connection::resolve`].
+    fn queue_answer<H: Handler<Request = R>>(&mut self, now: Now, info: ReqInfo, req: R, resp: Response, h: &mut H) {
+        match resp.body {
+            Body::Pending(token) => self.pending = Some(Pending { token, info, req }),
+            _ => self.queue(now, &info, Some(&req), resp, false, h),
+        }
+    }
+
     /// Renders `resp` onto the output queue (the handler-independent part of `queue`).
     fn push_response(&mut self, now: Now, info: &ReqInfo, mut resp: Response, force_close: bool) {
         let no_body = status_has_no_body(resp.status);
@@ -632,6 +669,8 @@ impl<R> Connection<R> {
             Body::Value(v) => (Framing::Length(v.bytes().len() as u64), Body::Value(v)),
             Body::Stream(s) if info.version == Version::Http11 => (Framing::Chunked, Body::Stream(s)),
             Body::Stream(s) => (Framing::Close, Body::Stream(s)),
+            // Not a final answer: nothing to send (only `queue_answer` takes one).
+            Body::Pending(_) => (Framing::Length(0), Body::Empty),
         };
         // After EOF the response to the last complete request closes the connection.
         let last_after_eof = self.eof && self.last_after_eof;
@@ -700,6 +739,7 @@ impl<R> Connection<R> {
             self.in_pos = 0;
         }
         let idle = !self.read_done
+            && self.pending.is_none()
             && matches!(self.read, ReadState::Head)
             && self.unprocessed_len() == 0
             && self.out.is_empty();
@@ -715,6 +755,7 @@ impl<R> Connection<R> {
     /// Closes without sending anything more; drops queued output and request state.
     fn close_silently(&mut self) {
         self.closed = true;
+        self.pending = None;
         self.out.clear();
         self.read = ReadState::Head;
         self.inbuf = Vec::new();

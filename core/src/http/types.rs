@@ -129,6 +129,10 @@ pub enum Body {
     /// A streamed body: `Transfer-Encoding: chunked` to HTTP/1.1 clients, close-delimited to
     /// HTTP/1.0 clients (SPEC §2.6).
     Stream(Box<dyn BodyStream>),
+    /// Not known yet: the handler answers later with [`crate::http::Connection::resolve`]
+    /// and this token (only from [`Handler::on_request`]; the rest of the response is
+    /// ignored). Later pipelined requests wait for it.
+    Pending(u64),
 }
 
 impl std::fmt::Debug for Body {
@@ -138,6 +142,7 @@ impl std::fmt::Debug for Body {
             Body::Bytes(b) => write!(f, "Bytes({:?})", String::from_utf8_lossy(b)),
             Body::Value(v) => write!(f, "Value({} bytes)", v.bytes().len()),
             Body::Stream(_) => write!(f, "Stream"),
+            Body::Pending(t) => write!(f, "Pending({t})"),
         }
     }
 }

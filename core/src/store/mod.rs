@@ -306,6 +306,7 @@ impl Store {
             high_watermark: config.eviction_high_watermark_ratio,
             eviction_ratio: config.eviction_ratio,
             client_ttl: u64::try_from(config.client_ttl.as_nanos()).unwrap_or(u64::MAX),
+            cluster: config.cluster,
         };
         Self {
             inner: RwLock::new(Inner::new(params, config.node_name.clone(), client_id)),
@@ -627,9 +628,35 @@ impl Store {
     /// in this process's memory).
     pub fn exists(&self, key: &str) -> bool {
         let inner = self.read();
-        inner
-            .current(key)
-            .is_some_and(|(_, v)| v.replicas.iter().any(|l| inner.segments.get(&l.seg).is_some_and(|s| !s.is_remote())))
+        let cluster = inner.params.cluster;
+        inner.current(key).is_some_and(|(_, v)| {
+            v.replicas
+                .iter()
+                .any(|l| inner.segments.get(&l.seg).is_some_and(|s| s.is_live() && (cluster || !s.is_remote())))
+        })
+    }
+
+    /// The current complete value of `key` when none of its replicas is in this process's
+    /// memory but one is on another node (cluster mode): where to read it with the data
+    /// plane. Grants a lease when `grant_lease`, as [`Store::get`].
+    pub fn remote_replica(&self, now: Instant, key: &str, grant_lease: bool) -> Option<RemoteReplica> {
+        let inner = self.read();
+        if !inner.params.cluster {
+            return None;
+        }
+        let (_, v) = inner.current(key)?;
+        let (loc, seg) = v.replicas.iter().find_map(|l| {
+            let seg = inner.segments.get(&l.seg).filter(|s| s.is_remote() && s.is_live())?;
+            Some((l, seg))
+        })?;
+        if grant_lease && self.lease_ttl_ns > 0 {
+            v.shared.lease.fetch_max(self.ns(now).saturating_add(self.lease_ttl_ns), Ordering::SeqCst);
+        }
+        Some(RemoteReplica {
+            endpoint: inner.endpoint(seg).to_string(),
+            address: seg.base_address() + loc.off,
+            len: v.len,
+        })
     }
 
     /// `DELETE /api/remove/{key}`.

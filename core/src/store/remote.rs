@@ -224,6 +224,8 @@ impl Inner {
     /// Replica placement of an RPC write: up to `cfg.replicas` ranges on distinct remote
     /// nodes, preferred names first; the first one may evict (SPEC §8.2, §8.6).
     fn place_remote(&mut self, now: u64, len: u64, cfg: &WriteConfig) -> Result<Vec<(Uuid, u64)>, ErrorCode> {
+        // With a data plane, RPC writers reach this process's segments too (its TE target).
+        let place = if self.params.cluster { Placement::Any } else { Placement::Remote };
         let want = cfg.replicas.clamp(1, 64) as usize;
         let mut out: Vec<(Uuid, u64)> = Vec::with_capacity(want);
         let mut used: Vec<NodeId> = Vec::new();
@@ -233,19 +235,19 @@ impl Inner {
                 break;
             }
             let pick = |s: &Segment| names[s.node.0] == *name && !used.contains(&s.node);
-            if let Some(spot) = self.try_place(len, Placement::Remote, &pick) {
+            if let Some(spot) = self.try_place(len, place, &pick) {
                 used.push(self.segments[&spot.0].node);
                 out.push(spot);
             }
         }
         if out.is_empty() {
-            let spot = self.allocate_space(now, len, Placement::Remote).map_err(|_| ErrorCode::NoAvailableHandle)?;
+            let spot = self.allocate_space(now, len, place).map_err(|_| ErrorCode::NoAvailableHandle)?;
             used.push(self.segments[&spot.0].node);
             out.push(spot);
         }
         while out.len() < want {
             let pick = |s: &Segment| !used.contains(&s.node);
-            let Some(spot) = self.try_place(len, Placement::Remote, &pick) else { break };
+            let Some(spot) = self.try_place(len, place, &pick) else { break };
             used.push(self.segments[&spot.0].node);
             out.push(spot);
         }
@@ -388,11 +390,13 @@ impl Inner {
         let replicas: Vec<ReplicaDesc> = v
             .replicas
             .iter()
-            .filter(|l| self.segments.get(&l.seg).is_some_and(|s| s.is_remote() && s.is_live()))
+            .filter(|l| {
+                self.segments.get(&l.seg).is_some_and(|s| (self.params.cluster || s.is_remote()) && s.is_live())
+            })
             .filter_map(|l| self.describe(l, v.len, true))
             .collect();
         if replicas.is_empty() {
-            // Stored in this process's memory, which RPC readers cannot reach.
+            // Stored in this process's memory, which RPC readers cannot reach (no data plane).
             return Err(ErrorCode::ObjectNotFound);
         }
         Ok((vid, ReplicaList { replicas, checksum: v.checksum }))

@@ -287,3 +287,109 @@ fn client_expiry_unmounts_drops_objects_aborts_writes_and_cleans_metadata() {
     assert_eq!(h.store.gauges().active_clients, 3);
     assert_eq!(h.store.query_segment("n1"), Some((0, 16 * MIB)));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cluster mode: the data plane's access to this process's memory, RPC writers placed on it.
+
+fn cluster() -> Harness {
+    Harness::new(Config { cluster: true, client_ttl: Duration::from_secs(3600), ..config() })
+}
+
+/// The address of the first replica of `key` as `/query_key` reports it.
+fn address_of(h: &Harness, key: &str) -> u64 {
+    h.store.query_key(key).expect("replicas")[0].address
+}
+
+#[test]
+fn cluster_rpc_writers_land_on_this_process_and_write_through_the_target() {
+    let h = cluster();
+    h.mount(16 * MIB);
+    let value = b"written-by-upstream-client: 0123456789";
+    let len = value.len() as u64;
+    let reps = h.store.client_put_start(h.now, C1, "k2", len, &one(), false).expect("placed");
+    assert_eq!(reps.len(), 1);
+    let local = h.store.local_buffers();
+    assert_eq!(local.len(), 1);
+    let (base, size) = local[0];
+    let addr = reps[0].address;
+    assert!(addr >= base && addr + len <= base + size, "replica inside the local segment");
+    assert_eq!(reps[0].endpoint, "127.0.0.1:8080", "this node's name is the TE endpoint");
+    // While written: readable by nobody, writable inside the allocation only.
+    assert_eq!(h.store.open_read_range(addr, len).err(), Some(RangeRefused::NotComplete));
+    assert_eq!(h.store.open_write_range(addr, len + 1).err(), Some(RangeRefused::NotInValue));
+    assert_eq!(h.store.open_write_range(addr + len, 1).err().is_some(), true);
+    let mut w = h.store.open_write_range(addr, len).expect("writable");
+    w.write_at(0, &value[..10]);
+    w.write_at(10, &value[10..]);
+    w.finish().expect("finished");
+    assert_eq!(h.store.client_put_end(h.now, C1, "k2", None), Ok(Some(len)));
+    // Complete: no more writes, reads of any sub-range, and the REST API sees it.
+    assert_eq!(h.store.open_write_range(addr, len).err(), Some(RangeRefused::NotWritable));
+    assert_eq!(h.store.open_read_range(addr + 3, 5).expect("readable").bytes(), &value[3..8]);
+    assert_eq!(h.get("k2").as_deref(), Some(&value[..]));
+    // RPC readers see REST-written values.
+    h.put("rest", b"stored over REST").unwrap();
+    let list = h.store.client_get(h.now, "rest").expect("visible over RPC");
+    assert_eq!(list.replicas[0].address, address_of(&h, "rest"));
+    assert!(h.store.client_exists("rest"));
+}
+
+#[test]
+fn cluster_target_refuses_everything_outside_live_values() {
+    let h = cluster();
+    let seg = h.mount(16 * MIB);
+    h.put("a", b"hello world").unwrap();
+    let addr = address_of(&h, "a");
+    let (base, size) = h.store.local_buffers()[0];
+    assert_eq!(h.store.open_read_range(addr, 11).expect("inside").bytes(), b"hello world");
+    for (at, len) in [(addr, 12), (addr + 11, 1), (base + size - 1, 2), (u64::MAX - 1, 4), (addr, 0), (0x10, 8)] {
+        assert!(h.store.open_read_range(at, len).is_err(), "{at:#x}+{len} must be refused");
+        assert!(h.store.open_write_range(at, len).is_err(), "{at:#x}+{len} must be refused");
+    }
+    // A REST value is never writable by the data plane.
+    assert_eq!(h.store.open_write_range(addr, 11).err(), Some(RangeRefused::NotWritable));
+    // A read in flight holds the value through a replace; the unmount ends access.
+    let r = h.store.open_read_range(addr, 11).unwrap();
+    h.put("a", b"HELLO WORLD").unwrap();
+    assert_eq!(r.bytes(), b"hello world", "the old bytes stay until the read ends");
+    drop(r);
+    assert!(h.unmount(seg, Duration::ZERO));
+    assert!(h.store.local_buffers().is_empty());
+    assert_eq!(h.store.open_read_range(addr, 11).err(), Some(RangeRefused::NoSegment));
+}
+
+#[test]
+fn cluster_revoked_write_keeps_its_memory_until_the_transfer_ends() {
+    let h = cluster();
+    h.mount(MIB);
+    let len = 600 * 1024;
+    let reps = h.store.client_put_start(h.now, C1, "big", len, &one(), false).unwrap();
+    let addr = reps[0].address;
+    let mut w = h.store.open_write_range(addr, len).unwrap();
+    h.store.client_put_revoke(h.now, C1, "big").unwrap();
+    // The range is not free: a new write of the same size does not fit the 1 MiB segment.
+    assert!(h.store.client_put_start(h.now, C1, "next", len, &one(), false).is_err());
+    w.write_at(0, &[7u8; 1024]);
+    assert_eq!(w.finish().err(), Some(RangeRefused::NotWritable), "the writer learns of the revoke");
+    // Once the transfer's guard is gone the space is back.
+    assert!(h.store.client_put_start(h.now, C1, "next", len, &one(), false).is_ok());
+}
+
+#[test]
+fn cluster_rest_reads_find_values_on_other_nodes() {
+    let h = cluster();
+    assert_eq!(h.store.client_mount(h.now, C1, &seg(0x51, "n1", BASE, 16 * MIB)), Ok(true));
+    let reps = h.store.client_put_start(h.now, C1, "remote", 5, &one(), false).unwrap();
+    assert!(!h.store.exists("remote"), "not before it is complete");
+    h.store.client_put_end(h.now, C1, "remote", None).unwrap();
+    assert!(h.store.exists("remote"));
+    assert!(h.store.get(h.now, "remote", true).is_none(), "no local bytes");
+    let r = h.store.remote_replica(h.now, "remote", true).expect("on n1");
+    assert_eq!(r, RemoteReplica { endpoint: "te-n1".into(), address: reps[0].address, len: 5 });
+    // Without cluster mode the split stays.
+    let split = mounted();
+    split.store.client_put_start(split.now, C1, "remote", 5, &one(), false).unwrap();
+    split.store.client_put_end(split.now, C1, "remote", None).unwrap();
+    assert!(!split.store.exists("remote"));
+    assert!(split.store.remote_replica(split.now, "remote", true).is_none());
+}

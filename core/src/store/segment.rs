@@ -267,11 +267,18 @@ pub(super) enum Placement {
     Local,
     /// RPC writers: segments of RPC clients (their transfer engines move the bytes).
     Remote,
+    /// RPC writers of a process with a data plane: any segment (this process's own are
+    /// reached through its transfer-engine target).
+    Any,
 }
 
 impl Placement {
     pub(super) fn admits(self, seg: &Segment) -> bool {
-        seg.is_remote() == (self == Placement::Remote)
+        match self {
+            Placement::Any => true,
+            Placement::Local => !seg.is_remote(),
+            Placement::Remote => seg.is_remote(),
+        }
     }
 }
 

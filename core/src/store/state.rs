@@ -27,6 +27,8 @@ pub(super) struct Params {
     pub(super) eviction_ratio: f64,
     /// `--client-ttl` in ns (remote nodes expire this long after their last heartbeat).
     pub(super) client_ttl: u64,
+    /// `Config::cluster`: placement and visibility across nodes.
+    pub(super) cluster: bool,
 }
 
 /// Period of the eviction check while above the watermark (SPEC §8.6).

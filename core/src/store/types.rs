@@ -363,3 +363,14 @@ pub enum RangeRefused {
     #[error("not within a write in progress")]
     NotWritable,
 }
+
+/// Where a value lives on another node: what the data plane reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteReplica {
+    /// Transfer-engine segment name of the owning node.
+    pub endpoint: String,
+    /// Address of the first byte in the owner's advertised address space.
+    pub address: u64,
+    /// Value length.
+    pub len: u64,
+}
