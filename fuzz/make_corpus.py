@@ -2,7 +2,9 @@
 """Writes the committed seed corpus of the fuzz targets (fuzz/corpus/<target>/seed-*).
 
 The seeds are real requests (the README's and SPEC's examples and the protocol corner cases)
-in each target's input format. Re-run after changing a target's input format:
+in each target's input format; the RPC targets' seeds are the golden coro_rpc frames captured
+between upstream's client and master (core/src/rpc/testdata/rpc-frames*.txt, copies of the
+reference transcripts) and the framing corner cases. Re-run after changing a target's input format:
 
     python3 fuzz/make_corpus.py
 """
@@ -10,6 +12,8 @@ import os
 import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+RPC_TESTDATA = os.path.join(HERE, "..", "core", "src", "rpc", "testdata")
+RPC_FILES = ("rpc-frames.txt", "rpc-frames-raw.txt", "rpc-frames-probe.txt")
 
 
 def req(method, target, body=b"", headers=(), version="HTTP/1.1", length=True):
@@ -133,6 +137,52 @@ STORE = {
 }
 
 
+def rpc_frames():
+    """(file, conn, direction, method, frame bytes) of every captured frame, in file order.
+
+    Lines are `DIR CONN HEX  # annotation` (DIR `C->M` request, `M->C` reply); the annotation
+    names the method (after an optional `+0.463s` time)."""
+    out = []
+    for name in RPC_FILES:
+        with open(os.path.join(RPC_TESTDATA, name)) as f:
+            for line in f:
+                data, _, note = line.partition("#")
+                parts = data.split()
+                if len(parts) != 3 or parts[0] not in ("C->M", "M->C"):
+                    continue
+                words = [w for w in note.split() if not w.startswith("+")]
+                method = words[0] if words else "frame"
+                out.append((name, int(parts[1]), parts[0], method, bytes.fromhex(parts[2])))
+    return out
+
+
+def rpc_req(seq, fid, body=b"", attach=b"", magic=0x15, version=0, stype=0, length=None):
+    """A coro_rpc request frame (20-byte header, body, attachment)."""
+    n = len(body) if length is None else length
+    return bytes([magic, version, stype, 0]) + struct.pack("<IIII", seq, fid, n, len(attach)) + body + attach
+
+
+SERVICE_READY = 0x7B81BB56  # the function id of ServiceReady
+UNKNOWN_FN = 0x12345678  # no method has this id
+
+# Framing corner cases (rpc-spec §2.5): pipelining, attachments, unknown ids, a bad magic /
+# version / serialize type (closes without a reply), an oversized frame (closes), a truncated
+# frame (dropped at EOF), a large announced frame that never comes.
+RPC_EDGES = {
+    "pipelined-ready": rpc_req(1, SERVICE_READY) + rpc_req(2, SERVICE_READY) + rpc_req(3, SERVICE_READY),
+    "attachment": rpc_req(5, SERVICE_READY, attach=b"attached bytes") + rpc_req(6, SERVICE_READY),
+    "unknown-function": rpc_req(7, UNKNOWN_FN, b"\x01\x02") + rpc_req(8, SERVICE_READY),
+    "bad-magic": rpc_req(9, SERVICE_READY) + rpc_req(10, SERVICE_READY, magic=0x16) + rpc_req(11, SERVICE_READY),
+    "bad-version": rpc_req(12, SERVICE_READY, version=1) + rpc_req(13, SERVICE_READY),
+    "bad-serialize-type": rpc_req(14, SERVICE_READY, stype=1),
+    "oversized": rpc_req(15, SERVICE_READY) + rpc_req(16, SERVICE_READY, length=(256 << 20) + 1),
+    "truncated": rpc_req(17, SERVICE_READY) + rpc_req(18, SERVICE_READY, b"abc", length=10),
+    # A header that announces the largest frame accepted (256 MiB) and nothing else: the
+    # connection must not size its buffer by the announcement.
+    "announces-max-frame": rpc_req(19, SERVICE_READY, length=256 << 20),
+}
+
+
 def write(target, name, data):
     d = os.path.join(HERE, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -150,6 +200,46 @@ def main():
         write("json_api", name, bytes([route, 0]) + body)
     for name, data in STORE.items():
         write("store_ops", name, data)
+    rpc_seeds()
+
+
+def rpc_conn_input(stream, n_cuts=2, ctl=0, event_at=0):
+    """rpc_conn's input: split offsets, event byte and offset, then the request bytes."""
+    n = len(stream)
+    cuts = [n // 3, n // 2][:n_cuts]
+    return bytes([len(cuts)]) + b"".join(u16(c) for c in cuts) + bytes([ctl]) + u16(event_at) + stream
+
+
+def rpc_seeds():
+    frames = rpc_frames()
+    # rpc_codec: up to two distinct request frames (header and body: the target decodes the
+    # body as the function's request type) and reply bodies (decoded as every result type)
+    # per method.
+    seen = set()
+    count = {}
+    for _, _, direction, method, raw in frames:
+        kind, data = ("request", raw) if direction == "C->M" else ("reply", raw[16:])
+        if len(data) < 4 or data in seen:
+            continue
+        seen.add(data)
+        key = f"{method}-{kind}"
+        count[key] = count.get(key, 0) + 1
+        if count[key] <= 2:
+            write("rpc_codec", f"{key}-{count[key]}", data)
+    # rpc_conn: each captured connection's requests as one stream (EOF at the end, drained),
+    # and the same stream with a shutdown in the middle while 7 bytes are consumed at a time.
+    conns = {}
+    for fname, conn, direction, _, raw in frames:
+        if direction == "C->M":
+            conns.setdefault((fname, conn), []).append(raw)
+    for (fname, conn), reqs in conns.items():
+        stream = b"".join(reqs)
+        name = f"{fname[:-4]}-conn{conn}"
+        write("rpc_conn", name, rpc_conn_input(stream))
+        write("rpc_conn", f"{name}-shutdown", rpc_conn_input(stream, ctl=1 | 2 | (7 << 2), event_at=len(stream) // 2))
+    for name, stream in RPC_EDGES.items():
+        write("rpc_conn", name, rpc_conn_input(stream))
+        write("rpc_codec", f"edge-{name}", stream)
 
 
 if __name__ == "__main__":
