@@ -151,7 +151,9 @@ impl RpcConnection {
             }
             let total = REQ_HDR + h.payload_len() as usize;
             if avail.len() < total {
-                self.inbuf.reserve(total - avail.len());
+                // Grow with the bytes that arrive, never by what a header announces (up to
+                // `MAX_FRAME`): reserve at most 1 MiB ahead.
+                self.inbuf.reserve((total - avail.len()).min(1 << 20));
                 break;
             }
             let body = &avail[REQ_HDR..REQ_HDR + h.length as usize];
@@ -235,5 +237,13 @@ impl Acceptor for RpcAcceptor {
     }
     fn on_shutdown(&self) -> ListenerAtShutdown {
         ListenerAtShutdown::Close
+    }
+}
+
+#[cfg(test)]
+impl RpcConnection {
+    /// Capacity of the input buffer (tests).
+    pub(crate) fn inbuf_capacity_for_test(&self) -> usize {
+        self.inbuf.capacity()
     }
 }
