@@ -80,5 +80,5 @@ pub mod transfer;
 pub use api::{HttpAcceptor, Listener, Service};
 pub use config::{Config, Protocol};
 pub use master::Master;
-pub use session::{Acceptor, Lifecycle, Link, ListenerAtShutdown, Runtime, Session, WorkerListeners};
+pub use session::{Acceptor, Lifecycle, Link, ListenerAtShutdown, Runtime, Session, SniffAcceptor, WorkerListeners};
 pub use time::Now;

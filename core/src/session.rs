@@ -322,3 +322,147 @@ pub trait Runtime: Send {
 /// The listeners of one worker: each socket with the acceptor that makes its sessions.
 /// Sockets are bound (and set non-blocking) by the caller; the adapter registers them.
 pub type WorkerListeners<L> = Vec<(L, Box<dyn Acceptor>)>;
+
+/// Serves two protocols on one listener, told apart by their first bytes: `pick` looks at
+/// what arrived so far and says `Some(true)` for the alternate protocol, `Some(false)` for
+/// the primary one, `None` while it cannot tell yet. (mc-master answers the transfer
+/// engine's handshake on its HTTP port this way, so that its node name `host:port` is also
+/// the handshake address a P2PHANDSHAKE client dials.)
+pub struct SniffAcceptor {
+    primary: Box<dyn Acceptor>,
+    alternate: Box<dyn Acceptor>,
+    pick: fn(&[u8]) -> Option<bool>,
+}
+
+impl SniffAcceptor {
+    /// `primary` serves a connection unless `pick` decides for `alternate`.
+    pub fn new(primary: Box<dyn Acceptor>, alternate: Box<dyn Acceptor>, pick: fn(&[u8]) -> Option<bool>) -> Self {
+        Self { primary, alternate, pick }
+    }
+}
+
+impl Acceptor for SniffAcceptor {
+    fn accept(&mut self, now: Now) -> Box<dyn Session> {
+        Box::new(Sniff::Undecided {
+            buf: Vec::new(),
+            primary: self.primary.accept(now),
+            alternate: self.alternate.accept(now),
+            pick: self.pick,
+        })
+    }
+    fn on_shutdown(&self) -> ListenerAtShutdown {
+        self.primary.on_shutdown()
+    }
+}
+
+/// A session of a [`SniffAcceptor`]: undecided (the primary's deadlines apply) until the
+/// first bytes tell, then the chosen protocol's session.
+enum Sniff {
+    Undecided {
+        buf: Vec<u8>,
+        primary: Box<dyn Session>,
+        alternate: Box<dyn Session>,
+        pick: fn(&[u8]) -> Option<bool>,
+    },
+    Decided(Box<dyn Session>),
+    /// Transient, while deciding.
+    Gone,
+}
+
+impl Sniff {
+    /// Decides with `buf` (or for the primary protocol when `force`), replaying it.
+    fn decide(&mut self, now: Now, force: bool) {
+        let Sniff::Undecided { buf, pick, .. } = self else { return };
+        let choice = match pick(buf) {
+            Some(c) => c,
+            None if force => false,
+            None => return,
+        };
+        let Sniff::Undecided { buf, primary, alternate, .. } = std::mem::replace(self, Sniff::Gone) else {
+            return;
+        };
+        let mut chosen = if choice { alternate } else { primary };
+        if !buf.is_empty() {
+            chosen.handle_input(now, &buf);
+        }
+        *self = Sniff::Decided(chosen);
+    }
+
+    fn session(&self) -> Option<&dyn Session> {
+        match self {
+            Sniff::Undecided { primary, .. } => Some(&**primary),
+            Sniff::Decided(s) => Some(&**s),
+            Sniff::Gone => None,
+        }
+    }
+}
+
+impl Session for Sniff {
+    fn handle_input(&mut self, now: Now, data: &[u8]) {
+        match self {
+            Sniff::Decided(s) => s.handle_input(now, data),
+            Sniff::Undecided { buf, .. } => {
+                buf.extend_from_slice(data);
+                self.decide(now, false);
+            }
+            Sniff::Gone => {}
+        }
+    }
+    fn handle_eof(&mut self, now: Now) {
+        self.decide(now, true);
+        if let Sniff::Decided(s) = self {
+            s.handle_eof(now);
+        }
+    }
+    fn handle_timeout(&mut self, now: Now) {
+        self.decide(now, true);
+        if let Sniff::Decided(s) = self {
+            s.handle_timeout(now);
+        }
+    }
+    fn handle_shutdown(&mut self, now: Now) {
+        self.decide(now, true);
+        if let Sniff::Decided(s) = self {
+            s.handle_shutdown(now);
+        }
+    }
+    fn poll_transmit<'a>(&'a self, bufs: &mut [IoSlice<'a>]) -> usize {
+        match self {
+            Sniff::Decided(s) => s.poll_transmit(bufs),
+            _ => 0,
+        }
+    }
+    fn consume(&mut self, now: Now, n: usize) {
+        if let Sniff::Decided(s) = self {
+            s.consume(now, n);
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.session().and_then(|s| s.poll_timeout())
+    }
+    fn wants_read(&self) -> bool {
+        match self {
+            Sniff::Undecided { .. } => true,
+            Sniff::Decided(s) => s.wants_read(),
+            Sniff::Gone => false,
+        }
+    }
+    fn is_closed(&self) -> bool {
+        match self {
+            Sniff::Undecided { .. } => false,
+            Sniff::Decided(s) => s.is_closed(),
+            Sniff::Gone => true,
+        }
+    }
+    fn poll_transfer(&mut self) -> Option<Transfer> {
+        match self {
+            Sniff::Decided(s) => s.poll_transfer(),
+            _ => None,
+        }
+    }
+    fn handle_transfer(&mut self, now: Now, id: u64, outcome: TransferOutcome) {
+        if let Sniff::Decided(s) = self {
+            s.handle_transfer(now, id, outcome);
+        }
+    }
+}
