@@ -20,4 +20,13 @@
 //! [`te::desc::SegmentDesc`] of the mounted segments.
 #![warn(missing_docs)]
 
+pub mod http;
+pub mod publish;
+pub mod resolve;
+pub mod store_memory;
+pub mod tcp_plane;
 pub mod te;
+
+pub use publish::{PublishConfig, Publisher};
+pub use store_memory::StoreMemory;
+pub use tcp_plane::{TcpDataPlane, TcpPlaneConfig};
