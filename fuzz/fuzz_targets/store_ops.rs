@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
-use mc_core::http::ValueBytes;
 use mc_core::platform::FakePlatform;
 use mc_core::store::{MountKind, QueryError, RemoveError, SegmentStatus, Store, UnmountFamily, ValueRead, WriteHandle};
 use mc_core::{Config, Protocol};

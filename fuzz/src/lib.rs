@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use mc_core::api::{Listener, StreamState};
-use mc_core::http::{Connection, Handler, HeadDecision, Method, RequestHead, Response, Route};
+use mc_core::api::{ApiRequest, Listener};
+use mc_core::http::{Connection, Handler, HeadDecision, HttpError, Method, RequestHead, Response};
 use mc_core::platform::FakePlatform;
 use mc_core::{Config, Master, Now, Service};
 
@@ -74,7 +74,7 @@ impl Recorder {
     /// A recorder over a new service of `master`'s main listener.
     pub fn new(master: &Arc<Master>) -> Self {
         Self {
-            svc: master.service(Listener::Main, master.register_worker()),
+            svc: Service::new(master.clone(), Listener::Main, master.register_worker()),
             statuses: Vec::new(),
             methods: Vec::new(),
         }
@@ -82,27 +82,27 @@ impl Recorder {
 }
 
 impl Handler for Recorder {
-    type Stream = StreamState;
+    type Request = ApiRequest;
 
-    fn route(&self, head: &RequestHead) -> Route {
+    fn route(&mut self, head: &RequestHead) -> ApiRequest {
         self.svc.route(head)
     }
-    fn on_head(&mut self, now: Now, head: &RequestHead) -> HeadDecision<StreamState> {
-        self.svc.on_head(now, head)
+    fn on_head(&mut self, now: Now, head: &RequestHead, req: &mut ApiRequest) -> HeadDecision {
+        self.svc.on_head(now, head, req)
     }
-    fn on_body(&mut self, now: Now, head: &RequestHead, stream: &mut StreamState, chunk: &[u8]) -> Option<Response> {
-        self.svc.on_body(now, head, stream, chunk)
+    fn on_body(&mut self, now: Now, req: &mut ApiRequest, chunk: &[u8]) -> Option<Response> {
+        self.svc.on_body(now, req, chunk)
     }
-    fn on_stream_end(&mut self, now: Now, head: &RequestHead, stream: StreamState) -> Response {
-        self.svc.on_stream_end(now, head, stream)
+    fn on_request(&mut self, now: Now, head: &RequestHead, req: &mut ApiRequest, body: &[u8]) -> Response {
+        self.svc.on_request(now, head, req, body)
     }
-    fn on_request(&mut self, now: Now, head: &RequestHead, body: &[u8]) -> Response {
-        self.svc.on_request(now, head, body)
+    fn on_error(&mut self, req: Option<&ApiRequest>, error: HttpError) -> Response {
+        self.svc.on_error(req, error)
     }
-    fn on_response_sent(&mut self, route: Route, method: Method, status: u16, duration: Duration) {
+    fn on_response_sent(&mut self, req: Option<&ApiRequest>, method: Method, status: u16, duration: Duration) {
         self.statuses.push(status);
         self.methods.push(method);
-        self.svc.on_response_sent(route, method, status, duration);
+        self.svc.on_response_sent(req, method, status, duration);
     }
     fn shutting_down(&self) -> bool {
         self.svc.shutting_down()
@@ -110,7 +110,7 @@ impl Handler for Recorder {
 }
 
 /// Writes everything the connection has to send into `out` (an always-ready socket).
-pub fn drain(conn: &mut Connection<StreamState>, h: &mut Recorder, now: Now, out: &mut Vec<u8>) {
+pub fn drain(conn: &mut Connection<ApiRequest>, h: &mut Recorder, now: Now, out: &mut Vec<u8>) {
     // Bounded: a streamed body ends, and every call consumes what it was given.
     while let Some(bytes) = conn.poll_transmit() {
         assert!(!bytes.is_empty(), "poll_transmit returned an empty slice");
