@@ -104,6 +104,26 @@ pub struct Args {
     /// keeps tail latency low when workers share cores with clients or other work.
     #[arg(long = "no-yield")]
     pub no_yield: bool,
+    /// Data port of the transfer engine (TE) target serving this node's segments to upstream
+    /// clients and other nodes (docs/data-plane.md): a port, 0 = ephemeral (the default), or
+    /// `off` (no data plane: the REST API and RPC clients each see only their own memory).
+    #[arg(long = "te-port", alias = "te_port", default_value = "0", value_parser = parse_rpc_port)]
+    pub te_port: RpcPort,
+    /// Address the TE data port binds (default: --host).
+    #[arg(long = "te-host", value_parser = parse_host)]
+    pub te_host: Option<IpAddr>,
+    /// Host published in this node's TE descriptor (`tcp_data_host`) and RPC replica
+    /// descriptors; default: --local-hostname, else --host unless that is a wildcard address,
+    /// else 127.0.0.1.
+    #[arg(long = "te-advertise-host")]
+    pub te_advertise_host: Option<String>,
+    /// An external HTTP metadata server (`http://HOST:PORT/metadata`) where this node also
+    /// publishes its TE descriptor and looks up other nodes'; default: only its own /metadata.
+    #[arg(long = "metadata-server", alias = "metadata_server")]
+    pub metadata_server: Option<String>,
+    /// How long a REST read of a value held by another node may take (plain number = seconds).
+    #[arg(long = "transfer-timeout", default_value = "5s", value_parser = parse_duration_s)]
+    pub transfer_timeout: Duration,
 }
 
 fn parse_host(s: &str) -> Result<IpAddr, String> {

@@ -5,6 +5,7 @@
 //! adapter. See docs/architecture.md.
 
 mod cli;
+mod dataplane;
 mod net;
 mod platform;
 
@@ -69,10 +70,11 @@ fn run(args: Args) -> Result<(), Fatal> {
     // a port another process holds (exit 1); the RPC listener keeps sharing its fixed default
     // port (50051) with other instances of the same user, so that several servers started
     // without `--rpc-port` can run side by side.
-    let bind = |port: u16, exclusive: bool| {
-        net::bind_group(SocketAddr::new(args.host, port), threads, exclusive)
-            .map_err(|e| Fatal(1, format!("cannot bind {}:{port}: {e}", args.host)))
+    let bind_at = |host: std::net::IpAddr, port: u16, exclusive: bool| {
+        net::bind_group(SocketAddr::new(host, port), threads, exclusive)
+            .map_err(|e| Fatal(1, format!("cannot bind {host}:{port}: {e}")))
     };
+    let bind = |port: u16, exclusive: bool| bind_at(args.host, port, exclusive);
     let main_addrs = bind(args.port, true)?;
     let main_addr = main_addrs[0].local_addr().map_err(|e| Fatal(1, e.to_string()))?;
     let admin_addrs = args.admin_port.map(|p| bind(p, true)).transpose()?;
@@ -86,6 +88,13 @@ fn run(args: Args) -> Result<(), Fatal> {
         RpcPort::Port(p) => Some(bind(p, false)?),
         RpcPort::Off => None,
     };
+    // The transfer engine's data port (`--te-port`, docs/data-plane.md), on --host unless
+    // --te-host says otherwise.
+    let te_addrs = match args.te_port {
+        RpcPort::Port(p) => Some(bind_at(args.te_host.unwrap_or(args.host), p, true)?),
+        RpcPort::Off => None,
+    };
+    let te_addr = te_addrs.as_ref().map(|t| t[0].local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
 
     let local_hostname = args.local_hostname.clone().or(file.local_hostname).unwrap_or_else(|| "127.0.0.1".to_string());
     let config = Config {
@@ -102,6 +111,8 @@ fn run(args: Args) -> Result<(), Fatal> {
         idle_timeout: args.idle_timeout,
         header_read_timeout: args.header_read_timeout,
         max_connections: args.max_connections,
+        cluster: te_addrs.is_some(),
+        transfer_timeout: args.transfer_timeout,
     };
     let master = Master::new(config, Arc::new(page), now());
     let startup = args.global_segment_size.or(file.global_segment_size).unwrap_or(0);
@@ -111,6 +122,19 @@ fn run(args: Args) -> Result<(), Fatal> {
             .map_err(|e| Fatal(1, format!("cannot allocate the start-up segment of {startup} bytes: {e}")))?;
     }
 
+    let mut plane = match te_addrs {
+        Some(listeners) => {
+            let advertise = args.te_advertise_host.clone().unwrap_or_else(|| match args.local_hostname.clone() {
+                Some(h) => h,
+                None if !args.host.is_unspecified() => args.host.to_string(),
+                None => local_hostname.clone(),
+            });
+            let dp = dataplane::DataPlane::start(&master, listeners, &advertise, args.metadata_server.as_deref())
+                .map_err(|e| Fatal(1, format!("cannot start the data plane: {e}")))?;
+            Some(dp)
+        }
+        None => None,
+    };
     let rpc_addr = rpc_addrs.as_ref().map(|r| r[0].local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
     let admin_addr =
         admin_addrs.as_ref().map(|a| a[0].local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
@@ -121,13 +145,21 @@ fn run(args: Args) -> Result<(), Fatal> {
     let mut workers: Vec<WorkerListeners<std::net::TcpListener>> = Vec::new();
     for main in main_addrs {
         let stats = master.register_worker();
-        let mut listeners: WorkerListeners<std::net::TcpListener> =
-            vec![(main, Box::new(HttpAcceptor::new(master.clone(), Listener::Main, stats.clone())))];
+        let http: Box<dyn mc_core::Acceptor> =
+            Box::new(HttpAcceptor::new(master.clone(), Listener::Main, stats.clone()));
+        let main_acceptor = match &plane {
+            Some(p) => p.main_acceptor(http),
+            None => http,
+        };
+        let mut listeners: WorkerListeners<std::net::TcpListener> = vec![(main, main_acceptor)];
         if let Some(admin) = admin_addrs.as_mut().and_then(Iterator::next) {
             listeners.push((admin, Box::new(HttpAcceptor::new(master.clone(), Listener::Admin, stats.clone()))));
         }
         if let Some(rpc) = rpc_addrs.as_mut().and_then(Iterator::next) {
             listeners.push((rpc, Box::new(RpcAcceptor::new(master.clone(), stats))));
+        }
+        if let Some(te) = plane.as_mut().and_then(dataplane::DataPlane::next_listener) {
+            listeners.push(te);
         }
         workers.push(listeners);
     }
@@ -159,6 +191,9 @@ fn run(args: Args) -> Result<(), Fatal> {
         }
         if let Some(a) = rpc_addr {
             let _ = writeln!(out, "rpc listening on {a}");
+        }
+        if let Some(a) = te_addr {
+            let _ = writeln!(out, "te listening on {a}");
         }
         let _ = out.flush();
     }
