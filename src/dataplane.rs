@@ -27,7 +27,13 @@ pub struct DataPlane {
 fn looks_like_handshake(b: &[u8]) -> Option<bool> {
     match b.get(3) {
         None => None,
-        Some(0) if b.len() < 8 => b[4..].iter().all(|&x| x == 0).then_some(None).unwrap_or(Some(false)),
+        Some(0) if b.len() < 8 => {
+            if b[4..].iter().all(|&x| x == 0) {
+                None
+            } else {
+                Some(false)
+            }
+        }
         Some(0) => Some(b[4..8].iter().all(|&x| x == 0)),
         Some(_) => Some(false),
     }
