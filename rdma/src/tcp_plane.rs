@@ -293,7 +293,11 @@ fn worker(inner: &Inner, rx: &Mutex<Receiver<Job>>) {
             Ok(job) => job,
             Err(_) => return,
         };
-        let outcome = inner.run(&job.transfer);
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.run(&job.transfer)));
+        let outcome = run.unwrap_or_else(|_| {
+            log::error!("TE transfer {} panicked", job.transfer.id);
+            TransferOutcome::Failed(format!("{}: internal error in the data plane", job.transfer.endpoint))
+        });
         (job.done)(outcome);
     }
 }
@@ -625,11 +629,21 @@ impl Conn {
 
     /// Sends one request and waits for its completion.
     fn request(&mut self, op: SliceOp, framing: Framing, deadline: Instant) -> Result<Option<Vec<u8>>, Fail> {
+        let op_kind = match op {
+            SliceOp::Read { .. } => Op::Read,
+            SliceOp::Write { .. } => Op::Write,
+        };
         let submitted = match op {
             SliceOp::Read { addr, len } => self.lane.submit_read(now(), addr, len, ReadDest::Buffer, framing),
             SliceOp::Write { addr, src } => self.lane.submit_write(now(), addr, Box::new(src), framing),
         };
         submitted.map_err(|e| Fail::new(FailKind::Lost, e.to_string()))?;
+        if self.buf.len() < READ_CHUNK {
+            self.buf = vec![0; READ_CHUNK];
+        }
+        // A v2 WRITE's status is read while the body is still going out, so an early reject
+        // interrupts it (as upstream's initiator does).
+        let early_status = framing == Framing::V2 && matches!(op_kind, Op::Write);
         let mut send_error = None;
         loop {
             let written = {
@@ -648,7 +662,12 @@ impl Conn {
                     send_error = Some("the connection closed while sending".to_owned());
                     break;
                 }
-                Ok(k) => self.lane.consume(now(), k),
+                Ok(k) => {
+                    self.lane.consume(now(), k);
+                    if early_status {
+                        self.poll_early_input();
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => self.tick(deadline),
                 Err(e) => {
@@ -660,9 +679,6 @@ impl Conn {
             if self.lane.is_closed() {
                 break;
             }
-        }
-        if self.buf.len() < READ_CHUNK {
-            self.buf = vec![0; READ_CHUNK];
         }
         loop {
             if let Some(c) = self.lane.poll_completion() {
@@ -685,6 +701,21 @@ impl Conn {
                     return Err(Fail::new(FailKind::Lost, why));
                 }
             }
+        }
+    }
+
+    /// Whatever the peer already sent (a WRITE's early status), without waiting.
+    fn poll_early_input(&mut self) {
+        if self.stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        match self.stream.read(&mut self.buf) {
+            Ok(0) => self.lane.handle_eof(now()),
+            Ok(k) => self.lane.handle_input(now(), &self.buf[..k]),
+            Err(_) => {}
+        }
+        if self.stream.set_nonblocking(false).is_err() {
+            self.lane.close(now());
         }
     }
 

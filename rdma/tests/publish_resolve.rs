@@ -28,8 +28,12 @@ fn far() -> Instant {
 }
 
 fn target(m: &Master) -> Server {
+    target_counting(m, TargetStats::new())
+}
+
+fn target_counting(m: &Master, stats: Arc<TargetStats>) -> Server {
     let memory = Arc::new(StoreMemory::new(m.store().clone()));
-    Server::start(Box::new(TargetAcceptor::new(memory, TargetConfig::default(), TargetStats::new())))
+    Server::start(Box::new(TargetAcceptor::new(memory, TargetConfig::default(), stats)))
 }
 
 fn run(plane: &TcpDataPlane, endpoint: &str, op: TransferOp) -> TransferOutcome {
@@ -158,7 +162,8 @@ fn p2p_handshake_finds_the_descriptor_and_the_data_port() {
 #[test]
 fn rpc_meta_gives_the_host_when_the_descriptor_has_none() {
     let owner = master("127.0.0.1:17006", 16 * MIB);
-    let data = target(&owner);
+    let stats = TargetStats::new();
+    let data = target_counting(&owner, stats.clone());
     owner.store().put(now().mono, "v", b"head-era").unwrap();
     let addr = owner.store().query_key("v").unwrap()[0].address;
     let mut desc = SegmentDesc::tcp("127.0.0.1:17006", "", data.port(), String::new(), &owner.store().local_buffers());
@@ -171,7 +176,8 @@ fn rpc_meta_gives_the_host_when_the_descriptor_has_none() {
     let r = resolver.fetch("127.0.0.1:17006", far()).unwrap();
     assert_eq!((r.source, r.data_host.as_str()), (Source::Local, "127.0.0.1"));
     // v1 framing (tcp_proto_version 1): reads work; a write is "written" once its bytes are
-    // in the socket (no status frame), so its landing is awaited here.
+    // in the socket (no status frame), so a PutEnd could overtake it (data-plane.md §5.3):
+    // the target's count of finished writes is awaited here before PutEnd.
     let plane = TcpDataPlane::new(owner.store().clone(), TcpPlaneConfig::default()).unwrap();
     assert_eq!(
         run(&plane, "127.0.0.1:17006", TransferOp::Read { addr, len: 8 }),
@@ -182,12 +188,13 @@ fn rpc_meta_gives_the_host_when_the_descriptor_has_none() {
     let w = owner.store().client_put_start(now().mono, client, "w", 5, &cfg, false).unwrap()[0].address;
     let op = TransferOp::Write { addr: w, data: Arc::from(&b"v1 ok"[..]) };
     assert_eq!(run(&plane, "127.0.0.1:17006", op), TransferOutcome::Written);
-    assert_eq!(owner.store().client_put_end(now().mono, client, "w", None), Ok(Some(5)));
     let landed = Instant::now() + Duration::from_secs(5);
-    while owner.store().get(now().mono, "w", false).unwrap().bytes() != b"v1 ok" {
+    while stats.snapshot().writes == 0 {
         assert!(Instant::now() < landed, "the v1 write landed");
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
+    assert_eq!(owner.store().client_put_end(now().mono, client, "w", None), Ok(Some(5)));
+    assert_eq!(owner.store().get(now().mono, "w", false).unwrap().bytes(), b"v1 ok");
     assert_eq!(
         run(&plane, "127.0.0.1:17006", TransferOp::Read { addr: w, len: 5 }),
         TransferOutcome::Read(b"v1 ok".to_vec())
