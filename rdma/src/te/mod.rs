@@ -62,8 +62,9 @@
 //!   `{"name":"","notify_msg":"success"}`, Probe → `{"status":"success"}`, Connection → the
 //!   empty `HandShakeDesc` a TCP-only engine sends; then close; 5 s for the request (§2.5).
 //!
-//! Not here (yet): the RDMA QP exchange of §3.3 (type 0 only answers as TCP-only), the
-//! lanes-per-peer pool and descriptor cache around [`initiator::Lane`], descriptor publication.
+//! Not here: the RDMA QP exchange of §3.3 (type 0 only answers as TCP-only). The
+//! lanes-per-peer pool and descriptor cache around [`initiator::Lane`] are in
+//! [`crate::tcp_plane`] and [`crate::resolve`], descriptor publication in [`crate::publish`].
 
 pub mod desc;
 pub mod handshake;
