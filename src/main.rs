@@ -94,11 +94,21 @@ fn run(args: Args) -> Result<(), Fatal> {
         RpcPort::Port(p) => Some(bind_at(args.te_host.unwrap_or(args.host), p, true)?),
         RpcPort::Off => None,
     };
-    let te_addr = te_addrs.as_ref().map(|t| t[0].local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
 
     let local_hostname = args.local_hostname.clone().or(file.local_hostname).unwrap_or_else(|| "127.0.0.1".to_string());
+    let node_name = args.node_name.clone().unwrap_or_else(|| format!("{local_hostname}:{}", main_addr.port()));
+    // The data plane publishes this node under its name, which P2PHANDSHAKE clients dial as
+    // host:port (the HTTP port answers the handshake): a name of another shape turns it off.
+    let te_addrs = match te_addrs {
+        Some(_) if mc_rdma::publish::split_host_port(&node_name).is_none() => {
+            log::warn!("node name {node_name:?} is not host:port: the data plane (--te-port) is off");
+            None
+        }
+        t => t,
+    };
+    let te_addr = te_addrs.as_ref().map(|t| t[0].local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
     let config = Config {
-        node_name: args.node_name.clone().unwrap_or_else(|| format!("{local_hostname}:{}", main_addr.port())),
+        node_name,
         protocol: args.protocol.or(file.protocol).unwrap_or(mc_core::Protocol::Tcp),
         max_body_size: args.max_body_size,
         max_batch_keys: usize::try_from(args.max_batch_keys).unwrap_or(usize::MAX),

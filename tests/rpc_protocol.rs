@@ -27,9 +27,12 @@ impl Drop for Server {
     }
 }
 
+/// Starts mc-master without a data plane (`--te-port off`): these tests mount segments of
+/// made-up remote nodes (10.0.0.9, ...) that must never be dialled; the data plane has its
+/// own tests (tests/dataplane.rs, tests/dataplane_upstream.rs).
 fn start(args: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mc-master"))
-        .args(["--port", "0", "--threads", "2", "--runtime", &common::current_runtime()])
+        .args(["--port", "0", "--threads", "2", "--runtime", &common::current_runtime(), "--te-port", "off"])
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -256,7 +259,8 @@ fn remote_nodes_appear_in_the_admin_endpoints_and_metrics() {
         let (_, bq) = get(h, "/batch_query_keys?keys=rpc-key");
         assert!(bq.contains("\"rpc-key\":{\"ok\":true"), "{bq}");
         assert_eq!(get(h, "/get_all_keys"), (200, "rpc-key\n".to_string()));
-        // The bytes live in the client: REST cannot serve them.
+        // The bytes live in the client and this process has no data plane: REST cannot
+        // serve them.
         assert_eq!(get(h, "/api/get/rpc-key").0, 404);
         let (_, m) = get(h, "/metrics");
         for line in [
