@@ -16,75 +16,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const WHEEL: &str = "mooncake-transfer-engine-non-cuda";
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(cmd: &mut Command) -> Option<String> {
-    let out = cmd.stdin(Stdio::null()).output().ok()?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out.status.success().then_some(text.clone()).or_else(|| {
-        eprintln!("{:?} failed:\n{}", cmd, text.lines().rev().take(15).collect::<Vec<_>>().join("\n"));
-        None
-    })
-}
-
-fn imports(py: &Path) -> Result<(), String> {
-    let out = Command::new(py)
-        .args(["-c", "from mooncake.store import MooncakeDistributedStore"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// A Python with the wheel installed, or why there is none.
-fn environment() -> Result<PathBuf, String> {
-    let venv = std::env::var_os("MC_UPSTREAM_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("rpc-upstream-venv"));
-    let py = venv.join("bin/python");
-    if imports(&py).is_err() {
-        if !py.exists() {
-            run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-                .ok_or("cannot create a virtual environment")?;
-        }
-        if !venv.join("bin/mooncake_master").exists() {
-            eprintln!("installing {WHEEL} into {} ...", venv.display());
-            run(Command::new(&py).args(["-m", "pip", "install", "-q", "--disable-pip-version-check", WHEEL]))
-                .ok_or(format!("cannot install {WHEEL} (no network?)"))?;
-        }
-    }
-    if let Err(e) = imports(&py) {
-        if !e.contains("libibverbs") {
-            return Err(format!("the wheel does not import: {e}"));
-        }
-        eprintln!("installing Debian's libibverbs1 ...");
-        let apt =
-            |args: &[&str]| run(Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive")).is_some();
-        if !apt(&["install", "-y", "-qq", "libibverbs1"]) {
-            apt(&["update", "-qq"]);
-            apt(&["install", "-y", "-qq", "libibverbs1"]);
-        }
-        imports(&py).map_err(|e| format!("the wheel does not import: {e}"))?;
-    }
-    Ok(py)
-}
+use common::upstream::{environment, Kill};
 
 #[test]
 fn unchanged_upstream_client_against_mc_master() {

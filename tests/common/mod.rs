@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub mod upstream;
+
 /// Content type `P` of SPEC §1.4.
 pub const CT_PLAIN: &str = "text/plain; version=0.0.4";
 /// Content type `J` of SPEC §1.4.

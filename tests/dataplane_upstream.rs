@@ -1,0 +1,168 @@
+//! Proof of the data plane with upstream's unchanged client (wheel
+//! `mooncake-transfer-engine-non-cuda`, `tests/dataplane_upstream/client.py`), in both
+//! metadata modes (mc-master's own `/metadata`, and P2PHANDSHAKE), on every runtime:
+//!
+//! - a value PUT through mc-master's REST API is read by the client through mc-master's TE
+//!   target;
+//! - values of 57 B and 3 MiB put by a client without memory of its own land in mc-master's
+//!   memory (written through the TE target) and `GET /api/get` returns them byte for byte;
+//! - values a client put into its own memory are returned by `GET /api/get` of a master that
+//!   has none, read through mc-master's TE initiator from the client's transfer engine.
+//!
+//! Skips (prints why, passes) when the wheel cannot be had, or with `MC_SKIP_UPSTREAM=1`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use common::upstream::{environment, Kill};
+
+fn pattern(n: usize, mul: usize, add: usize) -> Vec<u8> {
+    (0..n).map(|i| ((i * mul + add) & 0xff) as u8).collect()
+}
+
+/// A running mc-master and the addresses it printed.
+struct Master {
+    _child: Kill,
+    http: String,
+    rpc: String,
+    te: String,
+}
+
+fn start(rt: &str, extra: &[&str]) -> Master {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mc-master"))
+        .args(["--port", "0", "--rpc-port", "0", "--threads", "2", "--runtime", rt])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start mc-master");
+    let lines: Vec<String> =
+        BufReader::new(child.stdout.take().unwrap()).lines().take(3).map(|l| l.expect("stdout")).collect();
+    let field = |prefix: &str| {
+        lines.iter().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in {lines:?}"))
+    };
+    Master {
+        http: field("listening on http://").to_string(),
+        rpc: field("rpc listening on ").to_string(),
+        te: field("te listening on ").to_string(),
+        _child: Kill(child),
+    }
+}
+
+fn client(py: &Path, master: &Master, meta: &str, mode: &str) -> Child {
+    Command::new(py)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dataplane_upstream/client.py"))
+        .args([master.rpc.as_str(), meta, mode])
+        // The client advertises loopback (not its first interface) to mc-master.
+        .env("MC_TCP_BIND_ADDRESS", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the client")
+}
+
+/// The first stdout line of `child` starting with `prefix`, within 90 s.
+fn line_of(child: &mut Child, prefix: &'static str) -> String {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx): (_, Receiver<String>) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(rest) = l.strip_prefix(prefix) {
+                let _ = tx.send(rest.to_string());
+                return;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(90)).unwrap_or_else(|_| panic!("the client printed no {prefix:?} line"))
+}
+
+fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut c = common::Conn::connect(addr.parse().expect("address"));
+    c.send(&common::build_request(method, path, &[], body));
+    let r = c.read_response_for(method);
+    (r.status, r.body)
+}
+
+fn endpoint_of(http: &str, key: &str) -> String {
+    let (st, body) = request(http, "GET", &format!("/query_key?key={key}"), b"");
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    v["data"][0]["transport_endpoint_"].as_str().expect("endpoint").to_string()
+}
+
+#[test]
+fn unchanged_upstream_client_and_rest_read_each_others_values() {
+    if std::env::var("MC_SKIP_UPSTREAM").is_ok_and(|v| v == "1") {
+        println!("SKIP data-plane upstream test: MC_SKIP_UPSTREAM=1");
+        return;
+    }
+    let py = match environment() {
+        Ok(py) => py,
+        Err(why) => {
+            println!("SKIP data-plane upstream test: {why}");
+            return;
+        }
+    };
+    for rt in common::runtimes() {
+        for mode in ["http", "p2p"] {
+            println!("=== runtime {rt}, metadata {mode}");
+            rest_values_to_the_client_and_back(&py, &rt, mode);
+            client_memory_to_rest(&py, &rt, mode);
+        }
+    }
+}
+
+fn metadata(m: &Master, mode: &str) -> String {
+    match mode {
+        "http" => format!("http://{}/metadata", m.http),
+        _ => "P2PHANDSHAKE".to_string(),
+    }
+}
+
+fn rest_values_to_the_client_and_back(py: &Path, rt: &str, mode: &str) {
+    let m = start(rt, &["--global-segment-size", "64MiB"]);
+    assert!(m.te.starts_with("127.0.0.1:"), "{}", m.te);
+    let put = br#"{"key":"mc-key","value":"value-stored-by-mc-master"}"#;
+    assert_eq!(request(&m.http, "PUT", "/api/put", put).0, 200);
+    let mut c = Kill(client(py, &m, &metadata(&m, mode), "a"));
+    let result = line_of(&mut c.0, "RESULT ");
+    let r: serde_json::Value = serde_json::from_str(&result).expect("json");
+    let want = serde_json::json!({
+        "setup": 0, "get_rest_value": "value-stored-by-mc-master",
+        "put_57": 0, "get_57": true, "put_3MiB": 0, "get_3MiB": true
+    });
+    assert_eq!(r, want, "{rt}/{mode}");
+    // Both values are in mc-master's memory, and the REST API serves them.
+    let node = &m.http;
+    assert_eq!(&endpoint_of(&m.http, "k57"), node);
+    assert_eq!(&endpoint_of(&m.http, "big"), node);
+    let small: Vec<u8> = [&b"written-by-upstream-client:"[..], &b"0123456789".repeat(3)].concat();
+    assert_eq!(small.len(), 57);
+    assert_eq!(request(&m.http, "GET", "/api/get/k57", b""), (200, small));
+    let (st, big) = request(&m.http, "GET", "/api/get/big", b"");
+    assert_eq!(st, 200);
+    assert!(big == pattern(3 << 20, 31, 0), "3 MiB value differs ({} bytes)", big.len());
+}
+
+fn client_memory_to_rest(py: &Path, rt: &str, mode: &str) {
+    let m = start(rt, &[]);
+    let mut c = Kill(client(py, &m, &metadata(&m, mode), "b"));
+    let ready = line_of(&mut c.0, "READY ");
+    assert_eq!(ready, r#"{"setup": 0, "put_own": 0, "put_small": 0}"#, "{rt}/{mode}");
+    let owner = endpoint_of(&m.http, "own");
+    assert_ne!(owner, m.http, "the value is in the client's memory");
+    assert_eq!(request(&m.http, "GET", "/api/get/small", b""), (200, b"tiny-value-in-client-memory".to_vec()));
+    let (st, own) = request(&m.http, "GET", "/api/get/own", b"");
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&own[..own.len().min(200)]));
+    assert!(own == pattern(1 << 20, 7, 3), "1 MiB value differs ({} bytes)", own.len());
+    assert_eq!(request(&m.http, "GET", "/api/exist/own", b"").1, br#"{"exists":true}"#);
+    let _ = c.0.stdin.take().map(|mut s| s.write_all(b"done\n"));
+    let _ = c.0.wait();
+}
