@@ -121,6 +121,11 @@ pub struct Args {
     /// publishes its TE descriptor and looks up other nodes'; default: only its own /metadata.
     #[arg(long = "metadata-server", alias = "metadata_server")]
     pub metadata_server: Option<String>,
+    /// Serve any range inside a mounted segment on the TE data port, as upstream does, instead
+    /// of only ranges inside complete values (reads) and writes in progress (writes). Unsafe
+    /// on a shared network: for benchmarks and trusted clients (docs/data-plane.md).
+    #[arg(long = "te-open-access")]
+    pub te_open_access: bool,
     /// How long a REST read of a value held by another node may take (plain number = seconds).
     #[arg(long = "transfer-timeout", default_value = "5s", value_parser = parse_duration_s)]
     pub transfer_timeout: Duration,

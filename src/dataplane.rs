@@ -48,6 +48,7 @@ impl DataPlane {
         listeners: Vec<TcpListener>,
         advertise_host: &str,
         metadata_server: Option<&str>,
+        open_access: bool,
     ) -> Result<Self, String> {
         let port = listeners[0].local_addr().map_err(|e| e.to_string())?.port();
         let store = master.store();
@@ -65,7 +66,11 @@ impl DataPlane {
             },
         )?;
         master.set_data_plane(plane);
-        Ok(Self { publisher, memory: Arc::new(StoreMemory::new(store.clone())), stats: TargetStats::new(), listeners })
+        let memory = match open_access {
+            true => StoreMemory::open_access(store.clone()),
+            false => StoreMemory::new(store.clone()),
+        };
+        Ok(Self { publisher, memory: Arc::new(memory), stats: TargetStats::new(), listeners })
     }
 
     /// The main listener's acceptor: HTTP, or the TE handshake when the first bytes are a

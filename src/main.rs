@@ -139,8 +139,14 @@ fn run(args: Args) -> Result<(), Fatal> {
                 None if !args.host.is_unspecified() => args.host.to_string(),
                 None => local_hostname.clone(),
             });
-            let dp = dataplane::DataPlane::start(&master, listeners, &advertise, args.metadata_server.as_deref())
-                .map_err(|e| Fatal(1, format!("cannot start the data plane: {e}")))?;
+            let dp = dataplane::DataPlane::start(
+                &master,
+                listeners,
+                &advertise,
+                args.metadata_server.as_deref(),
+                args.te_open_access,
+            )
+            .map_err(|e| Fatal(1, format!("cannot start the data plane: {e}")))?;
             Some(dp)
         }
         None => None,

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use mc_core::store::{RangeRefused, RangeWrite, Store, ValueRead};
+use mc_core::store::{RangeRefused, RangeWrite, RawRange, Store, ValueRead};
 
 use crate::te::memory::{ReadWindow, Reject, TargetMemory, WriteWindow};
 
@@ -23,12 +23,19 @@ use crate::te::memory::{ReadWindow, Reject, TargetMemory, WriteWindow};
 #[derive(Clone)]
 pub struct StoreMemory {
     store: Arc<Store>,
+    open: bool,
 }
 
 impl StoreMemory {
     /// Serves the local segments of `store`.
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+        Self { store, open: false }
+    }
+
+    /// Upstream's rule instead (`--te-open-access`): any range inside one live segment,
+    /// read or written raw ([`Store::open_raw_range`]).
+    pub fn open_access(store: Arc<Store>) -> Self {
+        Self { store, open: true }
     }
 
     /// The store served.
@@ -61,6 +68,24 @@ impl ReadWindow for StoreRead {
     }
 }
 
+struct Raw(RawRange);
+
+impl ReadWindow for Raw {
+    fn bytes(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
+impl WriteWindow for Raw {
+    fn write_at(&mut self, offset: u64, data: &[u8]) {
+        self.0.write_at(offset, data);
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), Reject> {
+        Ok(())
+    }
+}
+
 struct StoreWrite(RangeWrite);
 
 impl WriteWindow for StoreWrite {
@@ -75,6 +100,9 @@ impl WriteWindow for StoreWrite {
 
 impl TargetMemory for StoreMemory {
     fn open_read(&self, addr: u64, len: u64) -> Result<Box<dyn ReadWindow>, Reject> {
+        if self.open {
+            return self.store.open_raw_range(addr, len).map(|r| Box::new(Raw(r)) as _).map_err(reject_of);
+        }
         match self.store.open_read_range(addr, len) {
             Ok(read) => Ok(Box::new(StoreRead(read))),
             Err(e) => Err(reject_of(e)),
@@ -82,6 +110,9 @@ impl TargetMemory for StoreMemory {
     }
 
     fn open_write(&self, addr: u64, len: u64) -> Result<Box<dyn WriteWindow>, Reject> {
+        if self.open {
+            return self.store.open_raw_range(addr, len).map(|r| Box::new(Raw(r)) as _).map_err(reject_of);
+        }
         match self.store.open_write_range(addr, len) {
             Ok(write) => Ok(Box::new(StoreWrite(write))),
             Err(e) => Err(reject_of(e)),

@@ -146,6 +146,47 @@ impl Drop for ValueRead {
     }
 }
 
+/// A raw range of a live segment of this process ([`Store::open_raw_range`]); the segment
+/// is not unmapped while it lives.
+pub struct RawRange {
+    store: Arc<Store>,
+    mapping: Arc<Mapping>,
+    map_off: u64,
+    len: u64,
+    seg: Uuid,
+    seg_shared: Arc<SegShared>,
+}
+
+impl RawRange {
+    /// The bytes of the range (no value guards them: they may change under the reader).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the range lies inside the segment's mapping, which `self.mapping` keeps
+        // alive; the segment's in-flight count keeps it from being removed.
+        unsafe { self.mapping.bytes(self.map_off, self.len) }
+    }
+
+    /// Copies `data` to `offset` of the range (bytes past its end are dropped).
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) {
+        let room = self.len.saturating_sub(offset);
+        let data = &data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
+        if !data.is_empty() {
+            // SAFETY: inside the mapping, kept alive as in `bytes`; raw access is what the
+            // operator asked for (`--te-open-access`).
+            unsafe { self.mapping.write(self.map_off + offset, data) };
+        }
+    }
+}
+
+impl Drop for RawRange {
+    fn drop(&mut self) {
+        let last = self.seg_shared.reads.fetch_sub(1, Ordering::SeqCst) == 1;
+        if last && self.seg_shared.unmounting.load(Ordering::SeqCst) {
+            let seg = self.seg;
+            self.store.with_write(|inner| inner.segment_read_ended(seg, false));
+        }
+    }
+}
+
 /// A data-plane write into an allocation of a write in progress ([`Store::open_write_range`]).
 /// Holds the allocation (it is not freed while this lives).
 pub struct RangeWrite {
@@ -571,6 +612,31 @@ impl Store {
             return Err(RangeRefused::NotWritable);
         }
         Ok(RangeWrite { guard: self.range_guard(seg, vid, v, off, len) })
+    }
+
+    /// Upstream's access rule (`--te-open-access`): any range inside one live segment of
+    /// this process, read or written raw, whatever the values (data-plane.md §1.5). The
+    /// segment stays mapped while the range lives. For benchmarks and clients that move
+    /// bytes without the master's allocations; never the default.
+    pub fn open_raw_range(self: &Arc<Self>, addr: u64, len: u64) -> Result<RawRange, RangeRefused> {
+        let inner = self.read();
+        let end = addr.checked_add(len).filter(|_| len > 0).ok_or(RangeRefused::NoSegment)?;
+        let seg = inner
+            .segments
+            .values()
+            .find(|s| {
+                s.mapping.is_some() && s.is_live() && s.base_address() <= addr && end <= s.base_address() + s.size
+            })
+            .ok_or(RangeRefused::NoSegment)?;
+        seg.shared.reads.fetch_add(1, Ordering::SeqCst);
+        Ok(RawRange {
+            store: self.clone(),
+            mapping: seg.mapping.clone().expect("mapped"),
+            map_off: seg.map_off + (addr - seg.base_address()),
+            len,
+            seg: seg.id,
+            seg_shared: seg.shared.clone(),
+        })
     }
 
     /// Counts a data-plane access of `[off, off + len)` of `seg` as a read in flight on `vid`.

@@ -393,3 +393,23 @@ fn cluster_rest_reads_find_values_on_other_nodes() {
     assert!(!split.store.exists("remote"));
     assert!(split.store.remote_replica(split.now, "remote", true).is_none());
 }
+
+#[test]
+fn open_access_serves_any_range_of_a_live_segment_only() {
+    let h = cluster();
+    let seg = h.mount(MIB);
+    let (base, size) = h.store.local_buffers()[0];
+    let mut w = h.store.open_raw_range(base + 100, 4).expect("inside the segment");
+    w.write_at(0, b"abcd");
+    drop(w);
+    assert_eq!(h.store.open_raw_range(base + 100, 4).unwrap().bytes(), b"abcd");
+    assert!(h.store.open_raw_range(base + size - 2, 4).is_err(), "past the end");
+    assert!(h.store.open_raw_range(base, 0).is_err());
+    // A range in flight keeps the segment's memory until it ends.
+    let r = h.store.open_raw_range(base, 8).unwrap();
+    assert!(h.unmount(seg, Duration::ZERO));
+    assert!(h.store.open_raw_range(base, 8).is_err(), "no longer live");
+    assert_eq!(r.bytes().len(), 8);
+    drop(r);
+    assert!(h.store.segments().is_empty(), "removed once the last range ended");
+}
