@@ -7,7 +7,9 @@
 //! - values of 57 B and 3 MiB put by a client without memory of its own land in mc-master's
 //!   memory (written through the TE target) and `GET /api/get` returns them byte for byte;
 //! - values a client put into its own memory are returned by `GET /api/get` of a master that
-//!   has none, read through mc-master's TE initiator from the client's transfer engine.
+//!   has none, read through mc-master's TE initiator from the client's transfer engine;
+//! - a value PUT through that master's REST API is written into the client's memory by the
+//!   initiator (acknowledged before the 200) and the client reads it back.
 //!
 //! Skips (prints why, passes) when the wheel cannot be had, or with `MC_SKIP_UPSTREAM=1`.
 
@@ -68,19 +70,39 @@ fn client(py: &Path, master: &Master, meta: &str, mode: &str) -> Child {
         .expect("start the client")
 }
 
-/// The first stdout line of `child` starting with `prefix`, within 90 s.
-fn line_of(child: &mut Child, prefix: &'static str) -> String {
+/// The client's stdout lines.
+fn lines_of(child: &mut Child) -> Receiver<String> {
     let out = child.stdout.take().unwrap();
-    let (tx, rx): (_, Receiver<String>) = mpsc::channel();
+    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for l in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(rest) = l.strip_prefix(prefix) {
-                let _ = tx.send(rest.to_string());
+            if tx.send(l).is_err() {
                 return;
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(90)).unwrap_or_else(|_| panic!("the client printed no {prefix:?} line"))
+    rx
+}
+
+/// The next line starting with `prefix`, within 90 s.
+fn line_of(lines: &Receiver<String>, prefix: &str) -> String {
+    loop {
+        match lines.recv_timeout(Duration::from_secs(90)) {
+            Ok(l) => {
+                if let Some(rest) = l.strip_prefix(prefix) {
+                    return rest.to_string();
+                }
+            }
+            Err(_) => panic!("the client printed no {prefix:?} line"),
+        }
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let mut c = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("sha256sum");
+    c.stdin.take().unwrap().write_all(data).expect("write");
+    let out = c.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
 }
 
 fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
@@ -132,7 +154,7 @@ fn rest_values_to_the_client_and_back(py: &Path, rt: &str, mode: &str) {
     let put = br#"{"key":"mc-key","value":"value-stored-by-mc-master"}"#;
     assert_eq!(request(&m.http, "PUT", "/api/put", put).0, 200);
     let mut c = Kill(client(py, &m, &metadata(&m, mode), "a"));
-    let result = line_of(&mut c.0, "RESULT ");
+    let result = line_of(&lines_of(&mut c.0), "RESULT ");
     let r: serde_json::Value = serde_json::from_str(&result).expect("json");
     let want = serde_json::json!({
         "setup": 0, "get_rest_value": "value-stored-by-mc-master",
@@ -154,7 +176,8 @@ fn rest_values_to_the_client_and_back(py: &Path, rt: &str, mode: &str) {
 fn client_memory_to_rest(py: &Path, rt: &str, mode: &str) {
     let m = start(rt, &[]);
     let mut c = Kill(client(py, &m, &metadata(&m, mode), "b"));
-    let ready = line_of(&mut c.0, "READY ");
+    let lines = lines_of(&mut c.0);
+    let ready = line_of(&lines, "READY ");
     assert_eq!(ready, r#"{"setup": 0, "put_own": 0, "put_small": 0}"#, "{rt}/{mode}");
     let owner = endpoint_of(&m.http, "own");
     assert_ne!(owner, m.http, "the value is in the client's memory");
@@ -163,6 +186,18 @@ fn client_memory_to_rest(py: &Path, rt: &str, mode: &str) {
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&own[..own.len().min(200)]));
     assert!(own == pattern(1 << 20, 7, 3), "1 MiB value differs ({} bytes)", own.len());
     assert_eq!(request(&m.http, "GET", "/api/exist/own", b"").1, br#"{"exists":true}"#);
-    let _ = c.0.stdin.take().map(|mut s| s.write_all(b"done\n"));
+    // The other way: a REST put on a master with no memory of its own lands in the client's.
+    let value = pattern(3 << 20, 13, 5);
+    let (st, body) = request(&m.http, "PUT", "/api/put/from-rest", &value);
+    assert_eq!((st, body.as_slice()), (200, &br#"{"status":"success"}"#[..]), "{rt}/{mode}");
+    assert_eq!(endpoint_of(&m.http, "from-rest"), owner, "placed in the client's memory");
+    let mut stdin = c.0.stdin.take().unwrap();
+    stdin.write_all(b"get from-rest\n").unwrap();
+    let got = line_of(&lines, "GOT from-rest ");
+    assert_eq!(got, format!("{} {}", value.len(), sha256_hex(&value)), "{rt}/{mode}");
+    let (st, back) = request(&m.http, "GET", "/api/get/from-rest", b"");
+    assert!(st == 200 && back == value, "REST reads it back from the client ({st}, {} bytes)", back.len());
+    let _ = stdin.write_all(b"done\n");
+    drop(stdin);
     let _ = c.0.wait();
 }

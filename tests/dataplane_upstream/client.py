@@ -5,10 +5,12 @@ usage: client.py MASTER METADATA a|b
      mc-master's REST API), then puts and reads back a 57 B and a 3 MiB value, which can
      only land in mc-master's memory. Prints `RESULT {json}`.
   b: a client with a 16 MiB segment on a master without memory: puts `own` (1 MiB) and
-     `small` into its own memory, prints `READY {json}`, then keeps serving them over its
-     transfer engine until a line arrives on stdin.
+     `small` into its own memory, prints `READY {json}`, then serves them over its transfer
+     engine; each stdin line `get KEY` prints `GOT KEY <length> <sha256 hex>` (a value put
+     over mc-master's REST API lands in this client's memory), `done` ends it.
 The values are the same functions of their index as in tests/dataplane_upstream.rs.
 """
+import hashlib
 import json
 import sys
 
@@ -39,7 +41,12 @@ def main():
         out["put_own"] = s.put("own", pattern(1 << 20, 7, 3))
         out["put_small"] = s.put("small", b"tiny-value-in-client-memory")
         print("READY " + json.dumps(out), flush=True)
-        sys.stdin.readline()
+        for line in sys.stdin:
+            words = line.split()
+            if words[:1] != ["get"]:
+                break
+            got = s.get(words[1]) or b""
+            print(f"GOT {words[1]} {len(got)} {hashlib.sha256(got).hexdigest()}", flush=True)
     s.close()
 
 

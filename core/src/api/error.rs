@@ -50,6 +50,10 @@ pub(crate) enum ApiError {
     NodeUnreachable(String),
     /// The node holding the only replicas did not answer in time: 504, `-800`.
     NodeTimeout(String),
+    /// The node a put was placed on could not be written (the text names it): 502, `-800`.
+    NodeWriteFailed(String),
+    /// The node a put was placed on did not acknowledge in time: 504, `-800`.
+    NodeWriteTimeout(String),
 }
 
 /// The body shapes of SPEC §1.4.
@@ -99,8 +103,8 @@ impl ApiError {
             ApiError::MountFailed(_) => 500,
             ApiError::WriteAborted | ApiError::TooManyConnections => 503,
             ApiError::Http(e) => e.status(),
-            ApiError::NodeUnreachable(_) => 502,
-            ApiError::NodeTimeout(_) => 504,
+            ApiError::NodeUnreachable(_) | ApiError::NodeWriteFailed(_) => 502,
+            ApiError::NodeTimeout(_) | ApiError::NodeWriteTimeout(_) => 504,
         }
     }
 
@@ -115,7 +119,10 @@ impl ApiError {
             ApiError::ShmNotFound(_) => -1100,
             ApiError::MountFailed(_) | ApiError::WriteAborted | ApiError::TooManyConnections => -1,
             ApiError::UnmountFailed(_) | ApiError::SegmentNotFound => -101,
-            ApiError::NodeUnreachable(_) | ApiError::NodeTimeout(_) => -800,
+            ApiError::NodeUnreachable(_)
+            | ApiError::NodeTimeout(_)
+            | ApiError::NodeWriteFailed(_)
+            | ApiError::NodeWriteTimeout(_) => -800,
         }
     }
 
@@ -138,6 +145,8 @@ impl ApiError {
             ApiError::MountFailed(text) => return Cow::Owned(format!("Mount failed: {text}")),
             ApiError::NodeUnreachable(text) => return Cow::Owned(format!("Cannot read the value from {text}")),
             ApiError::NodeTimeout(node) => return Cow::Owned(format!("Timed out reading the value from {node}")),
+            ApiError::NodeWriteFailed(text) => return Cow::Owned(format!("Cannot write the value to {text}")),
+            ApiError::NodeWriteTimeout(node) => return Cow::Owned(format!("Timed out writing the value to {node}")),
             ApiError::UnmountFailed(_) => "Unmount failed for one or more segments",
             ApiError::WriteAborted => "Write aborted: segment unmounted",
             ApiError::SegmentNotFound => "segment not found",

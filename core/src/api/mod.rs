@@ -102,15 +102,22 @@ impl ApiRequest {
     }
 }
 
-/// A response owed to the request of a connection, until a data-plane read ends.
+/// A response owed to the request of a connection, until a data-plane transfer ends.
 #[derive(Clone, Debug)]
 struct Awaiting {
     token: u64,
     endpoint: String,
-    len: u64,
     deadline: Instant,
-    /// Count a failed GET (not for HEAD).
-    count: bool,
+    owed: Owed,
+}
+
+/// What the transfer of an [`Awaiting`] is for.
+#[derive(Clone, Copy, Debug)]
+enum Owed {
+    /// A GET of a value on another node; `count`: count a failure (not for HEAD).
+    Read { len: u64, count: bool },
+    /// A put placed on another node ([`crate::store::Store::begin_remote_put`] `put`).
+    Write { put: u64, len: u64 },
 }
 
 /// The handler of one worker for one listener kind (each connection has its own copy, with
@@ -134,39 +141,75 @@ impl Service {
         Self { master, listener, stats, transfers: Vec::new(), awaiting: None, next_token: 0 }
     }
 
-    /// Answers later: reads `[address, address + len)` of `endpoint` through the data plane.
-    fn read_remote(&mut self, now: Now, r: crate::store::RemoteReplica, count: bool) -> Response {
+    /// Answers later, once the data plane carried out `op` on `endpoint`.
+    fn transfer(&mut self, now: Now, endpoint: String, op: TransferOp, owed: Owed) -> Response {
         self.next_token += 1;
         let token = self.next_token;
         let deadline = now.mono + self.master.config.transfer_timeout;
-        self.transfers.push(Transfer {
-            id: token,
-            endpoint: r.endpoint.clone(),
-            op: TransferOp::Read { addr: r.address, len: r.len },
-            deadline,
-        });
-        self.awaiting = Some(Awaiting { token, endpoint: r.endpoint, len: r.len, deadline, count });
+        self.transfers.push(Transfer { id: token, endpoint: endpoint.clone(), op, deadline });
+        self.awaiting = Some(Awaiting { token, endpoint, deadline, owed });
         Response::with_body(200, CT_OCTET, Body::Pending(token))
     }
 
-    /// The answer to the pending read `token`, from its outcome (None: not the one owed).
-    fn remote_answer(&mut self, token: u64, outcome: Option<TransferOutcome>) -> Option<Response> {
+    /// Answers later: reads `[address, address + len)` of `endpoint` through the data plane.
+    fn read_remote(&mut self, now: Now, r: crate::store::RemoteReplica, count: bool) -> Response {
+        let op = TransferOp::Read { addr: r.address, len: r.len };
+        self.transfer(now, r.endpoint, op, Owed::Read { len: r.len, count })
+    }
+
+    /// Answers later: writes `value` to the remote allocation `put` through the data plane.
+    fn write_remote(&mut self, now: Now, put: crate::store::RemotePut, value: &[u8]) -> Response {
+        let op = TransferOp::Write { addr: put.address, data: Arc::from(value) };
+        self.transfer(now, put.endpoint, op, Owed::Write { put: put.id, len: value.len() as u64 })
+    }
+
+    /// The answer to the pending response `token`, from its transfer's outcome (`None`: its
+    /// deadline passed); `None` when it is not the one owed.
+    fn remote_answer(&mut self, now: Now, token: u64, outcome: Option<TransferOutcome>) -> Option<Response> {
+        use crate::stats::Ctr;
         let a = self.awaiting.take_if(|a| a.token == token)?;
-        let result = match outcome {
-            Some(TransferOutcome::Read(bytes)) if bytes.len() as u64 == a.len => {
-                return Some(Response::new(200, CT_OCTET, bytes));
-            }
-            Some(TransferOutcome::Read(bytes)) => {
-                ApiError::NodeUnreachable(format!("{}: {} bytes instead of {}", a.endpoint, bytes.len(), a.len))
-            }
-            Some(TransferOutcome::Failed(why)) => ApiError::NodeUnreachable(why),
-            Some(TransferOutcome::Written) => ApiError::NodeUnreachable(format!("{}: unexpected write", a.endpoint)),
-            None => ApiError::NodeTimeout(a.endpoint),
+        let failure = |why: Option<String>| match why {
+            Some(why) => ApiError::NodeUnreachable(why),
+            None => ApiError::NodeTimeout(a.endpoint.clone()),
         };
-        if a.count {
-            self.stats.bump(crate::stats::Ctr::GetFail, 1);
+        match a.owed {
+            Owed::Read { len, count } => {
+                let e = match outcome {
+                    Some(TransferOutcome::Read(bytes)) if bytes.len() as u64 == len => {
+                        return Some(Response::new(200, CT_OCTET, bytes));
+                    }
+                    Some(TransferOutcome::Read(b)) => {
+                        failure(Some(format!("{}: {} bytes instead of {len}", a.endpoint, b.len())))
+                    }
+                    Some(TransferOutcome::Failed(why)) => failure(Some(why)),
+                    Some(TransferOutcome::Written) => failure(Some(format!("{}: not a read", a.endpoint))),
+                    None => failure(None),
+                };
+                if count {
+                    self.stats.bump(Ctr::GetFail, 1);
+                }
+                Some(e.into_response(Route::Get))
+            }
+            Owed::Write { put, len } => {
+                let written = matches!(outcome, Some(TransferOutcome::Written));
+                let done = self.master.store.finish_remote_put(now.mono, put, written);
+                let e = match (outcome, done) {
+                    (Some(TransferOutcome::Written), Ok(())) => {
+                        self.stats.bump(Ctr::PutEnd, 1);
+                        self.stats.observe_value(len);
+                        return Some(rest::success());
+                    }
+                    (Some(TransferOutcome::Written), Err(_)) => ApiError::WriteAborted,
+                    (Some(TransferOutcome::Failed(why)), _) => ApiError::NodeWriteFailed(why),
+                    (Some(TransferOutcome::Read(_)), _) => {
+                        ApiError::NodeWriteFailed(format!("{}: not a write", a.endpoint))
+                    }
+                    (None, _) => ApiError::NodeWriteTimeout(a.endpoint),
+                };
+                self.stats.bump(Ctr::PutStartFail, 1);
+                Some(e.into_response(Route::PutJson))
+            }
         }
-        Some(result.into_response(Route::Get))
     }
 
     /// A new connection accepted at `now` (counted in `http_connections_open`).
@@ -341,7 +384,7 @@ pub struct HttpSession {
 impl HttpSession {
     /// Answers the pending response `token` (an outcome, or `None` for its deadline).
     fn answer(&mut self, now: Now, token: u64, outcome: Option<TransferOutcome>) {
-        if let Some(resp) = self.svc.remote_answer(token, outcome) {
+        if let Some(resp) = self.svc.remote_answer(now, token, outcome) {
             self.conn.resolve(now, token, resp, &mut self.svc);
         }
     }

@@ -196,7 +196,7 @@ impl Service {
     }
 
     /// `PUT /api/put` with `{"key":..,"value":..}` (SPEC §6.2).
-    pub(super) fn put_json(&self, now: Now, body: &[u8]) -> Result<Response, ApiError> {
+    pub(super) fn put_json(&mut self, now: Now, body: &[u8]) -> Result<Response, ApiError> {
         let obj = parse_object(body)?;
         let (key, value) = match (obj.member("key"), obj.member("value")) {
             (Some(k), Some(v)) if !matches!(k, Json::Str(s) if s.is_empty()) => (k, v),
@@ -209,7 +209,9 @@ impl Service {
     }
 
     /// Validates the value and stores it in one step (JSON put, chunked raw put).
-    pub(super) fn store_value(&self, now: Now, key: &str, value: &[u8]) -> Result<Response, ApiError> {
+    /// Without room in this process, in cluster mode, the value goes to another node's
+    /// segment through the data plane, and the response follows its acknowledgement.
+    pub(super) fn store_value(&mut self, now: Now, key: &str, value: &[u8]) -> Result<Response, ApiError> {
         if value.is_empty() {
             return Err(ApiError::invalid("Invalid value: must not be empty"));
         }
@@ -221,8 +223,13 @@ impl Service {
                 Ok(json_reply(200, SUCCESS))
             }
             Err(PutError::InsufficientStorage) => {
-                self.stats.bump(Ctr::PutStartFail, 1);
-                Err(ApiError::InsufficientStorage)
+                match self.master.store.begin_remote_put(now.mono, key, value.len() as u64) {
+                    Ok(put) => Ok(self.write_remote(now, put, value)),
+                    Err(PutError::InsufficientStorage) => {
+                        self.stats.bump(Ctr::PutStartFail, 1);
+                        Err(ApiError::InsufficientStorage)
+                    }
+                }
             }
         }
     }
@@ -246,13 +253,19 @@ impl Service {
                 )
             }
         };
-        self.stats.bump(Ctr::PutStart, 1);
         match self.master.store.begin_write(now.mono, key, len) {
             Ok(w) => {
+                self.stats.bump(Ctr::PutStart, 1);
                 req.stream = Some(StreamState::Write(w));
                 HeadDecision::Stream
             }
+            // No room here: collect the body, then place it on another node (`store_value`).
+            Err(PutError::InsufficientStorage) if self.master.store.could_place_remote(len) => {
+                req.stream = Some(StreamState::Collect(Vec::new()));
+                HeadDecision::Stream
+            }
             Err(PutError::InsufficientStorage) => {
+                self.stats.bump(Ctr::PutStart, 1);
                 self.stats.bump(Ctr::PutStartFail, 1);
                 let mut resp = ApiError::InsufficientStorage.into_response(Route::PutRaw);
                 resp.close = true;
@@ -339,4 +352,9 @@ impl ValueBytes for ValueRead {
     fn bytes(&self) -> &[u8] {
         ValueRead::bytes(self)
     }
+}
+
+/// `200 {"status":"success"}`.
+pub(super) fn success() -> Response {
+    json_reply(200, SUCCESS)
 }

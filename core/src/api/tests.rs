@@ -1528,3 +1528,100 @@ mod cluster_reads {
         assert!(t.conn.is_closed());
     }
 }
+
+// Cluster mode: a REST put with no room in this process goes to another node's segment.
+mod cluster_writes {
+    use std::io::IoSlice;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use uuid::Uuid;
+
+    use crate::config::Config;
+    use crate::master::Master;
+    use crate::platform::FakePlatform;
+    use crate::session::{Acceptor, Session};
+    use crate::store::RemoteSegment;
+    use crate::time::Now;
+    use crate::transfer::{TransferOp, TransferOutcome};
+    use crate::{HttpAcceptor, Listener};
+
+    const BASE: u64 = 0x7e00_0000_0000;
+
+    fn rig() -> (Arc<Master>, Box<dyn Session>, Now) {
+        let now = Now::new(Instant::now(), 1_700_000_000);
+        let config = Config { cluster: true, client_ttl: Duration::from_secs(3600), ..Config::default() };
+        let master = Master::new(config, Arc::new(FakePlatform::new(9)), now);
+        let seg = RemoteSegment {
+            id: Uuid::from_u128(0x52),
+            name: "n2".into(),
+            base: BASE,
+            size: 1 << 20,
+            te_endpoint: "te-n2".into(),
+            protocol: "tcp".into(),
+        };
+        master.store().client_mount(now.mono, Uuid::from_u128(0xc2), &seg).unwrap();
+        let mut acceptor = HttpAcceptor::new(master.clone(), Listener::Main, master.register_worker());
+        let conn = acceptor.accept(now);
+        (master, conn, now)
+    }
+
+    fn out(conn: &mut Box<dyn Session>, now: Now) -> String {
+        let mut all = Vec::new();
+        loop {
+            let mut bufs = [IoSlice::new(&[]); 8];
+            let n = conn.poll_transmit(&mut bufs);
+            if n == 0 {
+                break;
+            }
+            let bytes: Vec<u8> = bufs[..n].iter().flat_map(|b| b.iter().copied()).collect();
+            conn.consume(now, bytes.len());
+            all.extend(bytes);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
+    #[test]
+    fn a_put_without_local_room_is_written_to_another_node_and_acknowledged() {
+        let (master, mut conn, now) = rig();
+        let body = r#"{"key":"k","value":"remote bytes"}"#;
+        let req = format!("PUT /api/put HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        conn.handle_input(now, req.as_bytes());
+        assert_eq!(out(&mut conn, now), "", "no answer before the remote write is acknowledged");
+        let t = conn.poll_transfer().expect("a write");
+        assert_eq!(t.endpoint, "te-n2");
+        let TransferOp::Write { addr, data } = &t.op else { panic!("{t:?}") };
+        assert!(*addr >= BASE && *addr < BASE + (1 << 20));
+        assert_eq!(&data[..], b"remote bytes");
+        assert!(!master.store().exists("k"), "invisible until acknowledged");
+        conn.handle_transfer(now, t.id, TransferOutcome::Written);
+        assert!(out(&mut conn, now).ends_with(r#"{"status":"success"}"#));
+        assert!(master.store().exists("k"));
+        let r = master.store().remote_replica(now.mono, "k", false).unwrap();
+        assert_eq!((r.endpoint.as_str(), r.address, r.len), ("te-n2", *addr, 12));
+    }
+
+    #[test]
+    fn a_failed_remote_write_frees_its_space_and_names_the_node() {
+        let (master, mut conn, now) = rig();
+        let req = b"PUT /api/put/raw HTTP/1.1\r\nContent-Length: 600000\r\n\r\n";
+        conn.handle_input(now, req);
+        conn.handle_input(now, &vec![b'x'; 600_000]);
+        let t = conn.poll_transfer().expect("a write");
+        conn.handle_transfer(now, t.id, TransferOutcome::Failed("te-n2: connection reset".into()));
+        let o = out(&mut conn, now);
+        assert!(o.starts_with("HTTP/1.1 502 "), "{o}");
+        assert!(o.ends_with(r#"{"error":"Cannot write the value to te-n2: connection reset"}"#), "{o}");
+        assert!(!master.store().exists("raw"));
+        // The 600 kB allocation is free again: a second one fits the 1 MiB segment.
+        conn.handle_input(now, req);
+        conn.handle_input(now, &vec![b'y'; 600_000]);
+        let t = conn.poll_transfer().expect("room again");
+        conn.handle_transfer(now, t.id, TransferOutcome::Written);
+        assert!(out(&mut conn, now).ends_with(r#"{"status":"success"}"#));
+        // Larger than any segment anywhere: the early 507, before the body.
+        conn.handle_input(now, b"PUT /api/put/huge HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n");
+        assert!(conn.poll_transfer().is_none());
+        assert!(out(&mut conn, now).starts_with("HTTP/1.1 507 "));
+    }
+}

@@ -336,6 +336,38 @@ impl Inner {
         Ok(descs)
     }
 
+    /// A one-step REST put of `len` bytes of `key` on another node's segment (cluster mode,
+    /// when this process has no room): allocated like any value (evicting there if needed),
+    /// invisible until complete, written by this process's data plane.
+    pub(super) fn begin_remote_put(&mut self, now: u64, key: &str, len: u64) -> Result<RemotePut, PutError> {
+        let (seg, off) = self.allocate_space(now, len, Placement::Remote)?;
+        let vid = self.next_value.take_next();
+        let loc = Loc { seg, off, rid: self.next_replica };
+        self.next_replica += 1;
+        self.segments.get_mut(&seg).expect("placed on a known segment").add_value(vid, off);
+        let desc = self.describe(&loc, len, false).expect("a known segment");
+        let key: Arc<str> = match self.objects.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(key),
+        };
+        self.values.insert(
+            vid,
+            Value {
+                key,
+                len,
+                replicas: SmallVec::from_elem(loc, 1),
+                state: ValueState::Writing { visible: false },
+                seq: 0,
+                pending_at: None,
+                shared: Arc::new(ValueShared::default()),
+                writer: None,
+                started: now,
+                checksum: None,
+            },
+        );
+        Ok(RemotePut { id: vid.0, endpoint: desc.endpoint, address: desc.address })
+    }
+
     /// The write of `key` by `client` in progress, or why there is none.
     fn client_write(&self, client: Uuid, key: &str) -> Result<Option<ValueId>, ErrorCode> {
         let obj = self.objects.get(key).ok_or(ErrorCode::ObjectNotFound)?;
@@ -404,6 +436,44 @@ impl Inner {
 }
 
 impl Store {
+    /// Starts a one-step put of `value` onto another node's segment (cluster mode): where the
+    /// data plane must write it before [`Store::finish_remote_put`]. `PutError` when no
+    /// remote segment has room, even after eviction there.
+    pub fn begin_remote_put(&self, now: Instant, key: &str, len: u64) -> Result<RemotePut, PutError> {
+        let now = self.ns(now);
+        self.with_write_at(now, |inner, now| {
+            if !inner.params.cluster {
+                return Err(PutError::InsufficientStorage);
+            }
+            inner.begin_remote_put(now, key, len)
+        })
+    }
+
+    /// Whether a value of `len` bytes could be placed on another node's segment (cluster
+    /// mode, a mounted remote segment at least that large), evicting there if needed.
+    pub fn could_place_remote(&self, len: u64) -> bool {
+        let inner = self.read();
+        inner.params.cluster && inner.segments.values().any(|s| s.is_mounted() && s.is_remote() && s.size >= len)
+    }
+
+    /// The remote write of [`Store::begin_remote_put`] `id` was acknowledged (`written`):
+    /// the value becomes current; or it failed: the allocation is freed.
+    pub fn finish_remote_put(&self, now: Instant, id: u64, written: bool) -> Result<(), WriteAborted> {
+        let vid = ValueId(id);
+        self.rpc_write(now, |inner, now| {
+            if written {
+                let r = inner.complete(now, vid);
+                if r.is_err() {
+                    inner.abort(vid, false);
+                }
+                r
+            } else {
+                inner.abort(vid, false);
+                Err(WriteAborted)
+            }
+        })
+    }
+
     fn rpc_write<R>(&self, now: Instant, f: impl FnOnce(&mut Inner, u64) -> R) -> R {
         let now = self.ns(now);
         self.with_write_at(now, |inner, now| {

@@ -374,3 +374,14 @@ pub struct RemoteReplica {
     /// Value length.
     pub len: u64,
 }
+
+/// A REST put placed on another node's segment: the data plane writes it there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemotePut {
+    /// Identifies the write for `Store::finish_remote_put`.
+    pub id: u64,
+    /// Transfer-engine segment name of the owning node.
+    pub endpoint: String,
+    /// Address of the first byte in the owner's advertised address space.
+    pub address: u64,
+}
