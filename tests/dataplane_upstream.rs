@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
-use common::upstream::{environment, Kill};
+use common::upstream::{python_or_skip, Kill};
 
 fn pattern(n: usize, mul: usize, add: usize) -> Vec<u8> {
     (0..n).map(|i| ((i * mul + add) & 0xff) as u8).collect()
@@ -121,17 +121,7 @@ fn endpoint_of(http: &str, key: &str) -> String {
 
 #[test]
 fn unchanged_upstream_client_and_rest_read_each_others_values() {
-    if std::env::var("MC_SKIP_UPSTREAM").is_ok_and(|v| v == "1") {
-        println!("SKIP data-plane upstream test: MC_SKIP_UPSTREAM=1");
-        return;
-    }
-    let py = match environment() {
-        Ok(py) => py,
-        Err(why) => {
-            println!("SKIP data-plane upstream test: {why}");
-            return;
-        }
-    };
+    let Some(py) = python_or_skip("data-plane upstream test") else { return };
     for rt in common::runtimes() {
         for mode in ["http", "p2p"] {
             println!("=== runtime {rt}, metadata {mode}");

@@ -20,21 +20,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::upstream::{environment, Kill};
+use common::upstream::{python_or_skip, Kill};
 
 #[test]
 fn unchanged_upstream_client_against_mc_master() {
-    if std::env::var("MC_SKIP_UPSTREAM").is_ok_and(|v| v == "1") {
-        println!("SKIP upstream client test: MC_SKIP_UPSTREAM=1");
-        return;
-    }
-    let py = match environment() {
-        Ok(py) => py,
-        Err(why) => {
-            println!("SKIP upstream client test: {why}");
-            return;
-        }
-    };
+    let Some(py) = python_or_skip("upstream client test") else { return };
     for (i, rt) in common::runtimes().iter().enumerate() {
         // upstream's master is measured once, next to the first runtime.
         upstream_client_against(&py, rt, i == 0);

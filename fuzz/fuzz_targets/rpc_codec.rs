@@ -16,8 +16,7 @@
 //!   that type's hash (so mutations need not find a 32-bit hash).
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
@@ -25,31 +24,7 @@ use mc_core::rpc::{
     decode_with, encode_with, lookup, method_name, wire, RequestHeader, Style, Ty, Value, REQ_HDR, RPCS,
 };
 
-/// Records the largest single allocation since the last reset.
-struct Counting;
-
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        System.alloc_zeroed(l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LARGEST.fetch_max(new, Ordering::Relaxed);
-        System.realloc(p, l, new)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+use mc_fuzz::LARGEST;
 
 /// A type the master decodes or encodes, with its literal and hash.
 struct Case {

@@ -19,9 +19,8 @@
 //! event offset (2 bytes, modulo the length + 1), then the request bytes.
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,31 +33,7 @@ use mc_core::rpc::{
 use mc_core::{Master, Now, Session};
 use mc_fuzz::{at, config};
 
-/// Records the largest single allocation since the last reset.
-struct Counting;
-
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        System.alloc_zeroed(l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LARGEST.fetch_max(new, Ordering::Relaxed);
-        System.realloc(p, l, new)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+use mc_fuzz::LARGEST;
 
 /// The connection under test, driven the way an adapter drives a session. The only code
 /// that knows the connection's API: adapt it here when that API changes.

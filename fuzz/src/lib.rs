@@ -4,7 +4,8 @@
 //! [`FakePlatform`] (heap memory, deterministic ids) and a fixed clock, so that a run is a
 //! pure function of its input.
 
-use std::sync::atomic::Ordering;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -289,3 +290,33 @@ pub fn mask_addresses(text: &str) -> String {
         rest = &rest[digits..];
     }
 }
+
+/// The largest single allocation (bytes) since it was last reset (stored 0): every fuzz
+/// target runs on [`Counting`], so a target can check that no buffer is sized by a length
+/// field of its input.
+pub static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+/// The system allocator, recording the largest allocation in [`LARGEST`].
+pub struct Counting;
+
+// SAFETY: forwards to the system allocator unchanged; only records sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
+        System.alloc_zeroed(l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LARGEST.fetch_max(new, Ordering::Relaxed);
+        System.realloc(p, l, new)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;

@@ -72,3 +72,13 @@ pub fn environment() -> Result<PathBuf, String> {
     }
     Ok(py)
 }
+
+/// The wheel's Python for test `name`, or `None` after printing why it is skipped
+/// (`MC_SKIP_UPSTREAM=1`, or the wheel cannot be had, e.g. without network).
+pub fn python_or_skip(name: &str) -> Option<PathBuf> {
+    if std::env::var("MC_SKIP_UPSTREAM").is_ok_and(|v| v == "1") {
+        println!("SKIP {name}: MC_SKIP_UPSTREAM=1");
+        return None;
+    }
+    environment().map_err(|why| println!("SKIP {name}: {why}")).ok()
+}

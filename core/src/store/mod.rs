@@ -620,14 +620,7 @@ impl Store {
     /// bytes without the master's allocations; never the default.
     pub fn open_raw_range(self: &Arc<Self>, addr: u64, len: u64) -> Result<RawRange, RangeRefused> {
         let inner = self.read();
-        let end = addr.checked_add(len).filter(|_| len > 0).ok_or(RangeRefused::NoSegment)?;
-        let seg = inner
-            .segments
-            .values()
-            .find(|s| {
-                s.mapping.is_some() && s.is_live() && s.base_address() <= addr && end <= s.base_address() + s.size
-            })
-            .ok_or(RangeRefused::NoSegment)?;
+        let seg = inner.local_segment_at(addr, len)?;
         seg.shared.reads.fetch_add(1, Ordering::SeqCst);
         Ok(RawRange {
             store: self.clone(),

@@ -107,6 +107,17 @@ impl Inner {
         now
     }
 
+    /// The live segment of this process that holds `[addr, addr + len)` entirely.
+    pub(super) fn local_segment_at(&self, addr: u64, len: u64) -> Result<&Segment, RangeRefused> {
+        let end = addr.checked_add(len).filter(|_| len > 0).ok_or(RangeRefused::NoSegment)?;
+        self.segments
+            .values()
+            .find(|s| {
+                s.mapping.is_some() && s.is_live() && s.base_address() <= addr && end <= s.base_address() + s.size
+            })
+            .ok_or(RangeRefused::NoSegment)
+    }
+
     /// The live segment of this process, allocation and offset that hold
     /// `[addr, addr + len)` entirely (addresses as advertised).
     pub(super) fn range_value(&self, addr: u64, len: u64) -> Result<(&Segment, ValueId, u64), RangeRefused> {
