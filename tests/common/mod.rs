@@ -321,6 +321,19 @@ impl Server {
         server
     }
 
+    /// The next stdout line that satisfies `pick` (earlier ones are dropped), within 5 s.
+    pub fn lines_until(&self, pick: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            let line = line.trim_end_matches(['\r', '\n']).to_string();
+            if pick(&line) {
+                return Some(line);
+            }
+        }
+    }
+
     fn next_line(&mut self, args: &[String]) -> String {
         match self.lines.recv_timeout(STARTUP_TIMEOUT) {
             Ok(l) => l.trim_end_matches(['\r', '\n']).to_string(),
