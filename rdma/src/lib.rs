@@ -55,6 +55,7 @@ pub mod resolve;
 pub mod store_memory;
 pub mod tcp_plane;
 pub mod te;
+pub mod verbs;
 
 pub use publish::{PublishConfig, Publisher};
 pub use store_memory::StoreMemory;
