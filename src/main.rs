@@ -133,6 +133,18 @@ fn run(args: Args) -> Result<(), Fatal> {
     }
 
     let mut plane = match te_addrs {
+        // The data plane of an `rdma` node moves bytes with verbs: it needs a device.
+        Some(_) if master.config().protocol == mc_core::Protocol::Rdma => {
+            let devices = mc_rdma::verbs::probe(&mc_rdma::verbs::VerbsConfig::default())
+                .map_err(|cause| Fatal(1, format!("--protocol rdma: {cause}")))?;
+            log::info!("RDMA devices: {devices:?}");
+            return Err(Fatal(
+                1,
+                "--protocol rdma: the RDMA data plane is not wired into the binary yet (docs/rdma.md); \
+                 use --protocol tcp, or --te-port off for rdma as a segment label only"
+                    .into(),
+            ));
+        }
         Some(listeners) => {
             let advertise = args.te_advertise_host.clone().unwrap_or_else(|| match args.local_hostname.clone() {
                 Some(h) => h,

@@ -367,3 +367,16 @@ fn no_yield_serves_the_same() {
         }
     });
 }
+
+/// `--protocol rdma` with the data plane on needs RDMA verbs (a device, and a build with the
+/// `rdma` feature): without them the binary exits 1 naming the cause (docs/rdma.md).
+#[test]
+fn protocol_rdma_without_a_device_exits_1_naming_the_cause() {
+    for_each_runtime(|rt| {
+        let out = run_with_defaults(rt, &["--protocol", "rdma"]);
+        assert_exit(&out, 1, "--protocol rdma");
+        assert!(out.stderr.contains("--protocol rdma: "), "{}", out.stderr);
+        assert!(out.stderr.contains("RDMA") || out.stderr.contains("rdma"), "{}", out.stderr);
+        assert!(!out.stdout.contains("listening on"), "must not start listening");
+    });
+}
