@@ -128,7 +128,48 @@ fn unchanged_upstream_client_and_rest_read_each_others_values() {
             rest_values_to_the_client_and_back(&py, &rt, mode);
             client_memory_to_rest(&py, &rt, mode);
         }
+        println!("=== runtime {rt}, transfer_engine_bench");
+        bench_initiator_against_the_target(&py, &rt);
     }
+}
+
+/// Upstream's `transfer_engine_bench --protocol=tcp` as initiator against mc-master's TE
+/// target: its raw reads and writes anywhere in the segment are rejected by default (the
+/// bench fails), and served with `--te-open-access` (upstream's rule).
+fn bench_initiator_against_the_target(py: &Path, rt: &str) {
+    let bench = py.parent().unwrap().join("transfer_engine_bench");
+    let run = |m: &Master, op: &str| {
+        let out = Command::new(&bench)
+            .args(["--mode=initiator", "--protocol=tcp", "--threads=1", "--batch_size=16", "--duration=1"])
+            .args(["--block_size=65536", "--buffer_size=16777216", "--report_unit=GB"])
+            .arg(format!("--operation={op}"))
+            // Every address explicit: the bench's defaults name hosts that are not this one.
+            .arg(format!("--metadata_server=http://{}/metadata", m.http))
+            .arg(format!("--segment_id={}", m.http))
+            .arg("--local_server_name=127.0.0.1:8592")
+            .envs([("MC_TCP_BIND_ADDRESS", "127.0.0.1"), ("MC_MIN_RPC_PORT", "8591"), ("MC_MAX_RPC_PORT", "8599")])
+            .env("GLOG_minloglevel", "0")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run transfer_engine_bench");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let open = start(rt, &["--global-segment-size", "64MiB", "--te-open-access"]);
+    for op in ["write", "read"] {
+        let (ok, text) = run(&open, op);
+        let done = text.lines().find(|l| l.contains("Test completed")).unwrap_or_default().to_string();
+        assert!(
+            ok && done.contains("throughput"),
+            "{rt} {op}: {}",
+            text.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+        );
+        println!("transfer_engine_bench {op} against mc-master ({rt}): {}", done.split("] ").last().unwrap_or(&done));
+    }
+    drop(open);
+    let strict = start(rt, &["--global-segment-size", "64MiB"]);
+    let (ok, text) = run(&strict, "write");
+    assert!(!ok && text.contains("rejected by server"), "{rt}: raw writes must be rejected by default");
 }
 
 fn metadata(m: &Master, mode: &str) -> String {
