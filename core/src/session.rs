@@ -76,6 +76,17 @@ pub trait Session: Send {
     fn handle_transfer(&mut self, now: Now, id: u64, outcome: TransferOutcome) {
         let _ = (now, id, outcome);
     }
+    /// Memory of the session's own that the next bytes should be read into directly (a
+    /// transfer's payload going straight into segment memory), instead of the adapter's
+    /// buffer; after a read of `n > 0` bytes into it, call [`Session::handle_read_into`].
+    /// `None` (the default): read into the adapter's buffer and call `handle_input`.
+    fn read_into(&mut self) -> Option<&mut [u8]> {
+        None
+    }
+    /// `n` bytes were read into the slice [`Session::read_into`] returned.
+    fn handle_read_into(&mut self, now: Now, n: usize) {
+        let _ = (now, n);
+    }
 }
 
 /// Makes the sessions of one listener on one worker.
@@ -271,6 +282,23 @@ impl Link {
         }
     }
 
+    /// Where to read the next bytes directly, if the session offers it
+    /// ([`Session::read_into`]; never while lingering).
+    pub fn read_into(&mut self) -> Option<&mut [u8]> {
+        match self.state {
+            LinkState::Open if !self.read_closed => self.session.read_into(),
+            _ => None,
+        }
+    }
+
+    /// `n > 0` bytes were read into the slice of [`Link::read_into`].
+    pub fn handle_read_into(&mut self, now: Now, n: usize) {
+        if self.state == LinkState::Open {
+            self.session.handle_read_into(now, n);
+            self.settle();
+        }
+    }
+
     /// The outcome of a transfer of [`Link::poll_transfer`] (dropped once the session closed).
     pub fn handle_transfer(&mut self, now: Now, id: u64, outcome: TransferOutcome) {
         if self.state == LinkState::Open {
@@ -463,6 +491,17 @@ impl Session for Sniff {
     fn handle_transfer(&mut self, now: Now, id: u64, outcome: TransferOutcome) {
         if let Sniff::Decided(s) = self {
             s.handle_transfer(now, id, outcome);
+        }
+    }
+    fn read_into(&mut self) -> Option<&mut [u8]> {
+        match self {
+            Sniff::Decided(s) => s.read_into(),
+            _ => None,
+        }
+    }
+    fn handle_read_into(&mut self, now: Now, n: usize) {
+        if let Sniff::Decided(s) = self {
+            s.handle_read_into(now, n);
         }
     }
 }

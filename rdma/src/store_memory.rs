@@ -81,6 +81,10 @@ impl WriteWindow for Raw {
         self.0.write_at(offset, data);
     }
 
+    fn dest(&mut self, offset: u64) -> Option<&mut [u8]> {
+        Some(self.0.dest(offset))
+    }
+
     fn finish(self: Box<Self>) -> Result<(), Reject> {
         Ok(())
     }
@@ -91,6 +95,10 @@ struct StoreWrite(RangeWrite);
 impl WriteWindow for StoreWrite {
     fn write_at(&mut self, offset: u64, data: &[u8]) {
         self.0.write_at(offset, data);
+    }
+
+    fn dest(&mut self, offset: u64) -> Option<&mut [u8]> {
+        Some(self.0.dest(offset))
     }
 
     fn finish(self: Box<Self>) -> Result<(), Reject> {

@@ -536,6 +536,8 @@ enum Event {
     Transfer(u64, TransferOutcome),
     Wrote(usize),
     Read(usize),
+    /// `n` bytes were read into the session's own memory ([`Link::read_into`]).
+    ReadInto(usize),
     Timeout,
     Retry,
     Close,
@@ -587,9 +589,19 @@ impl Conn {
             }
         }
         if self.link.wants_read() {
-            let mut buf = w.buf.borrow_mut();
-            if let Poll::Ready(r) = Pin::new(&mut self.sock).poll_read(cx, &mut buf) {
-                return Poll::Ready(io_event(r, false));
+            // Into the session's own memory when it offers some, else into the worker's buffer.
+            if let Some(dst) = self.link.read_into() {
+                if let Poll::Ready(r) = Pin::new(&mut self.sock).poll_read(cx, dst) {
+                    return Poll::Ready(match io_event(r, false) {
+                        Event::Read(n) => Event::ReadInto(n),
+                        e => e,
+                    });
+                }
+            } else {
+                let mut buf = w.buf.borrow_mut();
+                if let Poll::Ready(r) = Pin::new(&mut self.sock).poll_read(cx, &mut buf) {
+                    return Poll::Ready(io_event(r, false));
+                }
             }
         }
         self.deadline.poll(cx, self.link.poll_timeout()).map(|()| Event::Timeout)
@@ -602,7 +614,8 @@ impl Conn {
             Event::Shutdown => self.link.handle_shutdown(now),
             Event::Transfer(id, outcome) => self.link.handle_transfer(now, id, outcome),
             Event::Wrote(n) => self.link.consume(now, n),
-            Event::Read(0) => self.link.handle_eof(now),
+            Event::Read(0) | Event::ReadInto(0) => self.link.handle_eof(now),
+            Event::ReadInto(n) => self.link.handle_read_into(now, n),
             Event::Read(n) => self.link.handle_input(now, &w.buf.borrow()[..n]),
             Event::Timeout => self.link.handle_timeout(now),
             Event::Retry => {}

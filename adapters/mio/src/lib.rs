@@ -389,14 +389,24 @@ impl Worker {
                     return self.drive_again(i);
                 }
                 budget -= 1;
-                match c.sock.read(&mut self.buf) {
-                    Ok(0) => c.link.handle_eof(now),
-                    Ok(n) => {
+                // Into the session's own memory when it offers some (a transfer's payload
+                // straight into segment memory), else into the worker's buffer.
+                let (read, direct) = match c.link.read_into() {
+                    Some(dst) => (c.sock.read(dst).map(|n| (n, dst.len())), true),
+                    None => (c.sock.read(&mut self.buf).map(|n| (n, self.buf.len())), false),
+                };
+                match read {
+                    Ok((0, _)) => c.link.handle_eof(now),
+                    Ok((n, cap)) => {
                         // A short read drained the socket: the next bytes bring a new edge.
-                        if n < self.buf.len() && !c.hup {
+                        if n < cap && !c.hup {
                             c.readable = false;
                         }
-                        c.link.handle_input(now, &self.buf[..n]);
+                        if direct {
+                            c.link.handle_read_into(now, n);
+                        } else {
+                            c.link.handle_input(now, &self.buf[..n]);
+                        }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         c.readable = false;

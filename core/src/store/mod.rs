@@ -165,6 +165,14 @@ impl RawRange {
         unsafe { self.mapping.bytes(self.map_off, self.len) }
     }
 
+    /// The range from `offset` to its end, to receive bytes into directly.
+    pub fn dest(&mut self, offset: u64) -> &mut [u8] {
+        let offset = offset.min(self.len);
+        // SAFETY: inside the mapping, kept alive as in `bytes`; raw access is what the
+        // operator asked for (`--te-open-access`); `&mut self` keeps the slice unique here.
+        unsafe { self.mapping.bytes_mut(self.map_off + offset, self.len - offset) }
+    }
+
     /// Copies `data` to `offset` of the range (bytes past its end are dropped).
     pub fn write_at(&mut self, offset: u64, data: &[u8]) {
         let room = self.len.saturating_sub(offset);
@@ -217,6 +225,17 @@ impl RangeWrite {
         // freed (and the mapping alive) until it is dropped. Only its writer (the peer that
         // was handed the replica) writes there.
         unsafe { g.mapping.write(g.map_off + offset, data) };
+    }
+
+    /// The range from `offset` to its end, to receive bytes into directly (a socket read
+    /// into segment memory, no intermediate copy).
+    pub fn dest(&mut self, offset: u64) -> &mut [u8] {
+        let g = &self.guard;
+        let offset = offset.min(g.len);
+        // SAFETY: as in `write_at`: inside the allocation of a write in progress, which the
+        // guard keeps allocated and mapped, written by this range's owner only; `&mut self`
+        // keeps the slice unique.
+        unsafe { g.mapping.bytes_mut(g.map_off + offset, g.len - offset) }
     }
 
     /// The transfer is complete: refused if the write was aborted meanwhile (revoked, the

@@ -87,6 +87,18 @@ impl Mapping {
         unsafe { std::ptr::write_bytes(self.region.as_ptr().add(off as usize), 0, len as usize) }
     }
 
+    /// Borrows `len` bytes at `off` for writing (a socket read straight into segment memory).
+    ///
+    /// # Safety
+    /// As [`Mapping::write`], for as long as the slice lives: `[off, off + len)` inside the
+    /// region and written by nobody else.
+    #[allow(clippy::mut_from_ref)]
+    pub(super) unsafe fn bytes_mut(&self, off: u64, len: u64) -> &mut [u8] {
+        debug_assert!(off + len <= self.region.len());
+        // SAFETY: in bounds, exclusively owned per the contract above.
+        unsafe { std::slice::from_raw_parts_mut(self.region.as_ptr().add(off as usize), len as usize) }
+    }
+
     /// Borrows `len` bytes at `off`.
     ///
     /// # Safety

@@ -64,6 +64,13 @@ pub trait WriteWindow: Send {
 
     /// All bytes were written. An error is reported to the peer as a rejection.
     fn finish(self: Box<Self>) -> Result<(), Reject>;
+
+    /// The window's memory from `offset` to its end, when a socket may read straight into
+    /// it (bytes placed there count as written by `write_at`); `None`: use `write_at`.
+    fn dest(&mut self, offset: u64) -> Option<&mut [u8]> {
+        let _ = offset;
+        None
+    }
 }
 
 /// Bytes owned by the window (a WRITE payload or a READ source the caller hands over).

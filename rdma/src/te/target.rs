@@ -398,6 +398,35 @@ impl Session for TargetSession {
         matches!(self.phase, Phase::Header | Phase::Body { .. }) && !self.eof && self.out.len() < MAX_QUEUED_STATUS
     }
 
+    /// A WRITE's payload goes straight into the window's memory when it offers it.
+    fn read_into(&mut self) -> Option<&mut [u8]> {
+        match &mut self.phase {
+            Phase::Body { window, size, done, .. } if *done < *size => {
+                let left = usize::try_from(*size - *done).unwrap_or(usize::MAX);
+                window.dest(*done).map(|d| {
+                    let n = d.len().min(left);
+                    &mut d[..n]
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn handle_read_into(&mut self, now: Now, n: usize) {
+        if let Phase::Body { size, done, .. } = &mut self.phase {
+            let n = (n as u64).min(*size - *done);
+            if n > 0 {
+                self.last_progress = now.mono;
+                *done += n;
+                add(&self.stats.bytes_written, n);
+                if *done == *size {
+                    self.finish_write();
+                }
+            }
+        }
+        self.settle();
+    }
+
     fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closing) && self.out.is_empty()
     }

@@ -536,3 +536,60 @@ fn under_a_link_the_reject_status_goes_out_then_the_socket_half_closes() {
     drop(link);
     assert_eq!(life.open(), 0);
 }
+
+/// Memory whose write windows offer their bytes for direct reads (`WriteWindow::dest`).
+struct Direct(Arc<std::sync::Mutex<Vec<u8>>>);
+
+struct DirectWindow {
+    mem: Arc<std::sync::Mutex<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl WriteWindow for DirectWindow {
+    fn write_at(&mut self, offset: u64, data: &[u8]) {
+        self.buf[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+    }
+    fn finish(self: Box<Self>) -> Result<(), Reject> {
+        *self.mem.lock().unwrap() = self.buf;
+        Ok(())
+    }
+    fn dest(&mut self, offset: u64) -> Option<&mut [u8]> {
+        Some(&mut self.buf[offset as usize..])
+    }
+}
+
+impl TargetMemory for Direct {
+    fn open_read(&self, _addr: u64, _len: u64) -> Result<Box<dyn ReadWindow>, Reject> {
+        Err(Reject::new("write-only"))
+    }
+    fn open_write(&self, _addr: u64, len: u64) -> Result<Box<dyn WriteWindow>, Reject> {
+        Ok(Box::new(DirectWindow { mem: self.0.clone(), buf: vec![0; len as usize] }))
+    }
+}
+
+/// A WRITE's payload can be received straight into the window (no intermediate buffer),
+/// mixed with ordinary input, and the ack follows the last byte either way.
+#[test]
+fn a_write_payload_is_received_straight_into_the_window() {
+    let mem = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut s = TargetSession::new(at(0), Arc::new(Direct(mem.clone())), TargetConfig::default(), TargetStats::new());
+    assert!(s.read_into().is_none(), "no window before a header");
+    let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let mut first = hdr(Op::Write, Framing::V2, BASE, payload.len() as u64);
+    first.extend_from_slice(&payload[..100]);
+    s.handle_input(at(0), &first);
+    let mut pos = 100;
+    while pos < payload.len() {
+        let dst = s.read_into().expect("the window's rest");
+        assert_eq!(dst.len(), payload.len() - pos);
+        let n = dst.len().min(3000);
+        dst[..n].copy_from_slice(&payload[pos..pos + n]);
+        s.handle_read_into(at(0), n);
+        pos += n;
+    }
+    assert!(s.read_into().is_none(), "the body is complete");
+    let mut out = Vec::new();
+    drain(&mut s, &mut out, usize::MAX);
+    assert_eq!(out, OK);
+    assert_eq!(*mem.lock().unwrap(), payload);
+}
