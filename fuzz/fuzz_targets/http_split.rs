@@ -9,29 +9,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mc_fuzz::{check_exchange, config, exchange, mask_addresses, master};
+use mc_fuzz::{check_exchange, config, exchange, mask_addresses, master, pieces, split_spec};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&k, rest)) = data.split_first() else { return };
-    let k = usize::from(k % 16);
-    if rest.len() < 2 * k {
-        return;
-    }
-    let (offsets, input) = rest.split_at(2 * k);
-    let input = input.to_vec();
-    let len = input.len();
-    let mut cuts: Vec<usize> = offsets
-        .chunks(2)
-        .map(|c| if len == 0 { 0 } else { usize::from(u16::from_le_bytes([c[0], c[1]])) % (len + 1) })
-        .collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut pieces: Vec<&[u8]> = Vec::new();
-    let mut prev = 0;
-    for c in cuts.into_iter().chain([len]) {
-        pieces.push(&input[prev..c]);
-        prev = c;
-    }
+    let Some((input, cuts)) = split_spec(data, &[]) else { return };
+    let pieces = pieces(&input, &cuts);
 
     let whole = exchange(&master(config()), &[&input], false);
     check_exchange(&whole);

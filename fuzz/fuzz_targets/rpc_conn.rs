@@ -260,12 +260,7 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     cuts.sort_unstable();
     cuts.dedup();
-    let mut pieces: Vec<&[u8]> = Vec::new();
-    let mut prev = 0;
-    for c in cuts.into_iter().chain([len]) {
-        pieces.push(&input[prev..c]);
-        prev = c;
-    }
+    let pieces = mc_fuzz::pieces(input, &cuts);
     let expect = requests(&input[..event_at]);
     // Output is held back above 1 MiB (a buffer of up to twice that), the input is bounded:
     // nothing needs more than a few MiB, whatever the headers announce.

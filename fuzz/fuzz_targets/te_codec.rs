@@ -87,24 +87,9 @@ fn decode_frames(pieces: &[&[u8]]) -> (Vec<Frame>, bool) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&k, rest)) = data.split_first() else { return };
-    let k = usize::from(k % 16);
-    if rest.len() < 2 * k {
-        return;
-    }
-    let (offsets, input) = rest.split_at(2 * k);
-    let len = input.len();
-    let mut cuts: Vec<usize> = offsets
-        .chunks(2)
-        .map(|c| if len == 0 { 0 } else { usize::from(u16::from_le_bytes([c[0], c[1]])) % (len + 1) })
-        .collect();
-    cuts.sort_unstable();
-    let mut pieces: Vec<&[u8]> = Vec::new();
-    let mut prev = 0;
-    for c in cuts.into_iter().chain([len]) {
-        pieces.push(&input[prev..c]);
-        prev = c;
-    }
+    let Some((input, cuts)) = mc_fuzz::split_spec(data, &[]) else { return };
+    let input = &input[..];
+    let pieces = mc_fuzz::pieces(input, &cuts);
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
     let step = 1 + usize::from(data[0] / 16);
 

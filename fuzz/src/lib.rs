@@ -320,3 +320,36 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
+
+/// A split-fuzzing input: its first byte `k` (mod 16), then `k` little-endian u16 cut points,
+/// then the bytes to feed. Returns the bytes and the cut offsets (each taken modulo
+/// `len + 1`, with `extra` added), sorted and de-duplicated; `None` when the input is too
+/// short for its cut points.
+pub fn split_spec(data: &[u8], extra: &[usize]) -> Option<(Vec<u8>, Vec<usize>)> {
+    let (&k, rest) = data.split_first()?;
+    let k = usize::from(k % 16);
+    if rest.len() < 2 * k {
+        return None;
+    }
+    let (offsets, input) = rest.split_at(2 * k);
+    let len = input.len();
+    let mut cuts: Vec<usize> = offsets
+        .chunks(2)
+        .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])) % (len + 1))
+        .chain(extra.iter().map(|&e| e.min(len)))
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    Some((input.to_vec(), cuts))
+}
+
+/// `input` cut at the sorted offsets `cuts` into consecutive pieces (together: `input`).
+pub fn pieces<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut out = Vec::with_capacity(cuts.len() + 1);
+    let mut prev = 0;
+    for &c in cuts.iter().chain([input.len()].iter()) {
+        out.push(&input[prev..c]);
+        prev = c;
+    }
+    out
+}
