@@ -121,7 +121,8 @@ fn config_file_values_and_explicit_overrides() {
     );
     let cfg_int = TempFile::new("mc-e2e-config-int", br#"{"global_segment_size":16777216}"#);
     for_each_runtime(|_| {
-        let s = Server::start(&["--config", cfg.path_str()]);
+        // `protocol: RDMA` is a segment label here: without the data plane it needs no device.
+        let s = Server::start(&["--config", cfg.path_str(), "--te-port", "off"]);
         let node = format!("10.1.2.3:{}", s.port());
         let segs = s.segments();
         assert_eq!(segs.len(), 1);
@@ -145,6 +146,8 @@ fn config_file_values_and_explicit_overrides() {
         let s = Server::start(&[
             "--config",
             cfg.path_str(),
+            "--te-port",
+            "off",
             "--protocol",
             "tcp",
             "--local-hostname",
