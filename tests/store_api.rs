@@ -95,7 +95,7 @@ fn mount_success_shapes_and_rounding() {
 #[test]
 fn mount_default_protocol_follows_flag() {
     for_each_runtime(|_| {
-        let s = Server::start(&["--protocol", "rdma"]);
+        let s = Server::start(&["--protocol", "rdma", "--te-port", "off"]); // a label only without the data plane
         let id = s.mount(1)[0].clone();
         assert_eq!(segment(&s.segments(), &id).unwrap()["protocol"], "rdma");
         let r = s.post("/api/mount", r#"{"size":1,"protocol":"tcp"}"#);
