@@ -60,29 +60,27 @@ pub fn reject_of(refused: RangeRefused) -> Reject {
     })
 }
 
-struct StoreRead(ValueRead);
+// The store's guards are the windows themselves: no wrapper types.
 
-impl ReadWindow for StoreRead {
+impl ReadWindow for ValueRead {
     fn bytes(&self) -> &[u8] {
-        self.0.bytes()
+        ValueRead::bytes(self)
     }
 }
 
-struct Raw(RawRange);
-
-impl ReadWindow for Raw {
+impl ReadWindow for RawRange {
     fn bytes(&self) -> &[u8] {
-        self.0.bytes()
+        RawRange::bytes(self)
     }
 }
 
-impl WriteWindow for Raw {
+impl WriteWindow for RawRange {
     fn write_at(&mut self, offset: u64, data: &[u8]) {
-        self.0.write_at(offset, data);
+        RawRange::write_at(self, offset, data);
     }
 
     fn dest(&mut self, offset: u64) -> Option<&mut [u8]> {
-        Some(self.0.dest(offset))
+        Some(RawRange::dest(self, offset))
     }
 
     fn finish(self: Box<Self>) -> Result<(), Reject> {
@@ -90,41 +88,35 @@ impl WriteWindow for Raw {
     }
 }
 
-struct StoreWrite(RangeWrite);
-
-impl WriteWindow for StoreWrite {
+impl WriteWindow for RangeWrite {
     fn write_at(&mut self, offset: u64, data: &[u8]) {
-        self.0.write_at(offset, data);
+        RangeWrite::write_at(self, offset, data);
     }
 
     fn dest(&mut self, offset: u64) -> Option<&mut [u8]> {
-        Some(self.0.dest(offset))
+        Some(RangeWrite::dest(self, offset))
     }
 
     fn finish(self: Box<Self>) -> Result<(), Reject> {
-        self.0.finish().map_err(reject_of)
+        RangeWrite::finish(*self).map_err(reject_of)
     }
 }
 
 impl TargetMemory for StoreMemory {
     fn open_read(&self, addr: u64, len: u64) -> Result<Box<dyn ReadWindow>, Reject> {
-        if self.open {
-            return self.store.open_raw_range(addr, len).map(|r| Box::new(Raw(r)) as _).map_err(reject_of);
-        }
-        match self.store.open_read_range(addr, len) {
-            Ok(read) => Ok(Box::new(StoreRead(read))),
-            Err(e) => Err(reject_of(e)),
-        }
+        let window: Result<Box<dyn ReadWindow>, RangeRefused> = match self.open {
+            true => self.store.open_raw_range(addr, len).map(|r| Box::new(r) as _),
+            false => self.store.open_read_range(addr, len).map(|r| Box::new(r) as _),
+        };
+        window.map_err(reject_of)
     }
 
     fn open_write(&self, addr: u64, len: u64) -> Result<Box<dyn WriteWindow>, Reject> {
-        if self.open {
-            return self.store.open_raw_range(addr, len).map(|r| Box::new(Raw(r)) as _).map_err(reject_of);
-        }
-        match self.store.open_write_range(addr, len) {
-            Ok(write) => Ok(Box::new(StoreWrite(write))),
-            Err(e) => Err(reject_of(e)),
-        }
+        let window: Result<Box<dyn WriteWindow>, RangeRefused> = match self.open {
+            true => self.store.open_raw_range(addr, len).map(|r| Box::new(r) as _),
+            false => self.store.open_write_range(addr, len).map(|w| Box::new(w) as _),
+        };
+        window.map_err(reject_of)
     }
 }
 

@@ -333,15 +333,14 @@ impl Worker {
     /// budget is spent, then notes the connection's next deadline.
     fn drive(&mut self, now: Now, i: usize) {
         self.drive_io(now, i);
-        self.start_transfers(now, i);
+        self.start_transfers(i);
         self.note_deadline(i);
     }
 
     /// Hands the transfers connection `i` asks for to the data plane; their outcomes come
     /// back through `done` and the worker's waker.
-    fn start_transfers(&mut self, now: Now, i: usize) {
+    fn start_transfers(&mut self, i: usize) {
         let Some(c) = self.conns.get_mut(i).and_then(|c| c.as_mut()) else { return };
-        let _ = now;
         while let Some(t) = c.link.poll_transfer() {
             let (done, waker, serial, id) = (self.done.clone(), self.waker.clone(), c.serial, t.id);
             let finish = move |outcome| {
