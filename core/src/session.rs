@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::time::Now;
-use crate::transfer::{Transfer, TransferOutcome};
+use crate::transfer::{DataPlane, Transfer, TransferOutcome};
 
 /// How long a finished connection keeps draining unread input after its half-close, so the
 /// peer reads the last response instead of a reset.
@@ -296,6 +296,26 @@ impl Link {
         if self.state == LinkState::Open {
             self.session.handle_read_into(now, n);
             self.settle();
+        }
+    }
+
+    /// Hands every transfer the session asks for to `plane`; the callback `make_done()` builds
+    /// (only when there is a transfer: nothing is cloned on the usual path) runs once per
+    /// transfer with its id and outcome, on any thread (the adapter queues it for its worker
+    /// and wakes it, then calls [`Link::handle_transfer`]). Without a data plane each
+    /// transfer fails at once.
+    pub fn start_transfers<F>(&mut self, plane: Option<&Arc<dyn DataPlane>>, make_done: impl FnOnce() -> F)
+    where
+        F: Fn(u64, TransferOutcome) + Clone + Send + 'static,
+    {
+        let Some(first) = self.poll_transfer() else { return };
+        let done = make_done();
+        for t in std::iter::once(first).chain(std::iter::from_fn(|| self.poll_transfer())) {
+            let (done, id) = (done.clone(), t.id);
+            match plane {
+                Some(dp) => dp.submit(t, Box::new(move |outcome| done(id, outcome))),
+                None => done(id, TransferOutcome::Failed("no data plane in this process".into())),
+            }
         }
     }
 

@@ -333,17 +333,13 @@ impl Worker {
     /// Hands the transfers connection `id` asks for to the data plane; their outcomes come
     /// back through `done` and the wake socket.
     fn start_transfers(&self, id: u64, link: &mut Link) {
-        while let Some(t) = link.poll_transfer() {
-            let (done, wake, tid) = (self.done.clone(), self.wake_self.clone(), t.id);
-            let finish = move |outcome| {
+        link.start_transfers(self.master.data_plane(), || {
+            let (done, wake) = (self.done.clone(), self.wake_self.clone());
+            move |tid, outcome| {
                 done.lock().unwrap_or_else(|e| e.into_inner()).push((id, tid, outcome));
                 let _ = (&*wake).write(&[2]);
-            };
-            match self.master.data_plane() {
-                Some(dp) => dp.submit(t, Box::new(finish)),
-                None => finish(TransferOutcome::Failed("no data plane in this process".into())),
             }
-        }
+        });
     }
 
     /// Resolves once this worker saw the shutdown.

@@ -341,17 +341,14 @@ impl Worker {
     /// back through `done` and the worker's waker.
     fn start_transfers(&mut self, i: usize) {
         let Some(c) = self.conns.get_mut(i).and_then(|c| c.as_mut()) else { return };
-        while let Some(t) = c.link.poll_transfer() {
-            let (done, waker, serial, id) = (self.done.clone(), self.waker.clone(), c.serial, t.id);
-            let finish = move |outcome| {
+        let (done, waker, serial) = (&self.done, &self.waker, c.serial);
+        c.link.start_transfers(self.master.data_plane(), || {
+            let (done, waker) = (done.clone(), waker.clone());
+            move |id, outcome| {
                 done.lock().unwrap_or_else(|e| e.into_inner()).push((i, serial, id, outcome));
                 let _ = waker.wake();
-            };
-            match self.master.data_plane() {
-                Some(dp) => dp.submit(t, Box::new(finish)),
-                None => finish(TransferOutcome::Failed("no data plane in this process".into())),
             }
-        }
+        });
     }
 
     fn drive_io(&mut self, now: Now, i: usize) {
