@@ -411,6 +411,8 @@ fn connection_limit_refuses_with_503() {
         if r.status == 200 {
             break t.elapsed();
         }
+        // Refused while the server was still closing the freed slots: counted too.
+        refused += usize::from(r.status == 503);
         assert!(Instant::now() < deadline, "slots were not released");
         std::thread::sleep(Duration::from_millis(50));
     };

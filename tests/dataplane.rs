@@ -174,3 +174,18 @@ fn the_http_port_answers_the_te_handshake() {
         assert_eq!(n.srv.get("/health").status, 200);
     });
 }
+
+/// With the handshake sniffed on the HTTP port, a connection refused at `--max-connections`
+/// still gets its 503 at once, before it sends anything.
+#[test]
+fn a_refused_connection_is_answered_before_it_speaks() {
+    for_each_runtime(|_| {
+        let srv = Server::start(&["--max-connections", "1"]);
+        let mut first = connect(&srv.addr.to_string());
+        first.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+        let _ = read_exact(&mut first, 12);
+        let mut second = connect(&srv.addr.to_string());
+        let reply = until_close(&mut second);
+        assert!(reply.starts_with(b"HTTP/1.1 503 "), "{:?}", String::from_utf8_lossy(&reply));
+    });
+}

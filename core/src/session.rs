@@ -391,12 +391,14 @@ impl SniffAcceptor {
 
 impl Acceptor for SniffAcceptor {
     fn accept(&mut self, now: Now) -> Box<dyn Session> {
-        Box::new(Sniff::Undecided {
-            buf: Vec::new(),
-            primary: self.primary.accept(now),
-            alternate: self.alternate.accept(now),
-            pick: self.pick,
-        })
+        let primary = self.primary.accept(now);
+        // A primary session that speaks first (a connection refused with 503 at the limit)
+        // is not held back waiting for the peer's first bytes.
+        let mut probe = [IoSlice::new(&[])];
+        if primary.poll_transmit(&mut probe) > 0 {
+            return primary;
+        }
+        Box::new(Sniff::Undecided { buf: Vec::new(), primary, alternate: self.alternate.accept(now), pick: self.pick })
     }
     fn on_shutdown(&self) -> ListenerAtShutdown {
         self.primary.on_shutdown()
