@@ -126,6 +126,12 @@ pub struct Args {
     /// on a shared network: for benchmarks and trusted clients (docs/data-plane.md).
     #[arg(long = "te-open-access")]
     pub te_open_access: bool,
+    /// Run as a store node of this master (`HOST:PORT` of its RPC listener; upstream's
+    /// `master_server_address`): this process's memory is mounted into that master and its
+    /// Store REST API works on the cluster (docs/cluster.md). `off` ignores a
+    /// `master_server_address` of the config file.
+    #[arg(long = "master", alias = "master_server_address", alias = "master-server-address")]
+    pub master: Option<String>,
     /// How long a REST read of a value held by another node may take (plain number = seconds).
     #[arg(long = "transfer-timeout", default_value = "5s", value_parser = parse_duration_s)]
     pub transfer_timeout: Duration,
@@ -237,6 +243,23 @@ pub struct FileConfig {
     pub protocol: Option<Protocol>,
     /// `global_segment_size`.
     pub global_segment_size: Option<u64>,
+    /// `master_server_address` (store-node mode).
+    pub master_server_address: Option<String>,
+    /// `metadata_server`: an HTTP metadata URL, or `P2PHANDSHAKE` (`None` here).
+    pub metadata_server: Option<String>,
+}
+
+/// `metadata_server` as upstream spells it: `P2PHANDSHAKE` means none (peers are found by
+/// their `host:port` handshake), `http://...` a metadata server; anything else is refused.
+pub fn parse_metadata_server(s: &str) -> Result<Option<String>, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("P2PHANDSHAKE") || t.is_empty() {
+        return Ok(None);
+    }
+    if t.starts_with("http://") {
+        return Ok(Some(t.to_string()));
+    }
+    Err(format!("metadata_server {t:?} is not supported: use an http://HOST:PORT/metadata server or P2PHANDSHAKE"))
 }
 
 /// Reads and validates a mooncake_config.json.
@@ -269,6 +292,22 @@ pub fn read_config_file(path: &std::path::Path) -> Result<FileConfig, String> {
                 Some(parse_size(s).map_err(|e| format!("invalid config file: global_segment_size: {e}"))?)
         }
         Some(_) => return Err("invalid config file: global_segment_size must be an integer or a size string".into()),
+    }
+    let string = |name: &str| -> Result<Option<String>, String> {
+        match obj.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("invalid config file: {name} must be a string")),
+        }
+    };
+    out.master_server_address = string("master_server_address")?.filter(|s| !s.trim().is_empty());
+    if let Some(m) = string("metadata_server")? {
+        out.metadata_server = parse_metadata_server(&m).map_err(|e| format!("invalid config file: {e}"))?;
+    }
+    // Accepted as upstream's store service has them; a node needs no registered local
+    // transfer buffer (values go straight into response bodies) and no device over TCP.
+    for (name, _) in obj.iter().filter(|(k, _)| matches!(k.as_str(), "local_buffer_size" | "device_name")) {
+        log::debug!("config file: {name} accepted and not needed by mc-master");
     }
     Ok(out)
 }

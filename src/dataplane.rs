@@ -20,6 +20,9 @@ pub struct DataPlane {
     stats: Arc<TargetStats>,
     /// The TE data listeners, one per worker (taken as the workers are built).
     listeners: Vec<TcpListener>,
+    /// The initiator: what moves bytes to and from other nodes (installed by the caller as
+    /// the master's data plane, directly or inside a store node's plane).
+    pub plane: Arc<TcpDataPlane>,
 }
 
 /// A TE handshake frame starts with its length, a u64 LE of at most 1 MiB: bytes 3 to 7 are
@@ -40,8 +43,8 @@ fn looks_like_handshake(b: &[u8]) -> Option<bool> {
 }
 
 impl DataPlane {
-    /// Publishes this node's descriptor (and again after every mount and unmount), installs
-    /// the initiator as the master's data plane, and keeps `listeners` (the TE data port,
+    /// Publishes this node's descriptor (and again after every mount and unmount), builds
+    /// the initiator ([`DataPlane::plane`]), and keeps `listeners` (the TE data port,
     /// bound, one per worker) for [`DataPlane::add_listeners`].
     pub fn start(
         master: &Arc<Master>,
@@ -65,12 +68,11 @@ impl DataPlane {
                 ..TcpPlaneConfig::default()
             },
         )?;
-        master.set_data_plane(plane);
         let memory = match open_access {
             true => StoreMemory::open_access(store.clone()),
             false => StoreMemory::new(store.clone()),
         };
-        Ok(Self { publisher, memory: Arc::new(memory), stats: TargetStats::new(), listeners })
+        Ok(Self { publisher, memory: Arc::new(memory), stats: TargetStats::new(), listeners, plane })
     }
 
     /// The main listener's acceptor: HTTP, or the TE handshake when the first bytes are a

@@ -7,6 +7,7 @@
 mod cli;
 mod dataplane;
 mod net;
+mod node;
 mod platform;
 
 use std::io::Write;
@@ -79,8 +80,22 @@ fn run(args: Args) -> Result<(), Fatal> {
     let main_addr = main_addrs[0].local_addr().map_err(|e| Fatal(1, e.to_string()))?;
     let admin_addrs = args.admin_port.map(|p| bind(p, true)).transpose()?;
     let admin_port = admin_addrs.as_ref().and_then(|a| a[0].local_addr().ok()).map(|a| a.port());
-    // Master RPC listener (`--rpc-port`, reference/rpc/rpc-spec.md).
-    let rpc_addrs = match args.rpc_port {
+    // Store-node mode: `--master`, else the config file's `master_server_address`.
+    let master_addr = match args.master.as_deref() {
+        Some(m) if m.eq_ignore_ascii_case("off") => None,
+        Some(m) => Some(m.to_string()),
+        None => file.master_server_address.clone(),
+    };
+    if master_addr.is_some() && args.te_port == RpcPort::Off {
+        return Err(usage_error("a store node (--master) moves values over the data plane: --te-port cannot be off"));
+    }
+    let metadata_server = match &args.metadata_server {
+        Some(m) => cli::parse_metadata_server(m).map_err(usage_error)?,
+        None => file.metadata_server.clone(),
+    };
+    // Master RPC listener (`--rpc-port`, reference/rpc/rpc-spec.md); a store node has none.
+    let rpc_port = if master_addr.is_some() { RpcPort::Off } else { args.rpc_port };
+    let rpc_addrs = match rpc_port {
         // This process's own HTTP listeners hold that port: it cannot be bound (SPEC §11).
         RpcPort::Port(p) if p != 0 && (p == main_addr.port() || Some(p) == admin_port) => {
             return Err(Fatal(1, format!("cannot bind {}:{p}: the port is taken by an HTTP listener", args.host)))
@@ -125,7 +140,9 @@ fn run(args: Args) -> Result<(), Fatal> {
         transfer_timeout: args.transfer_timeout,
     };
     let master = Master::new(config, Arc::new(page), now());
-    let startup = args.global_segment_size.or(file.global_segment_size).unwrap_or(0);
+    // A store node mounts upstream's default (3.125 GiB, mapped lazily) unless told otherwise.
+    let default_segment = if master_addr.is_some() { 3_355_443_200 } else { 0 };
+    let startup = args.global_segment_size.or(file.global_segment_size).unwrap_or(default_segment);
     if startup > 0 {
         master
             .mount_startup_segment(now(), startup)
@@ -151,17 +168,47 @@ fn run(args: Args) -> Result<(), Fatal> {
                 None if !args.host.is_unspecified() => args.host.to_string(),
                 None => local_hostname.clone(),
             });
-            let dp = dataplane::DataPlane::start(
-                &master,
-                listeners,
-                &advertise,
-                args.metadata_server.as_deref(),
-                args.te_open_access,
-            )
-            .map_err(|e| Fatal(1, format!("cannot start the data plane: {e}")))?;
+            // A node's segments are written by whoever the master placed a value with: they
+            // are served raw, as upstream's (the master, not this node, knows the values).
+            let open_access = args.te_open_access || master_addr.is_some();
+            let dp =
+                dataplane::DataPlane::start(&master, listeners, &advertise, metadata_server.as_deref(), open_access)
+                    .map_err(|e| Fatal(1, format!("cannot start the data plane: {e}")))?;
             Some(dp)
         }
         None => None,
+    };
+    // The process's data plane: the TE initiator, or a store node's plane around it.
+    let store_node = match (&plane, &master_addr) {
+        (Some(dp), Some(addr)) => {
+            let state = Arc::new(mc_core::node::NodeState::new(addr));
+            master.set_node(state.clone());
+            let id = mc_core::node::NodeIdentity {
+                client_id: uuid::Uuid::new_v4(),
+                name: master.config().node_name.clone(),
+                tenant: "default".into(),
+            };
+            let segments = master
+                .store()
+                .segments()
+                .into_iter()
+                .map(|s| mc_core::node::NodeSegment {
+                    id: s.id,
+                    base: s.base_address,
+                    size: s.size,
+                    protocol: s.protocol.as_str().into(),
+                })
+                .collect();
+            let np = node::NodePlane::start(addr, id, segments, master.store().clone(), dp.plane.clone(), state)
+                .map_err(|e| Fatal(1, format!("cannot start the store node: {e}")))?;
+            master.set_data_plane(np.clone());
+            Some(np)
+        }
+        (Some(dp), None) => {
+            master.set_data_plane(dp.plane.clone());
+            None
+        }
+        _ => None,
     };
     let rpc_addr = rpc_addrs.as_ref().map(|r| r[0].local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
     let admin_addr =
@@ -223,6 +270,9 @@ fn run(args: Args) -> Result<(), Fatal> {
         if let Some(a) = te_addr {
             let _ = writeln!(out, "te listening on {a}");
         }
+        if let Some(m) = &master_addr {
+            let _ = writeln!(out, "store node of master {m}");
+        }
         let _ = out.flush();
     }
     log::info!(
@@ -232,6 +282,10 @@ fn run(args: Args) -> Result<(), Fatal> {
     );
 
     runtime.join();
+    if let Some(np) = store_node {
+        log::info!("leaving the cluster: unmounting from the master");
+        np.leave();
+    }
     log::info!("all connections closed; exiting");
     Ok(())
 }

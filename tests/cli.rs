@@ -117,7 +117,7 @@ fn admin_port_equal_to_port_exits_2_and_bind_failure_exits_1() {
 fn config_file_values_and_explicit_overrides() {
     let cfg = TempFile::new(
         "mc-e2e-config",
-        br#"{"local_hostname":"10.1.2.3","protocol":"RDMA","global_segment_size":"32MiB","metadata_server":"P2PHANDSHAKE","master_server_address":"127.0.0.1:50051","device_name":""}"#,
+        br#"{"local_hostname":"10.1.2.3","protocol":"RDMA","global_segment_size":"32MiB","metadata_server":"P2PHANDSHAKE","device_name":""}"#,
     );
     let cfg_int = TempFile::new("mc-e2e-config-int", br#"{"global_segment_size":16777216}"#);
     for_each_runtime(|_| {

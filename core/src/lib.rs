@@ -68,6 +68,7 @@ pub mod api;
 pub mod config;
 pub mod http;
 pub mod master;
+pub mod node;
 pub mod platform;
 pub mod route;
 pub mod rpc;

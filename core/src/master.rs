@@ -33,6 +33,8 @@ pub struct Master {
     own: Arc<WorkerStats>,
     /// Carries transfers of value bytes to and from other nodes (installed by the binary).
     data_plane: std::sync::OnceLock<Arc<dyn DataPlane>>,
+    /// Store-node mode: the node's shared state (installed by the binary before serving).
+    node: std::sync::OnceLock<Arc<crate::node::NodeState>>,
     /// The shutdown flag and the count of open connections of every kind.
     lifecycle: Arc<Lifecycle>,
     /// Open HTTP client connections on all listeners (`http_connections_open`).
@@ -69,6 +71,7 @@ impl Master {
             own,
             lifecycle: Lifecycle::new(),
             data_plane: std::sync::OnceLock::new(),
+            node: std::sync::OnceLock::new(),
             connections_open: Arc::new(AtomicI64::new(0)),
             start: now.mono,
             snapshot: Mutex::new(Snapshot::of(&Totals::default(), now.mono)),
@@ -121,6 +124,19 @@ impl Master {
     /// The data plane, if one is installed.
     pub fn data_plane(&self) -> Option<&Arc<dyn DataPlane>> {
         self.data_plane.get()
+    }
+
+    /// Turns this process into a store node of another master (docs/cluster.md): the REST
+    /// object and mount endpoints work on that master's cluster through the data plane's
+    /// [`crate::transfer::TransferOp::Cluster`] operations, `/health` follows the node's
+    /// registration and `/metrics` adds the node's series. Set once, before serving.
+    pub fn set_node(&self, node: Arc<crate::node::NodeState>) {
+        let _ = self.node.set(node);
+    }
+
+    /// The node state, in store-node mode.
+    pub fn node(&self) -> Option<&Arc<crate::node::NodeState>> {
+        self.node.get()
     }
 
     /// The shutdown flag and the open-connection count shared by every listener's links.

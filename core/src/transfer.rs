@@ -33,6 +33,9 @@ pub enum TransferOp {
         /// The bytes.
         data: Arc<[u8]>,
     },
+    /// Store-node mode: a REST request carried out on the cluster (the master's RPCs and the
+    /// moves they call for; `endpoint` is the master). See [`crate::node`].
+    Cluster(crate::node::ClusterOp),
 }
 
 /// One transfer a session asks for.
@@ -57,6 +60,8 @@ pub enum TransferOutcome {
     Written,
     /// It failed; the text names the peer and the cause.
     Failed(String),
+    /// How a [`TransferOp::Cluster`] operation ended.
+    Cluster(crate::node::ClusterReply),
 }
 
 /// Carries transfers out. Called from worker threads; `done` may be called from any thread,

@@ -338,6 +338,7 @@ impl Inner {
                     bump(&self.counters.bytes_written, data.len() as u64);
                 }
             }
+            TransferOutcome::Cluster(_) => {}
         }
         outcome
     }
@@ -347,12 +348,16 @@ impl Inner {
         let empty = match &t.op {
             TransferOp::Read { len, .. } => *len == 0,
             TransferOp::Write { data, .. } => data.is_empty(),
+            // A store node's operations are run by its own plane, never by this one.
+            TransferOp::Cluster(_) => {
+                return TransferOutcome::Failed(format!("{ep}: cluster operations need a store node's plane"))
+            }
         };
         if empty {
             // Completed locally and never sent (data-plane.md §1.3).
             return match t.op {
-                TransferOp::Read { .. } => TransferOutcome::Read(Vec::new()),
                 TransferOp::Write { .. } => TransferOutcome::Written,
+                _ => TransferOutcome::Read(Vec::new()),
             };
         }
         if Instant::now() >= t.deadline {
@@ -407,6 +412,7 @@ impl Inner {
         let (addr, len) = match &t.op {
             TransferOp::Read { addr, len } => (*addr, *len),
             TransferOp::Write { addr, data } => (*addr, data.len() as u64),
+            TransferOp::Cluster(_) => return Err(Fail::new(FailKind::Rejected, "not a transfer")),
         };
         if r.desc.buffer_containing(addr, len).is_none() {
             return Err(Fail::new(
@@ -422,11 +428,11 @@ impl Inner {
                 let off = i * step;
                 let n = step.min(len - off);
                 match &t.op {
-                    TransferOp::Read { .. } => SliceOp::Read { addr: addr + off, len: n },
                     TransferOp::Write { data, .. } => SliceOp::Write {
                         addr: addr + off,
                         src: SliceSrc { data: data.clone(), start: off as usize, end: (off + n) as usize },
                     },
+                    _ => SliceOp::Read { addr: addr + off, len: n },
                 }
             })
             .collect();
@@ -437,7 +443,7 @@ impl Inner {
         };
         Ok(match t.op {
             TransferOp::Write { .. } => TransferOutcome::Written,
-            TransferOp::Read { .. } => {
+            _ => {
                 let mut parts = results.into_iter().map(Option::unwrap_or_default);
                 let mut out = parts.next().unwrap_or_default();
                 out.reserve_exact(usize::try_from(len).unwrap_or(0).saturating_sub(out.len()));

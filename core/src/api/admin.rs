@@ -41,6 +41,16 @@ impl Service {
     /// `GET /health` (SPEC §4.9).
     pub(super) fn health(&self, head: &crate::http::RequestHead) -> Response {
         let down = self.master.is_shutting_down();
+        // A store node is up only while registered with its master: 503 naming the reason.
+        if let Some(Err(why)) = (!down).then(|| self.master.node().map(|n| n.health())).flatten() {
+            if params::accepts_json(head) {
+                let mut body = br#"{"status":"unavailable","role":"node","service_ready":false,"reason":"#.to_vec();
+                push_str(&mut body, &why);
+                body.push(b'}');
+                return json_reply(503, body);
+            }
+            return text_reply(503, format!("UNAVAILABLE: {why}").into_bytes());
+        }
         let status = if down { 503 } else { 200 };
         if params::accepts_json(head) {
             json_reply(status, if down { HEALTH_JSON_DOWN } else { HEALTH_JSON_OK })

@@ -54,6 +54,14 @@ pub(crate) enum ApiError {
     NodeWriteFailed(String),
     /// The node a put was placed on did not acknowledge in time: 504, `-800`.
     NodeWriteTimeout(String),
+    /// Store-node mode: the master cannot be reached (the text says why): 503, `-900`
+    /// (upstream's `RPC_FAIL`).
+    MasterUnreachable(String),
+    /// Store-node mode: the master answered an error this endpoint has no better status for
+    /// (its code and name): 502 with that code.
+    MasterError(i32),
+    /// Store-node mode: the master did not answer in time: 504, `-901` (`RPC_TIMEOUT`).
+    MasterTimeout(String),
 }
 
 /// The body shapes of SPEC §1.4.
@@ -81,6 +89,36 @@ impl Shape {
     }
 }
 
+/// Upstream's name of an `ErrorCode` (SPEC §10), or the number.
+pub(crate) fn error_name(code: i32) -> String {
+    let name = match code {
+        -1 => "INTERNAL_ERROR",
+        -100 => "BUFFER_OVERFLOW",
+        -101 => "SEGMENT_NOT_FOUND",
+        -102 => "SEGMENT_ALREADY_EXISTS",
+        -200 => "NO_AVAILABLE_HANDLE",
+        -300 => "INVALID_VERSION",
+        -400 => "INVALID_KEY",
+        -500 => "WRITE_FAIL",
+        -600 => "INVALID_PARAMS",
+        -601 => "ILLEGAL_CLIENT",
+        -700 => "INVALID_WRITE",
+        -701 => "INVALID_READ",
+        -702 => "INVALID_REPLICA",
+        -703 => "REPLICA_IS_NOT_READY",
+        -704 => "OBJECT_NOT_FOUND",
+        -705 => "OBJECT_ALREADY_EXISTS",
+        -706 => "OBJECT_HAS_LEASE",
+        -714 => "OBJECT_REPLICA_BUSY",
+        -800 => "TRANSFER_FAIL",
+        -900 => "RPC_FAIL",
+        -901 => "RPC_TIMEOUT",
+        -1010 => "UNAVAILABLE_IN_CURRENT_STATUS",
+        _ => return format!("error code {code}"),
+    };
+    format!("{name} ({code})")
+}
+
 impl ApiError {
     /// A 400 with a fixed message.
     pub(crate) fn invalid(msg: &'static str) -> Self {
@@ -105,6 +143,9 @@ impl ApiError {
             ApiError::Http(e) => e.status(),
             ApiError::NodeUnreachable(_) | ApiError::NodeWriteFailed(_) => 502,
             ApiError::NodeTimeout(_) | ApiError::NodeWriteTimeout(_) => 504,
+            ApiError::MasterUnreachable(_) => 503,
+            ApiError::MasterError(_) => 502,
+            ApiError::MasterTimeout(_) => 504,
         }
     }
 
@@ -123,6 +164,9 @@ impl ApiError {
             | ApiError::NodeTimeout(_)
             | ApiError::NodeWriteFailed(_)
             | ApiError::NodeWriteTimeout(_) => -800,
+            ApiError::MasterUnreachable(_) => -900,
+            ApiError::MasterError(code) => *code,
+            ApiError::MasterTimeout(_) => -901,
         }
     }
 
@@ -147,6 +191,9 @@ impl ApiError {
             ApiError::NodeTimeout(node) => return Cow::Owned(format!("Timed out reading the value from {node}")),
             ApiError::NodeWriteFailed(text) => return Cow::Owned(format!("Cannot write the value to {text}")),
             ApiError::NodeWriteTimeout(node) => return Cow::Owned(format!("Timed out writing the value to {node}")),
+            ApiError::MasterUnreachable(why) => return Cow::Owned(format!("Master unreachable: {why}")),
+            ApiError::MasterError(code) => return Cow::Owned(format!("The master answered {}", error_name(*code))),
+            ApiError::MasterTimeout(m) => return Cow::Owned(format!("Timed out waiting for the master at {m}")),
             ApiError::UnmountFailed(_) => "Unmount failed for one or more segments",
             ApiError::WriteAborted => "Write aborted: segment unmounted",
             ApiError::SegmentNotFound => "segment not found",

@@ -30,6 +30,11 @@ pub(crate) fn metrics_text(m: &Master) -> Vec<u8> {
             process: m.platform.process_sample(),
         },
     );
+    if let Some(node) = m.node() {
+        let mut text = String::new();
+        node.render_metrics(&mut text);
+        out.extend_from_slice(text.as_bytes());
+    }
     out
 }
 

@@ -21,6 +21,7 @@
 //! `metrics` (`/metrics`, `/metrics/summary`, byte formats).
 
 mod admin;
+mod cluster;
 mod error;
 mod json;
 mod metadata;
@@ -112,12 +113,14 @@ struct Awaiting {
 }
 
 /// What the transfer of an [`Awaiting`] is for.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Owed {
     /// A GET of a value on another node; `count`: count a failure (not for HEAD).
     Read { len: u64, count: bool },
     /// A put placed on another node ([`crate::store::Store::begin_remote_put`] `put`).
     Write { put: u64, len: u64 },
+    /// Store-node mode: a request of `route` carried out on the cluster.
+    Cluster { route: Route, local: Box<cluster::Local> },
 }
 
 /// The handler of one worker for one listener kind (each connection has its own copy, with
@@ -182,7 +185,9 @@ impl Service {
                         failure(Some(format!("{}: {} bytes instead of {len}", a.endpoint, b.len())))
                     }
                     Some(TransferOutcome::Failed(why)) => failure(Some(why)),
-                    Some(TransferOutcome::Written) => failure(Some(format!("{}: not a read", a.endpoint))),
+                    Some(TransferOutcome::Written | TransferOutcome::Cluster(_)) => {
+                        failure(Some(format!("{}: not a read", a.endpoint)))
+                    }
                     None => failure(None),
                 };
                 if count {
@@ -201,13 +206,23 @@ impl Service {
                     }
                     (Some(TransferOutcome::Written), Err(_)) => ApiError::WriteAborted,
                     (Some(TransferOutcome::Failed(why)), _) => ApiError::NodeWriteFailed(why),
-                    (Some(TransferOutcome::Read(_)), _) => {
+                    (Some(TransferOutcome::Read(_) | TransferOutcome::Cluster(_)), _) => {
                         ApiError::NodeWriteFailed(format!("{}: not a write", a.endpoint))
                     }
                     (None, _) => ApiError::NodeWriteTimeout(a.endpoint),
                 };
                 self.stats.bump(Ctr::PutStartFail, 1);
                 Some(e.into_response(Route::PutJson))
+            }
+            Owed::Cluster { route, local } => {
+                let reply = match outcome {
+                    Some(TransferOutcome::Cluster(r)) => Ok(r),
+                    Some(other) => {
+                        Err(ApiError::MasterUnreachable(format!("{}: unexpected outcome {other:?}", a.endpoint)))
+                    }
+                    None => Err(ApiError::MasterTimeout(a.endpoint)),
+                };
+                Some(self.cluster_answer(now, route, *local, reply))
             }
         }
     }
@@ -270,6 +285,11 @@ impl Service {
     /// Runs a complete request routed to an endpoint.
     fn dispatch(&mut self, now: Now, head: &RequestHead, req: &mut ApiRequest, body: &[u8]) -> Response {
         let route = req.route;
+        if self.node_mode() {
+            if let Some(result) = self.dispatch_cluster(now, head, req, body) {
+                return result.unwrap_or_else(|e| e.into_response(route));
+            }
+        }
         let result = match route {
             Route::Metrics => Ok(text_reply(200, metrics::metrics_text(&self.master))),
             Route::MetricsSummary => Ok(text_reply(200, metrics::summary_text(&self.master, now))),
@@ -299,6 +319,56 @@ impl Service {
             Route::Other => Err(ApiError::NotFound),
         };
         result.unwrap_or_else(|e| e.into_response(route))
+    }
+}
+
+impl Service {
+    /// Store-node mode: the routes carried out on the cluster (`None`: the others, served
+    /// as in the single process).
+    fn dispatch_cluster(
+        &mut self,
+        now: Now,
+        head: &RequestHead,
+        req: &mut ApiRequest,
+        body: &[u8],
+    ) -> Option<Result<Response, ApiError>> {
+        use crate::store::UnmountFamily;
+        let route = req.route;
+        Some(match route {
+            Route::PutJson => self.put_json_cluster(now, head, body),
+            Route::PutRaw => {
+                let buf = match req.stream.take() {
+                    Some(StreamState::Collect(buf)) => Some(buf),
+                    _ => None,
+                };
+                let value = buf.as_deref().unwrap_or(body);
+                cluster::replicas_of(head, None)
+                    .and_then(|n| req.key(head).and_then(|k| self.cluster_put(now, k, value, n)))
+            }
+            Route::Get | Route::Exist | Route::Remove => req.key(head).map(|k| {
+                let k = k.to_string();
+                self.cluster_key_op(now, route, &k)
+            }),
+            Route::RemoveAll => Ok(self.cluster_key_op(now, route, "")),
+            Route::Mount | Route::MountShm => self.cluster_mount(now, route, body),
+            Route::Unmount => self.cluster_unmount(now, route, body, UnmountFamily::Anonymous),
+            Route::UnmountShm => self.cluster_unmount(now, route, body, UnmountFamily::Shm),
+            _ => return None,
+        })
+    }
+
+    /// `PUT /api/put` on a store node: as [`Service::put_json`], plus `replica_num`.
+    fn put_json_cluster(&mut self, now: Now, head: &RequestHead, body: &[u8]) -> Result<Response, ApiError> {
+        let obj = rest::parse_object(body)?;
+        let (key, value) = match (obj.member("key"), obj.member("value")) {
+            (Some(k), Some(v)) if !matches!(k, json::Json::Str(s) if s.is_empty()) => (k, v),
+            _ => return Err(ApiError::invalid("Missing key or value")),
+        };
+        let key = key.as_str().ok_or(ApiError::invalid("Invalid key: must be a string"))?;
+        let value = value.as_str().ok_or(ApiError::invalid("Invalid value: must be a string"))?;
+        let key = params::validate_key(key.as_bytes())?;
+        let replicas = cluster::replicas_of(head, Some(&obj))?;
+        self.cluster_put(now, key, value.as_bytes(), replicas)
     }
 }
 

@@ -50,6 +50,26 @@ fn location_field<'j>(obj: &'j Json<'_>) -> Result<&'j str, ApiError> {
     }
 }
 
+/// What [`Service::unmount_here`] did: the ids unmounted (with their spelling), the ids that
+/// failed (as written), and the grace period in seconds.
+pub(super) type UnmountedHere = (Vec<(Uuid, String)>, Vec<String>, u64);
+
+/// The response of a successful `/api/mount`.
+pub(super) fn mount_response(out: &MountOutcome) -> Response {
+    let mut body = mount_body(out);
+    body.extend_from_slice(b",\"allocated_size\":");
+    json::push_u64(&mut body, out.allocated_size);
+    body.push(b'}');
+    json_reply(200, body)
+}
+
+/// The response of a successful `/api/mount_shm`.
+pub(super) fn mount_shm_response(out: &MountOutcome) -> Response {
+    let mut body = mount_body(out);
+    body.push(b'}');
+    json_reply(200, body)
+}
+
 /// `{"status":"success","segment_ids":[...]` (left open for more members).
 fn mount_body(out: &MountOutcome) -> Vec<u8> {
     let mut body = Vec::with_capacity(40 + out.segment_ids.len() * 40 + 32);
@@ -79,6 +99,12 @@ impl Service {
 
     /// `POST /api/mount_shm` (SPEC §5.1).
     pub(super) fn mount_shm(&self, now: Now, body: &[u8]) -> Result<Response, ApiError> {
+        let out = self.mount_shm_outcome(now, body)?;
+        Ok(mount_shm_response(&out))
+    }
+
+    /// `POST /api/mount_shm` up to the mount: its new segments.
+    pub(super) fn mount_shm_outcome(&self, now: Now, body: &[u8]) -> Result<MountOutcome, ApiError> {
         let obj = parse_object(body)?;
         let name = obj
             .member("name")
@@ -125,13 +151,17 @@ impl Service {
                 MountError::OutOfMemory => ApiError::MountFailed(e.to_string()),
             })?;
         self.stats.bump(Ctr::MountReq, out.segment_ids.len() as u64);
-        let mut body = mount_body(&out);
-        body.push(b'}');
-        Ok(json_reply(200, body))
+        Ok(out)
     }
 
     /// `POST /api/mount` (SPEC §5.3).
     pub(super) fn mount(&self, now: Now, body: &[u8]) -> Result<Response, ApiError> {
+        let out = self.mount_outcome(now, body)?;
+        Ok(mount_response(&out))
+    }
+
+    /// `POST /api/mount` up to the mount: its new segments.
+    pub(super) fn mount_outcome(&self, now: Now, body: &[u8]) -> Result<MountOutcome, ApiError> {
         let obj = parse_object(body)?;
         let size = size_field(&obj)?;
         let protocol = self.protocol_field(&obj)?;
@@ -144,15 +174,29 @@ impl Service {
             },
         )?;
         self.stats.bump(Ctr::MountReq, out.segment_ids.len() as u64);
-        let mut body = mount_body(&out);
-        body.extend_from_slice(b",\"allocated_size\":");
-        json::push_u64(&mut body, out.allocated_size);
-        body.push(b'}');
-        Ok(json_reply(200, body))
+        Ok(out)
     }
 
     /// `POST /api/unmount_shm` and `POST /api/unmount` (SPEC §5.2, §5.4).
     pub(super) fn unmount(&self, now: Now, body: &[u8], family: UnmountFamily) -> Result<Response, ApiError> {
+        let (_, failed, _) = self.unmount_here(now, body, family, Duration::ZERO)?;
+        if failed.is_empty() {
+            Ok(json_reply(200, SUCCESS))
+        } else {
+            Err(ApiError::UnmountFailed(failed))
+        }
+    }
+
+    /// An unmount request carried out on this process's segments, each kept mapped for
+    /// `slack` beyond its grace period: the ids unmounted (with their spelling), those that
+    /// failed (as written), and the grace period in seconds.
+    pub(super) fn unmount_here(
+        &self,
+        now: Now,
+        body: &[u8],
+        family: UnmountFamily,
+        slack: Duration,
+    ) -> Result<UnmountedHere, ApiError> {
         let obj = parse_object(body)?;
         let raw: Vec<&str> = match obj.member("segment_ids") {
             None => return Err(ApiError::invalid("Missing segment_ids")),
@@ -179,20 +223,18 @@ impl Service {
             Some(_) => return Err(ApiError::invalid("Invalid grace_period_seconds: must be an integer in [0, 86400]")),
         };
         let uuids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
-        let ok = self.master.store.unmount(now.mono, family, &uuids, Duration::from_secs(grace));
-        let failed: Vec<String> = ids
-            .iter()
-            .zip(ok.iter().chain(std::iter::repeat(&false)))
-            .filter(|(_, ok)| !**ok)
-            .map(|((_, s), _)| s.to_string())
-            .collect();
+        let ok = self.master.store.unmount(now.mono, family, &uuids, Duration::from_secs(grace) + slack);
+        let mut done = Vec::with_capacity(ids.len());
+        let mut failed = Vec::new();
+        for ((id, s), ok) in ids.iter().zip(ok.iter().chain(std::iter::repeat(&false))) {
+            match ok {
+                true => done.push((*id, s.to_string())),
+                false => failed.push(s.to_string()),
+            }
+        }
         self.stats.bump(Ctr::UnmountReq, ids.len() as u64);
         self.stats.bump(Ctr::UnmountFail, failed.len() as u64);
-        if failed.is_empty() {
-            Ok(json_reply(200, SUCCESS))
-        } else {
-            Err(ApiError::UnmountFailed(failed))
-        }
+        Ok((done, failed, grace))
     }
 
     /// `PUT /api/put` with `{"key":..,"value":..}` (SPEC §6.2).
@@ -241,8 +283,11 @@ impl Service {
             Ok(k) => k,
             Err(e) => return HeadDecision::Respond(e.into_response(Route::PutRaw)),
         };
-        if head.chunked {
-            req.stream = Some(StreamState::Collect(Vec::new()));
+        // Chunked framing, and store nodes (the master places the value once its length is
+        // known; the bytes go wherever that is): collect, then store in one step.
+        if head.chunked || self.node_mode() {
+            let cap = head.content_length.unwrap_or(0).min(self.master.config.max_body_size).min(1 << 26);
+            req.stream = Some(StreamState::Collect(Vec::with_capacity(cap as usize)));
             return HeadDecision::Stream;
         }
         let len = match head.content_length {

@@ -15,6 +15,7 @@
 //! `types` (the Mooncake wire types and the RPC table), `frame` (headers, error bodies),
 //! `conn` (the per-connection state machine), `service` (the methods over the store).
 
+pub mod client;
 mod conn;
 #[cfg(test)]
 mod conn_tests;

@@ -1,0 +1,476 @@
+//! Store-node mode (`--master HOST:PORT`, docs/cluster.md): the driver of the core's
+//! [`mc_core::node`] state machines. It owns the one RPC connection to the master (requests
+//! pipelined, replies matched by seq on a reader thread), runs the membership (register,
+//! heartbeat, remount, reconnect, leave) on a thread of its own, and is the process's
+//! [`DataPlane`]: a REST request's [`TransferOp::Cluster`] runs as an [`OpRun`] whose calls go
+//! to the master and whose moves are a memcpy (this node's memory) or a transfer of the TE
+//! initiator (any other node). Every decision is in the core; this file only does the IO.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use mc_core::node::{
+    Action, CallOutcomeError, CallResult, ClusterOp, ClusterReply, Membership, Move, MovePath, NodeIdentity,
+    NodeSegment, NodeState, OpRun, Step,
+};
+use mc_core::rpc::client::{RpcClient, REQUEST_HEADER};
+use mc_core::rpc::{Rpc, Value};
+use mc_core::store::Store;
+use mc_core::transfer::{DataPlane, Transfer, TransferOp, TransferOutcome};
+use mc_rdma::TcpDataPlane;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+type Callback = Box<dyn FnOnce(CallResult) + Send>;
+
+/// What the membership thread hears about.
+enum Event {
+    Reply(u64, CallResult),
+    Lost(String),
+    Leave,
+}
+
+struct LinkState {
+    client: RpcClient,
+    waiting: HashMap<u32, (Rpc, Instant, Callback)>,
+    /// Bumped by every connect: a reader of an older connection stops.
+    generation: u64,
+    connected: bool,
+    reason: String,
+}
+
+/// The RPC connection to the master.
+struct MasterLink {
+    addr: String,
+    state: Mutex<LinkState>,
+    /// The write half, locked apart from `state` so that a full send buffer never blocks
+    /// the reader (which needs `state` to deliver replies).
+    writer: Mutex<Option<TcpStream>>,
+    node: Arc<NodeState>,
+    events: Mutex<Sender<Event>>,
+}
+
+impl MasterLink {
+    fn resolve(&self) -> Result<SocketAddr, String> {
+        self.addr
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or_else(|| format!("{} has no address", self.addr))
+    }
+
+    /// Connects (blocking, bounded); the previous connection, if any, is dropped.
+    fn connect(self: &Arc<Self>) -> Result<(), String> {
+        let addr = self.resolve()?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let reader = stream.try_clone().map_err(|e| e.to_string())?;
+        let generation = {
+            let mut st = lock(&self.state);
+            st.client = RpcClient::new();
+            st.generation += 1;
+            st.connected = true;
+            st.generation
+        };
+        *lock(&self.writer) = Some(stream);
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("master-rpc".into())
+            .spawn(move || me.read_loop(reader, generation))
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Closes the connection: every call in flight fails with `why`.
+    fn disconnect(&self, why: &str) {
+        if let Some(s) = lock(&self.writer).take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        let waiting: Vec<_> = {
+            let mut st = lock(&self.state);
+            st.connected = false;
+            st.generation += 1;
+            st.reason = why.to_string();
+            st.client.take_outstanding();
+            st.waiting.drain().map(|(_, w)| w).collect()
+        };
+        for (rpc, sent, cb) in waiting {
+            self.node.record_rpc(rpc, sent.elapsed(), true);
+            cb(Err(CallOutcomeError::Unreachable(why.to_string())));
+        }
+    }
+
+    /// Sends `rpc(args)`; `cb` gets the reply (or the failure) exactly once.
+    fn call(&self, rpc: Rpc, args: Vec<Value>, cb: Callback) {
+        let mut frame = Vec::with_capacity(REQUEST_HEADER + 128);
+        let refused = {
+            let mut st = lock(&self.state);
+            if st.connected {
+                let seq = st.client.call(rpc, args, &mut frame);
+                st.waiting.insert(seq, (rpc, Instant::now(), cb));
+                None
+            } else {
+                let why =
+                    if st.reason.is_empty() { format!("not connected to {}", self.addr) } else { st.reason.clone() };
+                Some((why, cb))
+            }
+        };
+        if let Some((why, cb)) = refused {
+            self.node.record_rpc(rpc, Duration::ZERO, true);
+            cb(Err(CallOutcomeError::Unreachable(why)));
+            return;
+        }
+        let failed = match lock(&self.writer).as_mut() {
+            Some(s) => s.write_all(&frame).err().map(|e| e.to_string()),
+            None => Some("connection closed".to_string()),
+        };
+        if let Some(why) = failed {
+            self.lost(&why);
+        }
+    }
+
+    fn lost(&self, why: &str) {
+        let why = format!("connection to the master at {} lost: {why}", self.addr);
+        self.disconnect(&why);
+        let _ = lock(&self.events).send(Event::Lost(why));
+    }
+
+    fn read_loop(self: Arc<Self>, mut sock: TcpStream, generation: u64) {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match sock.read(&mut buf) {
+                Ok(0) => Err("closed by the master".to_string()),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e.to_string()),
+            };
+            let mut ready: Vec<(Rpc, Instant, Callback, CallResult)> = Vec::new();
+            let broken = {
+                let mut st = lock(&self.state);
+                if st.generation != generation {
+                    return;
+                }
+                match n {
+                    Err(why) => Some(why),
+                    Ok(n) => {
+                        st.client.handle_input(&buf[..n]);
+                        loop {
+                            match st.client.poll_reply() {
+                                Ok(None) => break None,
+                                Ok(Some((seq, _, result))) => {
+                                    if let Some((rpc, sent, cb)) = st.waiting.remove(&seq) {
+                                        ready.push((rpc, sent, cb, result.map_err(CallOutcomeError::Call)));
+                                    }
+                                }
+                                Err(e) => break Some(e.0),
+                            }
+                        }
+                    }
+                }
+            };
+            for (rpc, sent, cb, result) in ready {
+                let failed = match &result {
+                    Ok(Value::Err(_)) | Err(_) => true,
+                    Ok(_) => false,
+                };
+                self.node.record_rpc(rpc, sent.elapsed(), failed);
+                cb(result);
+            }
+            if let Some(why) = broken {
+                self.lost(&why);
+                return;
+            }
+        }
+    }
+}
+
+struct Inner {
+    link: Arc<MasterLink>,
+    te: Arc<TcpDataPlane>,
+    store: Arc<Store>,
+    id: NodeIdentity,
+    node: Arc<NodeState>,
+    membership: Arc<Mutex<Membership>>,
+}
+
+/// The data plane of a store node: cluster operations, and plain transfers for the rest.
+pub struct NodePlane {
+    inner: Arc<Inner>,
+    events: Sender<Event>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+type Done = Box<dyn FnOnce(TransferOutcome) + Send>;
+
+/// What a finished operation changes in the membership.
+#[derive(Clone)]
+enum Effect {
+    None,
+    Mounted(Vec<NodeSegment>),
+    Unmounted(Vec<uuid::Uuid>),
+}
+
+impl NodePlane {
+    /// Starts the node: the membership thread connects to `master` and registers
+    /// `segments` (this node's start-up memory). `te` moves bytes to other nodes.
+    pub fn start(
+        master: &str,
+        id: NodeIdentity,
+        segments: Vec<NodeSegment>,
+        store: Arc<Store>,
+        te: Arc<TcpDataPlane>,
+        node: Arc<NodeState>,
+    ) -> Result<Arc<Self>, String> {
+        let (tx, rx) = channel();
+        let link = Arc::new(MasterLink {
+            addr: master.to_string(),
+            state: Mutex::new(LinkState {
+                client: RpcClient::new(),
+                waiting: HashMap::new(),
+                generation: 0,
+                connected: false,
+                reason: format!("connecting to the master at {master}"),
+            }),
+            writer: Mutex::new(None),
+            node: node.clone(),
+            events: Mutex::new(tx.clone()),
+        });
+        let membership = Arc::new(Mutex::new(Membership::new(id.clone(), master, segments, Instant::now())));
+        let inner = Arc::new(Inner { link, te, store, id, node, membership });
+        let me = inner.clone();
+        let events = tx.clone();
+        let thread = std::thread::Builder::new()
+            .name("membership".into())
+            .spawn(move || membership_loop(&me, &rx, &events))
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(Self { inner, events: tx, thread: Mutex::new(Some(thread)) }))
+    }
+
+    /// Leaves the cluster: unmounts every segment from the master (bounded wait), then
+    /// closes the connection.
+    pub fn leave(&self) {
+        let _ = self.events.send(Event::Leave);
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn membership_loop(inner: &Arc<Inner>, rx: &Receiver<Event>, events: &Sender<Event>) {
+    let mut leaving_since: Option<Instant> = None;
+    loop {
+        // Run what is due until the membership asks for nothing more.
+        loop {
+            let actions: Vec<Action> = {
+                let mut m = lock(&inner.membership);
+                m.handle_timeout(Instant::now());
+                let actions = std::iter::from_fn(|| m.poll_action()).collect();
+                inner.node.set_membership(m.health(), m.stats());
+                actions
+            };
+            if actions.is_empty() {
+                break;
+            }
+            for a in actions {
+                match a {
+                    Action::Connect => {
+                        let r = inner.link.connect();
+                        let mut m = lock(&inner.membership);
+                        match r {
+                            Ok(()) => m.handle_connected(Instant::now()),
+                            Err(why) => m.handle_connect_failed(Instant::now(), &why),
+                        }
+                    }
+                    Action::Call { token, rpc, args } => {
+                        let tx = events.clone();
+                        inner.link.call(rpc, args, Box::new(move |r| drop(tx.send(Event::Reply(token, r)))));
+                    }
+                    Action::Disconnect => inner.link.disconnect("closed by this node"),
+                }
+            }
+        }
+        let (next, left) = {
+            let m = lock(&inner.membership);
+            (m.poll_timeout(), m.has_left())
+        };
+        if left {
+            return;
+        }
+        if leaving_since.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+            inner.link.disconnect("leaving");
+            return;
+        }
+        let wait = next.map_or(Duration::from_millis(500), |t| t.saturating_duration_since(Instant::now()));
+        match rx.recv_timeout(wait.min(Duration::from_millis(500))) {
+            Ok(ev) => {
+                let mut m = lock(&inner.membership);
+                let now = Instant::now();
+                match ev {
+                    Event::Reply(token, r) => m.handle_reply(now, token, r),
+                    Event::Lost(why) => m.handle_disconnected(now, &why),
+                    Event::Leave => {
+                        leaving_since = Some(now);
+                        m.leave(now);
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+impl DataPlane for NodePlane {
+    fn submit(&self, transfer: Transfer, done: Done) {
+        match transfer.op {
+            TransferOp::Cluster(op) => {
+                let effect = match &op {
+                    ClusterOp::Mount { segments } => Effect::Mounted(segments.clone()),
+                    ClusterOp::Unmount { ids, .. } => Effect::Unmounted(ids.clone()),
+                    _ => Effect::None,
+                };
+                let (run, step) = OpRun::start(op, &self.inner.id);
+                drive(self.inner.clone(), run, step, transfer.deadline, effect, done);
+            }
+            _ => self.inner.te.submit(transfer, done),
+        }
+    }
+}
+
+/// Carries `run` on from `step` until it waits for a reply or a transfer (continued by
+/// their callbacks) or is done.
+fn drive(inner: Arc<Inner>, mut run: OpRun, mut step: Step, deadline: Instant, effect: Effect, done: Done) {
+    loop {
+        match step {
+            Step::Done(reply) => {
+                apply_effect(&inner, &effect, &reply);
+                done(TransferOutcome::Cluster(reply));
+                return;
+            }
+            Step::Call(rpc, args) => {
+                let me = inner.clone();
+                inner.link.call(
+                    rpc,
+                    args,
+                    Box::new(move |r| {
+                        let s = run.on_reply(r);
+                        drive(me, run, s, deadline, effect, done);
+                    }),
+                );
+                return;
+            }
+            Step::Move(moves) => {
+                if moves.iter().all(|m| m.local) {
+                    let outcomes = moves.iter().map(|m| local_move(&inner, m)).collect();
+                    step = run.on_moved(outcomes);
+                    continue;
+                }
+                start_moves(inner, run, moves, deadline, effect, done);
+                return;
+            }
+        }
+    }
+}
+
+/// Runs `moves` (local ones here, the others on the data plane); the last outcome
+/// continues `run`.
+fn start_moves(inner: Arc<Inner>, run: OpRun, moves: Vec<Move>, deadline: Instant, effect: Effect, done: Done) {
+    struct Pending {
+        outcomes: Vec<Option<TransferOutcome>>,
+        left: usize,
+        rest: Option<(OpRun, Effect, Done)>,
+    }
+    let n = moves.len();
+    let pending = Arc::new(Mutex::new(Pending { outcomes: vec![None; n], left: n, rest: Some((run, effect, done)) }));
+    let finish = {
+        let inner = inner.clone();
+        move |pending: &Arc<Mutex<Pending>>, i: usize, o: TransferOutcome| {
+            let next = {
+                let mut p = lock(pending);
+                p.outcomes[i] = Some(o);
+                p.left -= 1;
+                if p.left == 0 {
+                    let outs = p.outcomes.iter_mut().map(|o| o.take().expect("every move ended")).collect::<Vec<_>>();
+                    p.rest.take().map(|r| (r, outs))
+                } else {
+                    None
+                }
+            };
+            if let Some(((mut run, effect, done), outs)) = next {
+                let s = run.on_moved(outs);
+                drive(inner.clone(), run, s, deadline, effect, done);
+            }
+        }
+    };
+    for (i, m) in moves.into_iter().enumerate() {
+        if m.local {
+            let o = local_move(&inner, &m);
+            finish(&pending, i, o);
+            continue;
+        }
+        let (p, f, node) = (pending.clone(), finish.clone(), inner.node.clone());
+        let (read, len) = match &m.op {
+            TransferOp::Read { len, .. } => (true, *len),
+            TransferOp::Write { data, .. } => (false, data.len() as u64),
+            TransferOp::Cluster(_) => (true, 0),
+        };
+        let started = Instant::now();
+        let t = Transfer { id: i as u64, endpoint: m.endpoint, op: m.op, deadline };
+        inner.te.submit(
+            t,
+            Box::new(move |o| {
+                let ok = !matches!(o, TransferOutcome::Failed(_));
+                node.record_move(MovePath::Remote, read, len, started.elapsed(), ok);
+                f(&p, i, o);
+            }),
+        );
+    }
+}
+
+/// A move within this node's memory.
+fn local_move(inner: &Inner, m: &Move) -> TransferOutcome {
+    let started = Instant::now();
+    let (read, out) = match &m.op {
+        TransferOp::Read { addr, len } => (
+            true,
+            match inner.store.open_raw_range(*addr, *len) {
+                Ok(r) => TransferOutcome::Read(r.bytes().to_vec()),
+                Err(e) => TransferOutcome::Failed(format!("{}: {e}", m.endpoint)),
+            },
+        ),
+        TransferOp::Write { addr, data } => (
+            false,
+            match inner.store.open_raw_range(*addr, data.len() as u64) {
+                Ok(mut r) => {
+                    r.write_at(0, data);
+                    TransferOutcome::Written
+                }
+                Err(e) => TransferOutcome::Failed(format!("{}: {e}", m.endpoint)),
+            },
+        ),
+        TransferOp::Cluster(_) => (true, TransferOutcome::Failed("not a move".into())),
+    };
+    let len = match (&m.op, &out) {
+        (_, TransferOutcome::Read(b)) => b.len() as u64,
+        (TransferOp::Write { data, .. }, _) => data.len() as u64,
+        _ => 0,
+    };
+    let ok = !matches!(out, TransferOutcome::Failed(_));
+    inner.node.record_move(MovePath::Local, read, len, started.elapsed(), ok);
+    out
+}
+
+fn apply_effect(inner: &Inner, effect: &Effect, reply: &ClusterReply) {
+    let mut m = lock(&inner.membership);
+    match (effect, reply) {
+        (Effect::Mounted(segs), ClusterReply::Mounted) => m.add_segments(segs.iter().cloned()),
+        (Effect::Unmounted(ids), ClusterReply::Unmounted(_)) => m.remove_segments(ids),
+        _ => {}
+    }
+}
