@@ -129,7 +129,23 @@ impl Service {
         body: &[u8],
         family: UnmountFamily,
     ) -> Result<Response, ApiError> {
-        let (done, failed, grace) = self.unmount_here(now, body, family, LOCAL_UNMOUNT_SLACK)?;
+        // Here a segment stays mapped a little after the master dropped it: one already on
+        // its way out is not unmounted again (as in the single process, where it is gone).
+        let mounted: Vec<uuid::Uuid> = self
+            .master
+            .store
+            .segments()
+            .into_iter()
+            .filter(|s| s.status == crate::store::SegmentStatus::Mounted)
+            .map(|s| s.id)
+            .collect();
+        let (mut done, mut failed, grace) = self.unmount_here(now, body, family, LOCAL_UNMOUNT_SLACK)?;
+        done.retain(|(id, s)| {
+            mounted.contains(id) || {
+                failed.push(s.clone());
+                false
+            }
+        });
         let op = ClusterOp::Unmount { ids: done.iter().map(|(id, _)| *id).collect(), grace_ms: grace * 1000 };
         let local = Local::Unmounted { sent: done.into_iter().map(|(_, s)| s).collect(), failed };
         Ok(self.cluster(now, op, Owed::Cluster { route, local: Box::new(local) }))

@@ -19,6 +19,8 @@
 
 pub mod membership;
 pub mod op;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -241,6 +241,17 @@ impl Inner {
             }
         }
         if out.is_empty() {
+            // Spread writers over the nodes: the first copy goes to the node with the largest
+            // free share of its memory that can hold it (upstream's FREE_RATIO_FIRST idea),
+            // best-fit within it; eviction only when no node has room.
+            if let Some(node) = self.roomiest_node(len, place) {
+                if let Some(spot) = self.try_place(len, place, &|s: &Segment| s.node == node) {
+                    used.push(node);
+                    out.push(spot);
+                }
+            }
+        }
+        if out.is_empty() {
             let spot = self.allocate_space(now, len, place).map_err(|_| ErrorCode::NoAvailableHandle)?;
             used.push(self.segments[&spot.0].node);
             out.push(spot);
@@ -252,6 +263,32 @@ impl Inner {
             out.push(spot);
         }
         Ok(out)
+    }
+
+    /// The node whose mounted segments (that `place` admits) have the largest free share of
+    /// their size, among those with a segment that could hold `len` bytes now.
+    fn roomiest_node(&self, len: u64, place: Placement) -> Option<NodeId> {
+        let mut per: Vec<(NodeId, u64, u64, bool)> = Vec::new();
+        for s in self.segments.values().filter(|s| s.is_mounted() && place.admits(s)) {
+            let fits = s.allocator().and_then(|a| a.best_fit(len)).is_some();
+            let used = s.allocator().map_or(s.size, |a| a.used());
+            match per.iter_mut().find(|p| p.0 == s.node) {
+                Some(p) => {
+                    p.1 += s.size;
+                    p.2 += used;
+                    p.3 |= fits;
+                }
+                None => per.push((s.node, s.size, used, fits)),
+            }
+        }
+        // free/size compared without division: f1 * s2 > f2 * s1.
+        per.into_iter()
+            .filter(|p| p.3 && p.1 > 0)
+            .max_by(|a, b| {
+                let (fa, fb) = (u128::from(a.1 - a.2.min(a.1)), u128::from(b.1 - b.2.min(b.1)));
+                (fa * u128::from(b.1)).cmp(&(fb * u128::from(a.1))).then(b.0 .0.cmp(&a.0 .0))
+            })
+            .map(|p| p.0)
     }
 
     /// The descriptor of one replica of a value of `len` bytes.
