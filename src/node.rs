@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use mc_core::node::{
@@ -36,6 +36,13 @@ enum Event {
     Leave,
 }
 
+#[derive(Default)]
+struct Outbox {
+    frames: Vec<u8>,
+    /// The connection these frames are for (frames of an older one are dropped).
+    generation: u64,
+}
+
 struct LinkState {
     client: RpcClient,
     waiting: HashMap<u32, (Rpc, Instant, Callback)>,
@@ -49,9 +56,13 @@ struct LinkState {
 struct MasterLink {
     addr: String,
     state: Mutex<LinkState>,
-    /// The write half, locked apart from `state` so that a full send buffer never blocks
-    /// the reader (which needs `state` to deliver replies).
+    /// The write half (for shutting it down); the writer thread owns a clone.
     writer: Mutex<Option<TcpStream>>,
+    /// Frames waiting for the writer thread, which sends whatever accumulated in one write
+    /// (calls made while it writes go out together): no request thread waits on a send, and
+    /// a full send buffer never blocks the reader, which needs `state` to deliver replies.
+    outbox: Mutex<Outbox>,
+    outbox_ready: Condvar,
     node: Arc<NodeState>,
     events: Mutex<Sender<Event>>,
 }
@@ -71,26 +82,63 @@ impl MasterLink {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
         let reader = stream.try_clone().map_err(|e| e.to_string())?;
+        let out = stream.try_clone().map_err(|e| e.to_string())?;
+        *lock(&self.writer) = Some(stream);
         let generation = {
             let mut st = lock(&self.state);
             st.client = RpcClient::new();
             st.generation += 1;
             st.connected = true;
+            // Under `state` (as in `call`): no frame of the new client is queued before.
+            let mut o = lock(&self.outbox);
+            o.frames.clear();
+            o.generation = st.generation;
             st.generation
         };
-        *lock(&self.writer) = Some(stream);
         let me = self.clone();
         std::thread::Builder::new()
             .name("master-rpc".into())
             .spawn(move || me.read_loop(reader, generation))
             .map_err(|e| e.to_string())?;
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("master-rpc-out".into())
+            .spawn(move || me.write_loop(out, generation))
+            .map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    fn write_loop(self: Arc<Self>, mut sock: TcpStream, generation: u64) {
+        let mut batch = Vec::new();
+        loop {
+            {
+                let mut o = lock(&self.outbox);
+                while o.frames.is_empty() && o.generation == generation {
+                    o = self.outbox_ready.wait(o).unwrap_or_else(PoisonError::into_inner);
+                }
+                if o.generation != generation {
+                    return;
+                }
+                std::mem::swap(&mut batch, &mut o.frames);
+            }
+            if let Err(e) = sock.write_all(&batch) {
+                self.lost(&e.to_string());
+                return;
+            }
+            batch.clear();
+        }
     }
 
     /// Closes the connection: every call in flight fails with `why`.
     fn disconnect(&self, why: &str) {
         if let Some(s) = lock(&self.writer).take() {
             let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        {
+            let mut o = lock(&self.outbox);
+            o.frames.clear();
+            o.generation = u64::MAX;
+            self.outbox_ready.notify_all();
         }
         let waiting: Vec<_> = {
             let mut st = lock(&self.state);
@@ -114,6 +162,14 @@ impl MasterLink {
             if st.connected {
                 let seq = st.client.call(rpc, args, &mut frame);
                 st.waiting.insert(seq, (rpc, Instant::now(), cb));
+                // Queued under `state`, so frames leave in seq order and never after a
+                // reconnect cleared the outbox.
+                let mut o = lock(&self.outbox);
+                let was_empty = o.frames.is_empty();
+                o.frames.extend_from_slice(&frame);
+                if was_empty {
+                    self.outbox_ready.notify_one();
+                }
                 None
             } else {
                 let why =
@@ -124,14 +180,6 @@ impl MasterLink {
         if let Some((why, cb)) = refused {
             self.node.record_rpc(rpc, Duration::ZERO, true);
             cb(Err(CallOutcomeError::Unreachable(why)));
-            return;
-        }
-        let failed = match lock(&self.writer).as_mut() {
-            Some(s) => s.write_all(&frame).err().map(|e| e.to_string()),
-            None => Some("connection closed".to_string()),
-        };
-        if let Some(why) = failed {
-            self.lost(&why);
         }
     }
 
@@ -238,6 +286,8 @@ impl NodePlane {
                 reason: format!("connecting to the master at {master}"),
             }),
             writer: Mutex::new(None),
+            outbox: Mutex::new(Outbox::default()),
+            outbox_ready: Condvar::new(),
             node: node.clone(),
             events: Mutex::new(tx.clone()),
         });
