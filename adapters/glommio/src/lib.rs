@@ -336,8 +336,14 @@ impl Worker {
         link.start_transfers(self.master.data_plane(), || {
             let (done, wake) = (self.done.clone(), self.wake_self.clone());
             move |tid, outcome| {
-                done.lock().unwrap_or_else(|e| e.into_inner()).push((id, tid, outcome));
-                let _ = (&*wake).write(&[2]);
+                let mut q = done.lock().unwrap_or_else(|e| e.into_inner());
+                q.push((id, tid, outcome));
+                // A queue that was not empty already has a wake pending (drained whole).
+                let first = q.len() == 1;
+                drop(q);
+                if first {
+                    let _ = (&*wake).write(&[2]);
+                }
             }
         });
     }

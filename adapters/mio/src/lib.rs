@@ -345,8 +345,15 @@ impl Worker {
         c.link.start_transfers(self.master.data_plane(), || {
             let (done, waker) = (done.clone(), waker.clone());
             move |id, outcome| {
-                done.lock().unwrap_or_else(|e| e.into_inner()).push((i, serial, id, outcome));
-                let _ = waker.wake();
+                let mut q = done.lock().unwrap_or_else(|e| e.into_inner());
+                q.push((i, serial, id, outcome));
+                // A queue that was not empty already has a wake pending (the worker drains
+                // it whole): one syscall per batch of outcomes, not per outcome.
+                let first = q.len() == 1;
+                drop(q);
+                if first {
+                    let _ = waker.wake();
+                }
             }
         });
     }
