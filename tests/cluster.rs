@@ -152,7 +152,7 @@ fn with_two_replicas_killing_a_node_loses_nothing_acknowledged() {
         let keys: Vec<String> = (0..16).map(|i| format!("r{i}")).collect();
         for (i, k) in keys.iter().enumerate() {
             // Query parameter and JSON member both ask for copies.
-            let r = if i % 2 == 0 {
+            let r = if i.is_multiple_of(2) {
                 nodes[0].request("PUT", &format!("/api/put/{k}?replica_num=2"), &[], &value(100_000, i as u8))
             } else {
                 let body = serde_json::json!({"key": k, "value": format!("{i}"), "replica_num": 2}).to_string();
@@ -163,7 +163,7 @@ fn with_two_replicas_killing_a_node_loses_nothing_acknowledged() {
             assert_eq!(h.len(), 2, "{k}: {h:?}");
             assert_ne!(h[0], h[1]);
         }
-        let want = |i: usize| if i % 2 == 0 { value(100_000, i as u8) } else { format!("{i}").into_bytes() };
+        let want = |i: usize| if i.is_multiple_of(2) { value(100_000, i as u8) } else { format!("{i}").into_bytes() };
         let victim = nodes[1].default_node_name();
         nodes[1].signal(libc::SIGKILL);
         // Before the master notices (reads fall back to the other copy) and after.

@@ -301,7 +301,7 @@ fn three_unanswered_pings_give_the_connection_up_and_reconnect_with_backoff() {
     let mut t = t0;
     for _ in 0..membership::PING_MISSES {
         m.handle_timeout(t);
-        assert_eq!(call_of(&actions(&mut m), crate::rpc::Rpc::Ping) > 0, true);
+        assert!(call_of(&actions(&mut m), crate::rpc::Rpc::Ping) > 0);
         t = m.poll_timeout().unwrap();
     }
     m.handle_timeout(t);
