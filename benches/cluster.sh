@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Store-node benchmark: mc-master's store node (--master) beside upstream's Python store
+# service, each against upstream's mooncake_master and against mc-master as master, on
+# loopback, with wrk.
+#
+#   bash benches/cluster.sh                          # everything (about 4 minutes)
+#   CLUSTER_DURATION=3 bash benches/cluster.sh       # shorter runs (seconds per wrk run)
+#   bash benches/cluster.sh --only get64,get1m --combos mc-mc,up-up
+#   python3 benches/cluster/cluster.py --help        # every flag (and its CLUSTER_* variable)
+#
+# It installs what is missing (wrk and libibverbs1 from Debian, upstream's wheel
+# mooncake-transfer-engine-non-cuda into a venv: target/tmp/rpc-upstream-venv when it
+# already has it, else target/bench-venv; CLUSTER_VENV picks another), builds mc-master in
+# release, then runs benches/cluster/cluster.py: four clusters (master x node kind), REST
+# GET / exist / PUT of 64-byte values on a node holding them, and of 1 MiB values through a
+# node whose replica is on the other node; req/s, p99, GB/s, CPU per request, idle RSS, and
+# the ratios mc-master / upstream of the same run. Results and logs go to
+# target/bench-cluster/<date>/ (report.md, results.json, wrk.log, every process's log).
+# Every server listens on 127.0.0.1 and is stopped by its PID. See docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[cluster.sh] %s\n' "$*" >&2; }
+
+need_pkgs=()
+command -v wrk >/dev/null || need_pkgs+=(wrk)
+ldconfig -p 2>/dev/null | grep -q 'libibverbs.so.1' || need_pkgs+=(libibverbs1)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    say "missing Debian packages: ${need_pkgs[*]}; install them (sudo apt-get install ${need_pkgs[*]}) and rerun"
+    exit 1
+  fi
+  say "apt-get install ${need_pkgs[*]}"
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null 2>&1 || {
+    apt-get update -qq >/dev/null 2>&1
+    apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  }
+fi
+
+VENV=${CLUSTER_VENV:-}
+if [ -z "$VENV" ]; then
+  if target/tmp/rpc-upstream-venv/bin/python -c 'import mooncake.store' 2>/dev/null; then
+    VENV=target/tmp/rpc-upstream-venv
+  else
+    VENV=target/bench-venv
+  fi
+fi
+if ! "$VENV/bin/python" -c 'import mooncake.store' 2>/dev/null; then
+  say "installing upstream's wheel into $VENV"
+  mkdir -p "$(dirname "$VENV")"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check mooncake-transfer-engine-non-cuda
+fi
+say "venv: $VENV"
+
+say "cargo build --release"
+cargo build --release --quiet --bin mc-master
+MC_BIN=${CARGO_TARGET_DIR:-target}/release/mc-master
+
+exec python3 benches/cluster/cluster.py --mc-bin "$MC_BIN" --venv "$VENV" "$@"
