@@ -13,7 +13,6 @@
 //! The core never moves bytes between processes itself: it only says what to move, where,
 //! and by when. `mc-rdma` implements [`DataPlane`] over the transfer engine's TCP protocol.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 /// What to move.
@@ -30,8 +29,8 @@ pub enum TransferOp {
     Write {
         /// Address.
         addr: u64,
-        /// The bytes.
-        data: Arc<[u8]>,
+        /// The bytes (shared, not copied, by every copy of the transfer and its slices).
+        data: bytes::Bytes,
     },
     /// Store-node mode: a REST request carried out on the cluster (the master's RPCs and the
     /// moves they call for; `endpoint` is the master). See [`crate::node`].

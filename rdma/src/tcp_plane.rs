@@ -312,7 +312,7 @@ enum SliceOp {
 /// A slice of a write's bytes, sent without a copy.
 #[derive(Clone)]
 struct SliceSrc {
-    data: Arc<[u8]>,
+    data: bytes::Bytes,
     start: usize,
     end: usize,
 }

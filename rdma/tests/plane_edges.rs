@@ -51,7 +51,7 @@ fn early_reject_of_a_large_write_by_a_target_that_closes_at_once() {
         headers
     });
     let plane = plane_for("127.0.0.1:17020", port);
-    let data: Arc<[u8]> = vec![7u8; 8 * MIB as usize].into();
+    let data = bytes::Bytes::from(vec![7u8; 8 * MIB as usize]);
     let (o, _) = run(&plane, "127.0.0.1:17020", TransferOp::Write { addr: BASE, data }, Duration::from_secs(10));
     match o {
         TransferOutcome::Failed(why) => assert!(why.contains("rejected by the target (status 1)"), "{why}"),

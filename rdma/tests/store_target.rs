@@ -61,7 +61,7 @@ fn read(plane: &TcpDataPlane, addr: u64, len: u64) -> TransferOutcome {
 }
 
 fn write(plane: &TcpDataPlane, addr: u64, data: &[u8]) -> TransferOutcome {
-    run(plane, TransferOp::Write { addr, data: Arc::from(data) })
+    run(plane, TransferOp::Write { addr, data: bytes::Bytes::copy_from_slice(data) })
 }
 
 fn address(m: &Master, key: &str) -> u64 {

@@ -75,13 +75,13 @@ impl Service {
         &mut self,
         now: Now,
         key: &str,
-        value: &[u8],
+        value: bytes::Bytes,
         replicas: u64,
     ) -> Result<Response, ApiError> {
         if value.is_empty() {
             return Err(ApiError::invalid("Invalid value: must not be empty"));
         }
-        let op = ClusterOp::Put { key: key.to_string(), value: value.into(), replicas };
+        let op = ClusterOp::Put { key: key.to_string(), value, replicas };
         Ok(self.cluster(now, op, Owed::Cluster { route: Route::PutJson, local: Box::new(Local::None) }))
     }
 

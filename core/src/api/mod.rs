@@ -162,7 +162,7 @@ impl Service {
 
     /// Answers later: writes `value` to the remote allocation `put` through the data plane.
     fn write_remote(&mut self, now: Now, put: crate::store::RemotePut, value: &[u8]) -> Response {
-        let op = TransferOp::Write { addr: put.address, data: Arc::from(value) };
+        let op = TransferOp::Write { addr: put.address, data: bytes::Bytes::copy_from_slice(value) };
         self.transfer(now, put.endpoint, op, Owed::Write { put: put.id, len: value.len() as u64 })
     }
 
@@ -337,11 +337,11 @@ impl Service {
         Some(match route {
             Route::PutJson => self.put_json_cluster(now, head, body),
             Route::PutRaw => {
-                let buf = match req.stream.take() {
-                    Some(StreamState::Collect(buf)) => Some(buf),
-                    _ => None,
+                // The collected body becomes the transfer's bytes without a copy.
+                let value = match req.stream.take() {
+                    Some(StreamState::Collect(buf)) => bytes::Bytes::from(buf),
+                    _ => bytes::Bytes::copy_from_slice(body),
                 };
-                let value = buf.as_deref().unwrap_or(body);
                 cluster::replicas_of(head, None)
                     .and_then(|n| req.key(head).and_then(|k| self.cluster_put(now, k, value, n)))
             }
@@ -368,7 +368,7 @@ impl Service {
         let value = value.as_str().ok_or(ApiError::invalid("Invalid value: must be a string"))?;
         let key = params::validate_key(key.as_bytes())?;
         let replicas = cluster::replicas_of(head, Some(&obj))?;
-        self.cluster_put(now, key, value.as_bytes(), replicas)
+        self.cluster_put(now, key, bytes::Bytes::copy_from_slice(value.as_bytes()), replicas)
     }
 }
 

@@ -12,8 +12,6 @@
 //!   Unmount: (Graceful)UnmountSegment per id ──► Unmounted(per-id results)
 //! ```
 
-use std::sync::Arc;
-
 use uuid::Uuid;
 
 use crate::rpc::client::{self, CallError, MemoryReplica};
@@ -41,7 +39,7 @@ pub enum ClusterOp {
         /// Key.
         key: String,
         /// The bytes.
-        value: Arc<[u8]>,
+        value: bytes::Bytes,
         /// Copies wanted (at least 1).
         replicas: u64,
     },
@@ -158,7 +156,7 @@ pub enum CallOutcomeError {
 
 #[derive(Debug)]
 enum State {
-    PutStarted { key: String, value: Arc<[u8]> },
+    PutStarted { key: String, value: bytes::Bytes },
     PutWriting { key: String },
     PutEnding,
     PutRevoking { why: String },

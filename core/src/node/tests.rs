@@ -113,7 +113,7 @@ impl Cluster {
     }
 
     fn put(&mut self, node: usize, key: &str, value: &[u8], replicas: u64) -> ClusterReply {
-        self.op(node, ClusterOp::Put { key: key.into(), value: value.into(), replicas })
+        self.op(node, ClusterOp::Put { key: key.into(), value: bytes::Bytes::copy_from_slice(value), replicas })
     }
 
     fn get(&mut self, node: usize, key: &str) -> ClusterReply {

@@ -80,7 +80,7 @@ impl ReadWindow for Vec<u8> {
     }
 }
 
-impl ReadWindow for Arc<[u8]> {
+impl ReadWindow for bytes::Bytes {
     fn bytes(&self) -> &[u8] {
         self
     }
