@@ -151,21 +151,7 @@ fn segment(id: u64, name: &str, te: &str, base: u64, size: u64) -> Value {
 }
 
 fn config() -> Value {
-    Value::Struct(vec![
-        Value::UInt(1),
-        Value::UInt(0),
-        Value::UInt(0),
-        Value::UInt(0),
-        Value::opt(None),
-        Value::Bool(false),
-        Value::List(vec![]),
-        s(""),
-        Value::List(vec![]),
-        Value::Bool(false),
-        Value::UInt(0),
-        s(""),
-        Value::opt(None),
-    ])
+    mc_core::rpc::client::replicate_config(1)
 }
 
 /// Mounts a 16 MiB segment for `client` and writes `key` (`len` bytes) through it.

@@ -122,21 +122,7 @@ fn segment(id: u64, base: u64, size: u64) -> Value {
 }
 
 fn config(replicas: u64) -> Value {
-    Value::Struct(vec![
-        Value::UInt(replicas),
-        Value::UInt(0),
-        Value::UInt(0),
-        Value::UInt(0),
-        Value::opt(None),
-        Value::Bool(false),
-        Value::List(vec![]),
-        s(""),
-        Value::List(vec![]),
-        Value::Bool(false),
-        Value::UInt(0),
-        s(""),
-        Value::opt(None),
-    ])
+    super::client::replicate_config(replicas)
 }
 
 fn meta(key: &str) -> Value {
