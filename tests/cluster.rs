@@ -263,3 +263,17 @@ fn upstreams_config_file_runs_a_node_and_mounts_and_unmounts_go_to_the_master() 
         assert_eq!(m.query_key("k").status, 404);
     });
 }
+
+#[test]
+fn a_node_refuses_settings_it_cannot_serve_with_a_clear_error() {
+    let cases: [(&[&str], i32, &str); 3] = [
+        (&["--port", "0", "--master", "127.0.0.1:1", "--te-port", "off"], 2, "--te-port cannot be off"),
+        (&["--port", "0", "--master", "127.0.0.1:1", "--metadata-server", "etcd://127.0.0.1:2379"], 2, "not supported"),
+        (&["--port", "0", "--master", "127.0.0.1:1", "--protocol", "rdma"], 1, "--protocol rdma"),
+    ];
+    for (args, code, msg) in cases {
+        let out = common::run_cli(args, Duration::from_secs(10));
+        assert_eq!(out.code(), Some(code), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(msg), "{args:?}: {}", out.stderr);
+    }
+}
