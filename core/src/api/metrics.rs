@@ -2,10 +2,12 @@
 //! human-readable byte formats of SPEC §1.4. Pure functions over summed counters.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use std::sync::atomic::Ordering;
 
 use crate::master::{lock, Master};
+use crate::node::{Histogram, NodeState, NODE_RPCS};
 use crate::platform::ProcessSample;
 use crate::route::Route;
 use crate::stats::{Ctr, Snapshot, Totals, DURATION_BOUNDS_NS, DURATION_LABELS, NDUR, VALUE_BOUNDS};
@@ -31,11 +33,67 @@ pub(crate) fn metrics_text(m: &Master) -> Vec<u8> {
         },
     );
     if let Some(node) = m.node() {
-        let mut text = String::new();
-        node.render_metrics(&mut text);
-        out.extend_from_slice(text.as_bytes());
+        render_node(&mut out, node);
     }
     out
+}
+
+/// A histogram of `h` as `name` with `labels` (`k="v"` pairs, already escaped, or empty).
+fn node_histogram(out: &mut Vec<u8>, name: &str, labels: &str, h: &Histogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cum = 0;
+    for (b, n) in h.buckets.iter().enumerate() {
+        cum += n.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cum}", DURATION_LABELS[b]);
+    }
+    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = write!(out, "{name}_sum{braces} ");
+    push_seconds(out, h.sum_ns.load(Ordering::Relaxed));
+    let _ = writeln!(out, "\n{name}_count{braces} {cum}");
+}
+
+/// The series of a store node (docs/cluster.md), after the process's own.
+fn render_node(out: &mut Vec<u8>, n: &NodeState) {
+    family(out, "node_master_up", "gauge", "1 while this node is registered with its master");
+    out.extend_from_slice(b"node_master_up{master=\"");
+    push_label_value(out, n.master());
+    out.extend_from_slice(if n.health().is_ok() { b"\"} 1\n" } else { b"\"} 0\n" });
+    let m = n.membership();
+    scalar(out, "node_master_connects_total", "counter", "Connections to the master established", m.connects);
+    scalar(
+        out,
+        "node_master_disconnects_total",
+        "counter",
+        "Connections to the master lost or given up",
+        m.disconnects,
+    );
+    scalar(out, "node_master_remounts_total", "counter", "ReMountSegment calls after NEED_REMOUNT", m.remounts);
+    for (name, help, errors) in [
+        ("node_master_rpc_total", "RPC calls made to the master, by method", false),
+        ("node_master_rpc_errors_total", "RPC calls without a successful reply, by method", true),
+    ] {
+        family(out, name, "counter", help);
+        for (i, r) in NODE_RPCS.iter().enumerate() {
+            let c = &n.rpc[i];
+            let v = if errors { &c.errors } else { &c.calls }.load(Ordering::Relaxed);
+            let method = crate::rpc::info(*r).def.name;
+            let _ = writeln!(out, "{name}{{method=\"{method}\"}} {v}");
+        }
+    }
+    family(out, "node_master_rpc_duration_seconds", "histogram", "Round trip of RPC calls to the master");
+    node_histogram(out, "node_master_rpc_duration_seconds", "", &n.rpc_latency);
+    family(out, "node_transfer_bytes_total", "counter", "Value bytes moved for REST requests");
+    for (i, (path, dir)) in
+        [("local", "read"), ("local", "write"), ("remote", "read"), ("remote", "write")].iter().enumerate()
+    {
+        let v = n.bytes[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "node_transfer_bytes_total{{path=\"{path}\",direction=\"{dir}\"}} {v}");
+    }
+    let failures = n.move_failures.load(Ordering::Relaxed);
+    scalar(out, "node_transfer_failures_total", "counter", "Moves of value bytes that failed", failures);
+    family(out, "node_transfer_duration_seconds", "histogram", "Duration of moves of value bytes");
+    node_histogram(out, "node_transfer_duration_seconds", "path=\"local\"", &n.move_latency[0]);
+    node_histogram(out, "node_transfer_duration_seconds", "path=\"remote\"", &n.move_latency[1]);
 }
 
 /// The `/metrics/summary` body at `now`.

@@ -32,43 +32,24 @@ pub use op::{
 };
 
 use crate::rpc::Rpc;
+use crate::stats::{DURATION_BOUNDS_NS, NDUR};
 
-/// Upper bounds (seconds) of the latency histograms of node metrics.
-pub const LATENCY_BUCKETS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0];
-
-/// A fixed-bucket latency histogram (lock-free counters).
+/// A latency histogram with the buckets of `http_request_duration_seconds`
+/// ([`crate::stats::DURATION_BOUNDS_NS`], `+Inf` last), lock-free.
 #[derive(Debug, Default)]
 pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
-    sum_ns: AtomicU64,
+    /// Bucket counts, not cumulative.
+    pub(crate) buckets: [AtomicU64; NDUR],
+    pub(crate) sum_ns: AtomicU64,
 }
 
 impl Histogram {
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| s <= b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        use std::fmt::Write;
-        let mut cum = 0;
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            cum += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {count}");
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let b = DURATION_BOUNDS_NS.iter().position(|&bound| ns <= bound).unwrap_or(NDUR - 1);
+        self.buckets[b].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 }
 
@@ -89,10 +70,11 @@ pub const NODE_RPCS: [Rpc; 13] = [
     Rpc::RemoveAll,
 ];
 
+/// Calls of one RPC, and those without a successful reply.
 #[derive(Debug, Default)]
-struct RpcCounters {
-    calls: AtomicU64,
-    errors: AtomicU64,
+pub(crate) struct RpcCounters {
+    pub(crate) calls: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 /// Where a move went.
@@ -110,12 +92,14 @@ pub enum MovePath {
 pub struct NodeState {
     master: String,
     health: Mutex<Result<(), String>>,
-    rpc: [RpcCounters; NODE_RPCS.len()],
-    rpc_latency: Histogram,
+    /// Per [`NODE_RPCS`] entry.
+    pub(crate) rpc: [RpcCounters; NODE_RPCS.len()],
+    pub(crate) rpc_latency: Histogram,
     /// Bytes: [local read, local write, remote read, remote write].
-    bytes: [AtomicU64; 4],
-    move_failures: AtomicU64,
-    move_latency: [Histogram; 2],
+    pub(crate) bytes: [AtomicU64; 4],
+    pub(crate) move_failures: AtomicU64,
+    /// [local, remote].
+    pub(crate) move_latency: [Histogram; 2],
     membership: Mutex<MembershipStats>,
 }
 
@@ -175,59 +159,8 @@ impl NodeState {
         self.move_latency[i / 2].observe(took);
     }
 
-    /// The node's series of `/metrics` (appended after the master's).
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
-        let up = u8::from(self.health().is_ok());
-        let _ = writeln!(out, "# HELP node_master_up 1 while this node is registered with its master.");
-        let _ = writeln!(out, "# TYPE node_master_up gauge");
-        let _ = writeln!(out, "node_master_up{{master=\"{}\"}} {up}", escape(&self.master));
-        let m = *self.membership.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (name, help, v) in [
-            ("node_master_connects_total", "Connections to the master established.", m.connects),
-            ("node_master_disconnects_total", "Connections to the master lost or given up.", m.disconnects),
-            ("node_master_remounts_total", "ReMountSegment calls after NEED_REMOUNT.", m.remounts),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        }
-        let _ = writeln!(out, "# HELP node_master_rpc_total RPC calls made to the master, by method.");
-        let _ = writeln!(out, "# TYPE node_master_rpc_total counter");
-        for (i, r) in NODE_RPCS.iter().enumerate() {
-            let name = crate::rpc::info(*r).def.name;
-            let _ = writeln!(
-                out,
-                "node_master_rpc_total{{method=\"{name}\"}} {}",
-                self.rpc[i].calls.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# HELP node_master_rpc_errors_total RPC calls without a successful reply, by method.");
-        let _ = writeln!(out, "# TYPE node_master_rpc_errors_total counter");
-        for (i, r) in NODE_RPCS.iter().enumerate() {
-            let name = crate::rpc::info(*r).def.name;
-            let v = self.rpc[i].errors.load(Ordering::Relaxed);
-            let _ = writeln!(out, "node_master_rpc_errors_total{{method=\"{name}\"}} {v}");
-        }
-        let _ = writeln!(out, "# HELP node_master_rpc_duration_seconds Round trip of RPC calls to the master.");
-        let _ = writeln!(out, "# TYPE node_master_rpc_duration_seconds histogram");
-        self.rpc_latency.render(out, "node_master_rpc_duration_seconds", "");
-        let _ = writeln!(out, "# HELP node_transfer_bytes_total Value bytes moved for REST requests.");
-        let _ = writeln!(out, "# TYPE node_transfer_bytes_total counter");
-        for (i, (path, dir)) in
-            [("local", "read"), ("local", "write"), ("remote", "read"), ("remote", "write")].iter().enumerate()
-        {
-            let v = self.bytes[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "node_transfer_bytes_total{{path=\"{path}\",direction=\"{dir}\"}} {v}");
-        }
-        let _ = writeln!(out, "# HELP node_transfer_failures_total Moves of value bytes that failed.");
-        let _ = writeln!(out, "# TYPE node_transfer_failures_total counter");
-        let _ = writeln!(out, "node_transfer_failures_total {}", self.move_failures.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP node_transfer_duration_seconds Duration of moves of value bytes.");
-        let _ = writeln!(out, "# TYPE node_transfer_duration_seconds histogram");
-        self.move_latency[0].render(out, "node_transfer_duration_seconds", "path=\"local\"");
-        self.move_latency[1].render(out, "node_transfer_duration_seconds", "path=\"remote\"");
+    /// The membership counters last recorded.
+    pub fn membership(&self) -> MembershipStats {
+        *self.membership.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
