@@ -16,17 +16,18 @@ use super::error::ApiError;
 use super::json::{self, Json, UInt};
 use super::params::query_param;
 use super::reply::{json_reply, CT_OCTET};
-use super::{Owed, Service};
+use super::{ApiRequest, Owed, Service, StreamState};
+use bytes::Bytes;
 
 /// Most copies one put may ask for.
-pub(super) const MAX_REPLICAS: u64 = 64;
+const MAX_REPLICAS: u64 = 64;
 const INVALID_REPLICAS: &str = "Invalid replica_num: must be an integer in [1, 64]";
 /// Extra time a segment unmounted through a node stays mapped locally after the master
 /// dropped it, so that a transfer the master placed just before is not cut off.
 const LOCAL_UNMOUNT_SLACK: Duration = Duration::from_secs(2);
 
 /// `replica_num`: a JSON member or a query parameter, default 1.
-pub(super) fn replicas_of(head: &RequestHead, obj: Option<&Json<'_>>) -> Result<u64, ApiError> {
+fn replicas_of(head: &RequestHead, obj: Option<&Json<'_>>) -> Result<u64, ApiError> {
     if let Some(v) = obj.and_then(|o| o.member("replica_num")) {
         return match v.as_uint() {
             UInt::Value(n) if (1..=MAX_REPLICAS).contains(&n) => Ok(n),
@@ -43,7 +44,7 @@ pub(super) fn replicas_of(head: &RequestHead, obj: Option<&Json<'_>>) -> Result<
 }
 
 /// The one mapping of cluster errors to endpoint errors.
-pub(super) fn cluster_error(e: ClusterError, route: Route, master: &str) -> ApiError {
+fn cluster_error(e: ClusterError, route: Route, master: &str) -> ApiError {
     match e {
         ClusterError::Master(-704) => ApiError::ObjectNotFound,
         ClusterError::Master(-706) => ApiError::HasLease,
@@ -64,20 +65,54 @@ impl Service {
         self.master.node().is_some()
     }
 
+    /// The master's address (store-node mode; empty otherwise).
+    fn master_addr(&self) -> String {
+        self.master.node().map(|n| n.master().to_string()).unwrap_or_default()
+    }
+
+    /// Store-node mode: the routes carried out on the cluster (`None`: the others, served
+    /// as in the single process).
+    pub(super) fn dispatch_cluster(
+        &mut self,
+        now: Now,
+        head: &RequestHead,
+        req: &mut ApiRequest,
+        body: &[u8],
+    ) -> Option<Result<Response, ApiError>> {
+        let route = req.route;
+        Some(match route {
+            Route::PutJson => super::rest::parse_object(body).and_then(|obj| {
+                let (key, value) = super::rest::put_fields(&obj)?;
+                let replicas = replicas_of(head, Some(&obj))?;
+                self.cluster_put(now, key, Bytes::copy_from_slice(value.as_bytes()), replicas)
+            }),
+            Route::PutRaw => {
+                // The collected body becomes the transfer's bytes without a copy.
+                let value = match req.stream.take() {
+                    Some(StreamState::Collect(buf)) => Bytes::from(buf),
+                    _ => Bytes::copy_from_slice(body),
+                };
+                replicas_of(head, None).and_then(|n| req.key(head).and_then(|k| self.cluster_put(now, k, value, n)))
+            }
+            Route::Get | Route::Exist | Route::Remove => {
+                req.key(head).map(str::to_string).map(|k| self.cluster_key_op(now, route, k))
+            }
+            Route::RemoveAll => Ok(self.cluster_key_op(now, route, String::new())),
+            Route::Mount | Route::MountShm => self.cluster_mount(now, route, body),
+            Route::Unmount => self.cluster_unmount(now, route, body, UnmountFamily::Anonymous),
+            Route::UnmountShm => self.cluster_unmount(now, route, body, UnmountFamily::Shm),
+            _ => return None,
+        })
+    }
+
     /// Answers later, once `op` ran on the cluster.
     fn cluster(&mut self, now: Now, op: ClusterOp, owed: Owed) -> Response {
-        let master = self.master.node().map(|n| n.master().to_string()).unwrap_or_default();
+        let master = self.master_addr();
         self.transfer(now, master, TransferOp::Cluster(op), owed)
     }
 
     /// A put of `value` under `key` with `replicas` copies.
-    pub(super) fn cluster_put(
-        &mut self,
-        now: Now,
-        key: &str,
-        value: bytes::Bytes,
-        replicas: u64,
-    ) -> Result<Response, ApiError> {
+    fn cluster_put(&mut self, now: Now, key: &str, value: bytes::Bytes, replicas: u64) -> Result<Response, ApiError> {
         if value.is_empty() {
             return Err(ApiError::invalid("Invalid value: must not be empty"));
         }
@@ -86,9 +121,8 @@ impl Service {
     }
 
     /// `GET /api/get/{key}`, `GET /api/exist/{key}`, `DELETE /api/remove/{key}`,
-    /// `DELETE /api/remove_all`.
-    pub(super) fn cluster_key_op(&mut self, now: Now, route: Route, key: &str) -> Response {
-        let key = key.to_string();
+    /// `DELETE /api/remove_all` (`key` unused).
+    fn cluster_key_op(&mut self, now: Now, route: Route, key: String) -> Response {
         let op = match route {
             Route::Get => ClusterOp::Get { key },
             Route::Exist => ClusterOp::Exist { key },
@@ -100,7 +134,7 @@ impl Service {
 
     /// `/api/mount`, `/api/mount_shm`: the memory is mapped here first (same validation and
     /// errors as the single process), then registered with the master; a refusal unmaps it.
-    pub(super) fn cluster_mount(&mut self, now: Now, route: Route, body: &[u8]) -> Result<Response, ApiError> {
+    fn cluster_mount(&mut self, now: Now, route: Route, body: &[u8]) -> Result<Response, ApiError> {
         let out = match route {
             Route::Mount => self.mount_outcome(now, body)?,
             _ => self.mount_shm_outcome(now, body)?,
@@ -122,7 +156,7 @@ impl Service {
 
     /// `/api/unmount`, `/api/unmount_shm`: unmounted here (the memory stays mapped for the
     /// grace period plus a little), then at the master.
-    pub(super) fn cluster_unmount(
+    fn cluster_unmount(
         &mut self,
         now: Now,
         route: Route,
@@ -159,7 +193,7 @@ impl Service {
         local: Local,
         reply: Result<ClusterReply, ApiError>,
     ) -> Response {
-        let master = self.master.node().map(|n| n.master().to_string()).unwrap_or_default();
+        let master = self.master_addr();
         let reply = match reply {
             Ok(ClusterReply::Failed(e)) => Err(cluster_error(e, route, &master)),
             other => other,

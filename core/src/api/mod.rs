@@ -322,56 +322,6 @@ impl Service {
     }
 }
 
-impl Service {
-    /// Store-node mode: the routes carried out on the cluster (`None`: the others, served
-    /// as in the single process).
-    fn dispatch_cluster(
-        &mut self,
-        now: Now,
-        head: &RequestHead,
-        req: &mut ApiRequest,
-        body: &[u8],
-    ) -> Option<Result<Response, ApiError>> {
-        use crate::store::UnmountFamily;
-        let route = req.route;
-        Some(match route {
-            Route::PutJson => self.put_json_cluster(now, head, body),
-            Route::PutRaw => {
-                // The collected body becomes the transfer's bytes without a copy.
-                let value = match req.stream.take() {
-                    Some(StreamState::Collect(buf)) => bytes::Bytes::from(buf),
-                    _ => bytes::Bytes::copy_from_slice(body),
-                };
-                cluster::replicas_of(head, None)
-                    .and_then(|n| req.key(head).and_then(|k| self.cluster_put(now, k, value, n)))
-            }
-            Route::Get | Route::Exist | Route::Remove => req.key(head).map(|k| {
-                let k = k.to_string();
-                self.cluster_key_op(now, route, &k)
-            }),
-            Route::RemoveAll => Ok(self.cluster_key_op(now, route, "")),
-            Route::Mount | Route::MountShm => self.cluster_mount(now, route, body),
-            Route::Unmount => self.cluster_unmount(now, route, body, UnmountFamily::Anonymous),
-            Route::UnmountShm => self.cluster_unmount(now, route, body, UnmountFamily::Shm),
-            _ => return None,
-        })
-    }
-
-    /// `PUT /api/put` on a store node: as [`Service::put_json`], plus `replica_num`.
-    fn put_json_cluster(&mut self, now: Now, head: &RequestHead, body: &[u8]) -> Result<Response, ApiError> {
-        let obj = rest::parse_object(body)?;
-        let (key, value) = match (obj.member("key"), obj.member("value")) {
-            (Some(k), Some(v)) if !matches!(k, json::Json::Str(s) if s.is_empty()) => (k, v),
-            _ => return Err(ApiError::invalid("Missing key or value")),
-        };
-        let key = key.as_str().ok_or(ApiError::invalid("Invalid key: must be a string"))?;
-        let value = value.as_str().ok_or(ApiError::invalid("Invalid value: must be a string"))?;
-        let key = params::validate_key(key.as_bytes())?;
-        let replicas = cluster::replicas_of(head, Some(&obj))?;
-        self.cluster_put(now, key, bytes::Bytes::copy_from_slice(value.as_bytes()), replicas)
-    }
-}
-
 /// Decodes and validates a `{key}` path parameter (SPEC §1.4).
 fn path_key(raw: &str) -> Result<Cow<'_, str>, ApiError> {
     match params::percent_decode(raw, false) {

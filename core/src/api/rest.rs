@@ -54,6 +54,17 @@ fn location_field<'j>(obj: &'j Json<'_>) -> Result<&'j str, ApiError> {
 /// failed (as written), and the grace period in seconds.
 pub(super) type UnmountedHere = (Vec<(Uuid, String)>, Vec<String>, u64);
 
+/// The `key` and `value` of a JSON put, validated in SPEC order (§6.2).
+pub(super) fn put_fields<'j>(obj: &'j Json<'_>) -> Result<(&'j str, &'j str), ApiError> {
+    let (key, value) = match (obj.member("key"), obj.member("value")) {
+        (Some(k), Some(v)) if !matches!(k, Json::Str(s) if s.is_empty()) => (k, v),
+        _ => return Err(ApiError::invalid("Missing key or value")),
+    };
+    let key = key.as_str().ok_or(ApiError::invalid("Invalid key: must be a string"))?;
+    let value = value.as_str().ok_or(ApiError::invalid("Invalid value: must be a string"))?;
+    Ok((super::params::validate_key(key.as_bytes())?, value))
+}
+
 /// The response of a successful `/api/mount`.
 pub(super) fn mount_response(out: &MountOutcome) -> Response {
     let mut body = mount_body(out);
@@ -240,13 +251,7 @@ impl Service {
     /// `PUT /api/put` with `{"key":..,"value":..}` (SPEC §6.2).
     pub(super) fn put_json(&mut self, now: Now, body: &[u8]) -> Result<Response, ApiError> {
         let obj = parse_object(body)?;
-        let (key, value) = match (obj.member("key"), obj.member("value")) {
-            (Some(k), Some(v)) if !matches!(k, Json::Str(s) if s.is_empty()) => (k, v),
-            _ => return Err(ApiError::invalid("Missing key or value")),
-        };
-        let key = key.as_str().ok_or(ApiError::invalid("Invalid key: must be a string"))?;
-        let value = value.as_str().ok_or(ApiError::invalid("Invalid value: must be a string"))?;
-        let key = super::params::validate_key(key.as_bytes())?;
+        let (key, value) = put_fields(&obj)?;
         self.store_value(now, key, value.as_bytes())
     }
 
