@@ -17,7 +17,7 @@ use mc_core::node::{
     Action, CallOutcomeError, CallResult, ClusterOp, ClusterReply, Membership, Move, MovePath, NodeIdentity,
     NodeSegment, NodeState, OpRun, Step,
 };
-use mc_core::rpc::client::{RpcClient, REQUEST_HEADER};
+use mc_core::rpc::client::RpcClient;
 use mc_core::rpc::{Rpc, Value};
 use mc_core::store::Store;
 use mc_core::transfer::{DataPlane, Transfer, TransferOp, TransferOutcome};
@@ -36,17 +36,14 @@ enum Event {
     Leave,
 }
 
-#[derive(Default)]
-struct Outbox {
-    frames: Vec<u8>,
-    /// The connection these frames are for (frames of an older one are dropped).
-    generation: u64,
-}
-
 struct LinkState {
     client: RpcClient,
     waiting: HashMap<u32, (Rpc, Instant, Callback)>,
-    /// Bumped by every connect: a reader of an older connection stops.
+    /// Frames waiting for the writer thread, which sends whatever accumulated in one write
+    /// (calls made while it writes go out together): no request thread waits on a send.
+    outbox: Vec<u8>,
+    /// Bumped by every connect and disconnect: the reader and writer of an older
+    /// connection stop, and their failures no longer count.
     generation: u64,
     connected: bool,
     reason: String,
@@ -56,15 +53,12 @@ struct LinkState {
 struct MasterLink {
     addr: String,
     state: Mutex<LinkState>,
-    /// The write half (for shutting it down); the writer thread owns a clone.
-    writer: Mutex<Option<TcpStream>>,
-    /// Frames waiting for the writer thread, which sends whatever accumulated in one write
-    /// (calls made while it writes go out together): no request thread waits on a send, and
-    /// a full send buffer never blocks the reader, which needs `state` to deliver replies.
-    outbox: Mutex<Outbox>,
+    /// Signalled when `state.outbox` gets frames or the connection changes.
     outbox_ready: Condvar,
+    /// The socket (for shutting it down); the reader and writer threads own clones.
+    socket: Mutex<Option<TcpStream>>,
     node: Arc<NodeState>,
-    events: Mutex<Sender<Event>>,
+    events: Sender<Event>,
 }
 
 impl MasterLink {
@@ -83,16 +77,13 @@ impl MasterLink {
         let _ = stream.set_nodelay(true);
         let reader = stream.try_clone().map_err(|e| e.to_string())?;
         let out = stream.try_clone().map_err(|e| e.to_string())?;
-        *lock(&self.writer) = Some(stream);
+        *lock(&self.socket) = Some(stream);
         let generation = {
             let mut st = lock(&self.state);
             st.client = RpcClient::new();
+            st.outbox.clear();
             st.generation += 1;
             st.connected = true;
-            // Under `state` (as in `call`): no frame of the new client is queued before.
-            let mut o = lock(&self.outbox);
-            o.frames.clear();
-            o.generation = st.generation;
             st.generation
         };
         let me = self.clone();
@@ -112,17 +103,17 @@ impl MasterLink {
         let mut batch = Vec::new();
         loop {
             {
-                let mut o = lock(&self.outbox);
-                while o.frames.is_empty() && o.generation == generation {
-                    o = self.outbox_ready.wait(o).unwrap_or_else(PoisonError::into_inner);
+                let mut st = lock(&self.state);
+                while st.outbox.is_empty() && st.generation == generation {
+                    st = self.outbox_ready.wait(st).unwrap_or_else(PoisonError::into_inner);
                 }
-                if o.generation != generation {
+                if st.generation != generation {
                     return;
                 }
-                std::mem::swap(&mut batch, &mut o.frames);
+                std::mem::swap(&mut batch, &mut st.outbox);
             }
             if let Err(e) = sock.write_all(&batch) {
-                self.lost(&e.to_string());
+                self.lost(generation, &e.to_string());
                 return;
             }
             batch.clear();
@@ -131,23 +122,19 @@ impl MasterLink {
 
     /// Closes the connection: every call in flight fails with `why`.
     fn disconnect(&self, why: &str) {
-        if let Some(s) = lock(&self.writer).take() {
+        if let Some(s) = lock(&self.socket).take() {
             let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-        {
-            let mut o = lock(&self.outbox);
-            o.frames.clear();
-            o.generation = u64::MAX;
-            self.outbox_ready.notify_all();
         }
         let waiting: Vec<_> = {
             let mut st = lock(&self.state);
             st.connected = false;
             st.generation += 1;
+            st.outbox.clear();
             st.reason = why.to_string();
             st.client.take_outstanding();
             st.waiting.drain().map(|(_, w)| w).collect()
         };
+        self.outbox_ready.notify_all();
         for (rpc, sent, cb) in waiting {
             self.node.record_rpc(rpc, sent.elapsed(), true);
             cb(Err(CallOutcomeError::Unreachable(why.to_string())));
@@ -156,17 +143,13 @@ impl MasterLink {
 
     /// Sends `rpc(args)`; `cb` gets the reply (or the failure) exactly once.
     fn call(&self, rpc: Rpc, args: Vec<Value>, cb: Callback) {
-        let mut frame = Vec::with_capacity(REQUEST_HEADER + 128);
         let refused = {
             let mut st = lock(&self.state);
             if st.connected {
-                let seq = st.client.call(rpc, args, &mut frame);
+                let st = &mut *st;
+                let was_empty = st.outbox.is_empty();
+                let seq = st.client.call(rpc, args, &mut st.outbox);
                 st.waiting.insert(seq, (rpc, Instant::now(), cb));
-                // Queued under `state`, so frames leave in seq order and never after a
-                // reconnect cleared the outbox.
-                let mut o = lock(&self.outbox);
-                let was_empty = o.frames.is_empty();
-                o.frames.extend_from_slice(&frame);
                 if was_empty {
                     self.outbox_ready.notify_one();
                 }
@@ -183,10 +166,14 @@ impl MasterLink {
         }
     }
 
-    fn lost(&self, why: &str) {
+    /// Connection `generation` failed (nothing happens when it was replaced already).
+    fn lost(&self, generation: u64, why: &str) {
+        if lock(&self.state).generation != generation {
+            return;
+        }
         let why = format!("connection to the master at {} lost: {why}", self.addr);
         self.disconnect(&why);
-        let _ = lock(&self.events).send(Event::Lost(why));
+        let _ = self.events.send(Event::Lost(why));
     }
 
     fn read_loop(self: Arc<Self>, mut sock: TcpStream, generation: u64) {
@@ -231,7 +218,7 @@ impl MasterLink {
                 cb(result);
             }
             if let Some(why) = broken {
-                self.lost(&why);
+                self.lost(generation, &why);
                 return;
             }
         }
@@ -244,7 +231,7 @@ struct Inner {
     store: Arc<Store>,
     id: NodeIdentity,
     node: Arc<NodeState>,
-    membership: Arc<Mutex<Membership>>,
+    membership: Mutex<Membership>,
 }
 
 /// The data plane of a store node: cluster operations, and plain transfers for the rest.
@@ -281,23 +268,22 @@ impl NodePlane {
             state: Mutex::new(LinkState {
                 client: RpcClient::new(),
                 waiting: HashMap::new(),
+                outbox: Vec::new(),
                 generation: 0,
                 connected: false,
                 reason: format!("connecting to the master at {master}"),
             }),
-            writer: Mutex::new(None),
-            outbox: Mutex::new(Outbox::default()),
             outbox_ready: Condvar::new(),
+            socket: Mutex::new(None),
             node: node.clone(),
-            events: Mutex::new(tx.clone()),
+            events: tx.clone(),
         });
-        let membership = Arc::new(Mutex::new(Membership::new(id.clone(), master, segments, Instant::now())));
+        let membership = Mutex::new(Membership::new(id.clone(), master, segments, Instant::now()));
         let inner = Arc::new(Inner { link, te, store, id, node, membership });
         let me = inner.clone();
-        let events = tx.clone();
         let thread = std::thread::Builder::new()
             .name("membership".into())
-            .spawn(move || membership_loop(&me, &rx, &events))
+            .spawn(move || membership_loop(&me, &rx))
             .map_err(|e| e.to_string())?;
         Ok(Arc::new(Self { inner, events: tx, thread: Mutex::new(Some(thread)) }))
     }
@@ -312,8 +298,7 @@ impl NodePlane {
     }
 }
 
-fn membership_loop(inner: &Arc<Inner>, rx: &Receiver<Event>, events: &Sender<Event>) {
-    let mut leaving_since: Option<Instant> = None;
+fn membership_loop(inner: &Arc<Inner>, rx: &Receiver<Event>) {
     loop {
         // Run what is due until the membership asks for nothing more.
         loop {
@@ -338,7 +323,7 @@ fn membership_loop(inner: &Arc<Inner>, rx: &Receiver<Event>, events: &Sender<Eve
                         }
                     }
                     Action::Call { token, rpc, args } => {
-                        let tx = events.clone();
+                        let tx = inner.link.events.clone();
                         inner.link.call(rpc, args, Box::new(move |r| drop(tx.send(Event::Reply(token, r)))));
                     }
                     Action::Disconnect => inner.link.disconnect("closed by this node"),
@@ -352,10 +337,6 @@ fn membership_loop(inner: &Arc<Inner>, rx: &Receiver<Event>, events: &Sender<Eve
         if left {
             return;
         }
-        if leaving_since.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
-            inner.link.disconnect("leaving");
-            return;
-        }
         let wait = next.map_or(Duration::from_millis(500), |t| t.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait.min(Duration::from_millis(500))) {
             Ok(ev) => {
@@ -364,10 +345,8 @@ fn membership_loop(inner: &Arc<Inner>, rx: &Receiver<Event>, events: &Sender<Eve
                 match ev {
                     Event::Reply(token, r) => m.handle_reply(now, token, r),
                     Event::Lost(why) => m.handle_disconnected(now, &why),
-                    Event::Leave => {
-                        leaving_since = Some(now);
-                        m.leave(now);
-                    }
+                    // Bounded by the membership: its unmounts get 2 s, then it has left.
+                    Event::Leave => m.leave(now),
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -465,54 +444,52 @@ fn start_moves(inner: Arc<Inner>, run: OpRun, moves: Vec<Move>, deadline: Instan
             continue;
         }
         let (p, f, node) = (pending.clone(), finish.clone(), inner.node.clone());
-        let (read, len) = match &m.op {
-            TransferOp::Read { len, .. } => (true, *len),
-            TransferOp::Write { data, .. } => (false, data.len() as u64),
-            TransferOp::Cluster(_) => (true, 0),
-        };
+        let (read, len) = direction(&m.op);
         let started = Instant::now();
         let t = Transfer { id: i as u64, endpoint: m.endpoint, op: m.op, deadline };
         inner.te.submit(
             t,
             Box::new(move |o| {
-                let ok = !matches!(o, TransferOutcome::Failed(_));
-                node.record_move(MovePath::Remote, read, len, started.elapsed(), ok);
+                record(&node, MovePath::Remote, read, len, started, &o);
                 f(&p, i, o);
             }),
         );
     }
 }
 
+/// Whether a move reads, and how many bytes it moves.
+fn direction(op: &TransferOp) -> (bool, u64) {
+    match op {
+        TransferOp::Read { len, .. } => (true, *len),
+        TransferOp::Write { data, .. } => (false, data.len() as u64),
+        TransferOp::Cluster(_) => (true, 0),
+    }
+}
+
+/// Counts one move in the node's metrics.
+fn record(node: &NodeState, path: MovePath, read: bool, len: u64, started: Instant, o: &TransferOutcome) {
+    node.record_move(path, read, len, started.elapsed(), !matches!(o, TransferOutcome::Failed(_)));
+}
+
 /// A move within this node's memory.
 fn local_move(inner: &Inner, m: &Move) -> TransferOutcome {
     let started = Instant::now();
-    let (read, out) = match &m.op {
-        TransferOp::Read { addr, len } => (
-            true,
-            match inner.store.open_raw_range(*addr, *len) {
-                Ok(r) => TransferOutcome::Read(r.bytes().to_vec()),
-                Err(e) => TransferOutcome::Failed(format!("{}: {e}", m.endpoint)),
-            },
-        ),
-        TransferOp::Write { addr, data } => (
-            false,
-            match inner.store.open_raw_range(*addr, data.len() as u64) {
-                Ok(mut r) => {
-                    r.write_at(0, data);
-                    TransferOutcome::Written
-                }
-                Err(e) => TransferOutcome::Failed(format!("{}: {e}", m.endpoint)),
-            },
-        ),
-        TransferOp::Cluster(_) => (true, TransferOutcome::Failed("not a move".into())),
+    let (read, len) = direction(&m.op);
+    let out = match &m.op {
+        TransferOp::Read { addr, len } => match inner.store.open_raw_range(*addr, *len) {
+            Ok(r) => TransferOutcome::Read(r.bytes().to_vec()),
+            Err(e) => TransferOutcome::Failed(format!("{}: {e}", m.endpoint)),
+        },
+        TransferOp::Write { addr, data } => match inner.store.open_raw_range(*addr, data.len() as u64) {
+            Ok(mut r) => {
+                r.write_at(0, data);
+                TransferOutcome::Written
+            }
+            Err(e) => TransferOutcome::Failed(format!("{}: {e}", m.endpoint)),
+        },
+        TransferOp::Cluster(_) => TransferOutcome::Failed("not a move".into()),
     };
-    let len = match (&m.op, &out) {
-        (_, TransferOutcome::Read(b)) => b.len() as u64,
-        (TransferOp::Write { data, .. }, _) => data.len() as u64,
-        _ => 0,
-    };
-    let ok = !matches!(out, TransferOutcome::Failed(_));
-    inner.node.record_move(MovePath::Local, read, len, started.elapsed(), ok);
+    record(&inner.node, MovePath::Local, read, len, started, &out);
     out
 }
 
