@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use mc_core::rpc::{decode, encode, RequestHeader, ResponseHeader, Style, Value, MAGIC, REQ_HDR, RESP_HDR, RPCS};
+use mc_core::rpc::{decode, encode, RequestHeader, ResponseHeader, Style, Value, REQ_HDR, RESP_HDR, RPCS};
 
 struct Server {
     child: Child,
@@ -102,17 +102,7 @@ impl Rpc {
             }
         };
         let mut out = Vec::new();
-        RequestHeader {
-            magic: MAGIC,
-            version: 0,
-            serialize_type: 0,
-            msg_type: 0,
-            seq: self.seq,
-            function_id: def.id,
-            length: body.len() as u32,
-            attach_length: 0,
-        }
-        .write(&mut out);
+        RequestHeader::new(self.seq, def.id, body.len() as u32).write(&mut out);
         out.extend_from_slice(&body);
         self.seq += 1;
         out

@@ -87,17 +87,7 @@ impl RpcClient {
         };
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        RequestHeader {
-            magic: MAGIC,
-            version: 0,
-            serialize_type: 0,
-            msg_type: 0,
-            seq,
-            function_id: i.def.id,
-            length: u32::try_from(body.len()).expect("requests are small"),
-            attach_length: 0,
-        }
-        .write(out);
+        RequestHeader::new(seq, i.def.id, u32::try_from(body.len()).expect("requests are small")).write(out);
         out.extend_from_slice(&body);
         self.outstanding.insert(seq, rpc);
         seq

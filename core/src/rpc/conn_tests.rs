@@ -85,17 +85,8 @@ fn frame(seq: u32, name: &str, args: Vec<Value>, type_info: bool) -> Vec<u8> {
 
 fn raw_frame(seq: u32, fid: u32, body: &[u8], attachment: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    RequestHeader {
-        magic: MAGIC,
-        version: 0,
-        serialize_type: 0,
-        msg_type: 0,
-        seq,
-        function_id: fid,
-        length: body.len() as u32,
-        attach_length: attachment.len() as u32,
-    }
-    .write(&mut out);
+    RequestHeader { attach_length: attachment.len() as u32, ..RequestHeader::new(seq, fid, body.len() as u32) }
+        .write(&mut out);
     out.extend_from_slice(body);
     out.extend_from_slice(attachment);
     out

@@ -48,6 +48,12 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 }
 
 impl RequestHeader {
+    /// The header of a struct_pack request of `length` body bytes to `function_id`, as the
+    /// upstream client writes it (magic, version 0, no attachment).
+    pub fn new(seq: u32, function_id: u32, length: u32) -> Self {
+        Self { magic: MAGIC, version: 0, serialize_type: 0, msg_type: 0, seq, function_id, length, attach_length: 0 }
+    }
+
     /// Parses the first [`REQ_HDR`] bytes of `b` (which must hold them).
     pub fn parse(b: &[u8]) -> Self {
         Self {
