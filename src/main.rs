@@ -239,6 +239,15 @@ fn run(args: Args) -> Result<(), Fatal> {
         workers.push(listeners);
     }
 
+    master.set_process_info(mc_core::ProcessInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        runtime: match args.runtime {
+            RuntimeKind::Mio => "mio",
+            RuntimeKind::Glommio => "glommio",
+        }
+        .to_string(),
+        workers: workers.len(),
+    });
     let runtime: Box<dyn mc_core::Runtime> = match args.runtime {
         RuntimeKind::Mio => Box::new(
             mc_mio::start(master.clone(), workers, mc_mio::Options { yield_between_turns: !args.no_yield })

@@ -3,6 +3,7 @@
 //! snapshots. One [`Master`] per process, shared (`Arc`) by every worker thread; the HTTP
 //! service (`crate::api`) and the master RPC service (`crate::rpc`) both work on it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,6 +21,30 @@ use crate::transfer::DataPlane;
 const MAX_HEAD: usize = 64 * 1024;
 /// Interval of the `/metrics/summary` snapshots (SPEC §4.2).
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
+/// Interval of the traffic history of `/cluster_summary` (a divisor of the snapshot interval).
+pub(crate) const HISTORY_INTERVAL: Duration = Duration::from_secs(2);
+/// Points kept in the traffic history: 150 windows, five minutes.
+pub(crate) const HISTORY_POINTS: usize = 151;
+
+/// The counters at one history instant (a multiple of [`HISTORY_INTERVAL`] after start).
+#[derive(Clone, Debug)]
+pub(crate) struct HistoryPoint {
+    /// The worker counters, dated.
+    pub(crate) snap: Snapshot,
+    /// `master_evicted_key_count` then.
+    pub(crate) evicted_keys: u64,
+}
+
+/// What the embedding program tells about itself, for `/cluster_summary`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The program's version.
+    pub version: String,
+    /// The runtime driving the core (`mio`, `glommio`, an embedder's name).
+    pub runtime: String,
+    /// Worker threads serving connections.
+    pub workers: usize,
+}
 
 /// The process-wide state: configuration, store, platform, per-worker stats, shutdown flag.
 pub struct Master {
@@ -43,8 +68,12 @@ pub struct Master {
     pub(crate) start: Instant,
     /// The latest `/metrics/summary` snapshot.
     pub(crate) snapshot: Mutex<Snapshot>,
-    /// Offset from `start`, in nanoseconds, of the next snapshot.
-    next_snapshot_ns: AtomicU64,
+    /// The traffic history of `/cluster_summary`, oldest first.
+    pub(crate) history: Mutex<VecDeque<HistoryPoint>>,
+    /// Offset from `start`, in nanoseconds, of the next history point (and snapshot check).
+    next_tick_ns: AtomicU64,
+    /// Set by the embedding program ([`Master::set_process_info`]).
+    process_info: std::sync::OnceLock<ProcessInfo>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,7 +104,12 @@ impl Master {
             connections_open: Arc::new(AtomicI64::new(0)),
             start: now.mono,
             snapshot: Mutex::new(Snapshot::of(&Totals::default(), now.mono)),
-            next_snapshot_ns: AtomicU64::new(SNAPSHOT_INTERVAL.as_nanos() as u64),
+            history: Mutex::new(VecDeque::from([HistoryPoint {
+                snap: Snapshot::of(&Totals::default(), now.mono),
+                evicted_keys: 0,
+            }])),
+            next_tick_ns: AtomicU64::new(HISTORY_INTERVAL.as_nanos() as u64),
+            process_info: std::sync::OnceLock::new(),
         })
     }
 
@@ -88,6 +122,10 @@ impl Master {
         let mut snap = lock(&self.snapshot);
         if snap.at == self.start {
             *snap = Snapshot::of(&self.totals(), self.start);
+            let mut history = lock(&self.history);
+            if let Some(first) = history.front_mut().filter(|p| p.snap.at == self.start) {
+                first.snap = snap.clone();
+            }
         }
         Ok(())
     }
@@ -154,9 +192,24 @@ impl Master {
         self.lifecycle.is_shutting_down()
     }
 
-    /// Next process-wide deadline (store deadlines, summary snapshots).
+    /// Tells `/cluster_summary` the program's version, runtime and worker count (once; later
+    /// calls are ignored). Without it the core's own version and `embedded` are shown.
+    pub fn set_process_info(&self, info: ProcessInfo) {
+        let _ = self.process_info.set(info);
+    }
+
+    /// What [`Master::set_process_info`] set, or the core's defaults.
+    pub fn process_info(&self) -> ProcessInfo {
+        self.process_info.get().cloned().unwrap_or_else(|| ProcessInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            runtime: "embedded".to_string(),
+            workers: lock(&self.workers).len().saturating_sub(1),
+        })
+    }
+
+    /// Next process-wide deadline (store deadlines, summary snapshots, history points).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let snap = self.start + Duration::from_nanos(self.next_snapshot_ns.load(Ordering::Acquire));
+        let snap = self.start + Duration::from_nanos(self.next_tick_ns.load(Ordering::Acquire));
         Some(self.store.poll_timeout().map_or(snap, |d| d.min(snap)))
     }
 
@@ -166,25 +219,38 @@ impl Master {
         self.snapshot_if_due(now);
     }
 
-    /// Takes the `/metrics/summary` snapshot of the latest multiple of the interval if it is
-    /// due at `now` (SPEC §4.2). Called by timers and before a summary is rendered, so a
-    /// summary served just after a multiple of 10 s (before the timer fired) never reports
-    /// a window of 10 s or more.
+    /// Takes the `/metrics/summary` snapshot of the latest multiple of its interval, and the
+    /// history point of the latest multiple of [`HISTORY_INTERVAL`], if due at `now` (SPEC
+    /// §4.2). Called by timers and before a summary is rendered, so a summary served just
+    /// after a multiple of 10 s (before the timer fired) never reports a window of 10 s or more.
     pub(crate) fn snapshot_if_due(&self, now: Now) {
-        let elapsed = now.mono.saturating_duration_since(self.start);
-        if (elapsed.as_nanos() as u64) < self.next_snapshot_ns.load(Ordering::Acquire) {
+        let elapsed = now.mono.saturating_duration_since(self.start).as_nanos() as u64;
+        if elapsed < self.next_tick_ns.load(Ordering::Acquire) {
             return;
         }
         let mut snap = lock(&self.snapshot);
-        let next = self.next_snapshot_ns.load(Ordering::Acquire);
-        if (elapsed.as_nanos() as u64) < next {
+        if elapsed < self.next_tick_ns.load(Ordering::Acquire) {
             return; // another worker took it meanwhile
         }
-        // The snapshot is dated at the latest multiple of the interval.
+        let totals = self.totals();
+        // Both are dated at the latest multiple of their interval.
+        let tick = HISTORY_INTERVAL.as_nanos() as u64;
+        let k = elapsed / tick;
+        let point = HistoryPoint {
+            snap: Snapshot::of(&totals, self.start + Duration::from_nanos(k * tick)),
+            evicted_keys: self.store.counters().evicted_keys,
+        };
         let interval = SNAPSHOT_INTERVAL.as_nanos() as u64;
-        let k = elapsed.as_nanos() as u64 / interval;
-        *snap = Snapshot::of(&self.totals(), self.start + Duration::from_nanos(k * interval));
-        self.next_snapshot_ns.store((k + 1) * interval, Ordering::Release);
+        let at = self.start + Duration::from_nanos(elapsed / interval * interval);
+        if snap.at < at {
+            *snap = Snapshot { at, ..point.snap.clone() };
+        }
+        let mut history = lock(&self.history);
+        if history.len() == HISTORY_POINTS {
+            history.pop_front();
+        }
+        history.push_back(point);
+        self.next_tick_ns.store((k + 1) * tick, Ordering::Release);
     }
 
     /// The sum of every worker's counters.

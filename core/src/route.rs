@@ -44,13 +44,17 @@ pub enum Route {
     RemoveAll,
     /// `/metadata` (the transfer engine's HTTP metadata server, upstream-behavior §7)
     Metadata,
+    /// `/cluster_summary` (the dashboard's data, docs/api.md)
+    ClusterSummary,
+    /// `/ui` (the dashboard page)
+    Ui,
     /// Unknown path, `OPTIONS *`, or a request rejected before routing (400, 408, 431, 505).
     Other,
 }
 
 impl Route {
     /// All routes, in metrics index order.
-    pub const ALL: [Route; 21] = [
+    pub const ALL: [Route; 23] = [
         Route::Metrics,
         Route::MetricsSummary,
         Route::Health,
@@ -71,6 +75,8 @@ impl Route {
         Route::Remove,
         Route::RemoveAll,
         Route::Metadata,
+        Route::ClusterSummary,
+        Route::Ui,
         Route::Other,
     ];
 
@@ -97,6 +103,8 @@ impl Route {
             Route::Remove => "/api/remove/{key}",
             Route::RemoveAll => "/api/remove_all",
             Route::Metadata => "/metadata",
+            Route::ClusterSummary => "/cluster_summary",
+            Route::Ui => "/ui",
             Route::Other => "other",
         }
     }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use crate::master::{lock, Master};
 use crate::node::{Histogram, NodeState, NODE_RPCS};
@@ -17,8 +18,9 @@ use crate::time::Now;
 use super::json::push_u64;
 
 /// The `/metrics` body.
-pub(crate) fn metrics_text(m: &Master) -> Vec<u8> {
+pub(crate) fn metrics_text(m: &Master, now: Now) -> Vec<u8> {
     let gauges = m.store.gauges();
+    let oldest_heartbeat_age = gauges.oldest_heartbeat_ns.map_or(Duration::ZERO, |ns| m.store.since(now.mono, ns));
     let store = m.store.counters();
     let totals = m.totals();
     let mut out = Vec::new();
@@ -30,6 +32,8 @@ pub(crate) fn metrics_text(m: &Master) -> Vec<u8> {
             totals: &totals,
             connections_open: m.connections_open.load(Ordering::Relaxed).max(0) as u64,
             process: m.platform.process_sample(),
+            client_ttl: m.config.client_ttl,
+            oldest_heartbeat_age,
         },
     );
     if let Some(node) = m.node() {
@@ -119,6 +123,10 @@ pub(crate) struct Scrape<'a> {
     pub(crate) connections_open: u64,
     /// `process_*`.
     pub(crate) process: ProcessSample,
+    /// `master_client_ttl_seconds`.
+    pub(crate) client_ttl: Duration,
+    /// `master_client_oldest_heartbeat_age_seconds`.
+    pub(crate) oldest_heartbeat_age: Duration,
 }
 
 fn family(out: &mut Vec<u8>, name: &str, kind: &str, help: &str) {
@@ -340,6 +348,38 @@ pub(crate) fn render_metrics(out: &mut Vec<u8>, s: &Scrape<'_>) {
     out.extend_from_slice(b"process_cpu_seconds_total ");
     push_float(out, s.process.cpu_seconds);
     out.push(b'\n');
+
+    // Client liveness (beyond SPEC §9; docs/api.md): what an alert on a client about to
+    // expire, or expired, needs.
+    float_scalar(
+        out,
+        "master_client_ttl_seconds",
+        "gauge",
+        "Heartbeat age at which an RPC client expires",
+        s.client_ttl,
+    );
+    float_scalar(
+        out,
+        "master_client_oldest_heartbeat_age_seconds",
+        "gauge",
+        "Age of the oldest heartbeat among alive RPC clients (0 with none)",
+        s.oldest_heartbeat_age,
+    );
+    scalar(
+        out,
+        "master_expired_clients_total",
+        "counter",
+        "RPC clients expired for missed heartbeats",
+        s.store.expired_clients,
+    );
+}
+
+fn float_scalar(out: &mut Vec<u8>, name: &str, kind: &str, help: &str, v: Duration) {
+    family(out, name, kind, help);
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    push_float(out, v.as_secs_f64());
+    out.push(b'\n');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,9 +420,21 @@ pub(crate) fn summary_bytes(n: u64) -> String {
 /// The q-quantile (`num/den`) of non-cumulative duration buckets, as printed: `0.25 ms`,
 /// `>10000.00 ms`, or `n/a` without observations.
 pub(crate) fn latency_quantile(buckets: &[u64; NDUR], num: u64, den: u64) -> String {
+    match quantile_bucket(buckets, num, den) {
+        None => "n/a".to_string(),
+        Some(b) => match DURATION_BOUNDS_NS.get(b) {
+            Some(&ns) => format!("{:.2} ms", ns as f64 / 1e6),
+            None => ">10000.00 ms".to_string(),
+        },
+    }
+}
+
+/// The bucket holding the `num/den` quantile of `buckets` (the overflow bucket is
+/// `DURATION_BOUNDS_NS.len()`), or None with no observation.
+pub(crate) fn quantile_bucket(buckets: &[u64; NDUR], num: u64, den: u64) -> Option<usize> {
     let n: u64 = buckets.iter().sum();
     if n == 0 {
-        return "n/a".to_string();
+        return None;
     }
     // ceil(q × n) in exact integer arithmetic.
     let target = (u128::from(n) * u128::from(num)).div_ceil(u128::from(den));
@@ -390,13 +442,10 @@ pub(crate) fn latency_quantile(buckets: &[u64; NDUR], num: u64, den: u64) -> Str
     for (b, &c) in buckets.iter().enumerate() {
         cum += u128::from(c);
         if cum >= target {
-            return match DURATION_BOUNDS_NS.get(b) {
-                Some(&ns) => format!("{:.2} ms", ns as f64 / 1e6),
-                None => ">10000.00 ms".to_string(),
-            };
+            return Some(b);
         }
     }
-    ">10000.00 ms".to_string()
+    Some(NDUR - 1)
 }
 
 /// Renders the eight lines of `/metrics/summary`. `now` holds the counters at the request,

@@ -22,6 +22,7 @@
 
 mod admin;
 mod cluster;
+mod dashboard;
 mod error;
 mod json;
 mod metadata;
@@ -259,6 +260,9 @@ impl Service {
         }
         let (route, raw) = router::route_of(&head.path, self.listener);
         if route == Route::Other {
+            if let Some(to_ui) = dashboard::root_redirect(head) {
+                return answer(route, to_ui);
+            }
             return answer(route, ApiError::NotFound.into_response(route));
         }
         if head.method == Method::Options {
@@ -291,7 +295,7 @@ impl Service {
             }
         }
         let result = match route {
-            Route::Metrics => Ok(text_reply(200, metrics::metrics_text(&self.master))),
+            Route::Metrics => Ok(text_reply(200, metrics::metrics_text(&self.master, now))),
             Route::MetricsSummary => Ok(text_reply(200, metrics::summary_text(&self.master, now))),
             Route::Health => Ok(self.health(head)),
             Route::QueryKey => self.query_key(head),
@@ -316,6 +320,8 @@ impl Service {
             Route::Remove => req.key(head).and_then(|k| self.remove(now, k)),
             Route::RemoveAll => Ok(self.remove_all(now)),
             Route::Metadata => Ok(self.metadata(head, body)),
+            Route::ClusterSummary => Ok(dashboard::cluster_summary(&self.master, now)),
+            Route::Ui => Ok(dashboard::page()),
             Route::Other => Err(ApiError::NotFound),
         };
         result.unwrap_or_else(|e| e.into_response(route))

@@ -174,11 +174,17 @@ fn q_is_zero(v: &[u8]) -> bool {
 /// True when an `Accept` header lists `application/json` (case-insensitive, parameters
 /// ignored) without `q=0` (SPEC §4.9).
 pub(crate) fn accepts_json(head: &RequestHead) -> bool {
+    accepts(head, b"application/json")
+}
+
+/// True when an `Accept` header lists `media` (case-insensitive, parameters ignored)
+/// without `q=0`.
+pub(crate) fn accepts(head: &RequestHead, media_type: &[u8]) -> bool {
     head.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("accept")).any(|(_, v)| {
         v.split(|&b| b == b',').any(|range| {
             let mut parts = range.split(|&b| b == b';');
             let media = trim(parts.next().unwrap_or_default());
-            if !media.eq_ignore_ascii_case(b"application/json") {
+            if !media.eq_ignore_ascii_case(media_type) {
                 return false;
             }
             !parts.any(|p| {

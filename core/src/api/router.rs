@@ -30,6 +30,8 @@ pub(crate) fn route_of(path: &str, listener: Listener) -> (Route, &str) {
         "/get_all_segments" => Route::GetAllSegments,
         "/query_segment" => Route::QuerySegment,
         "/get_segments_detail" => Route::GetSegmentsDetail,
+        "/cluster_summary" => Route::ClusterSummary,
+        "/ui" => Route::Ui,
         _ if listener == Listener::Admin => Route::Other,
         "/api/mount_shm" => Route::MountShm,
         "/api/unmount_shm" => Route::UnmountShm,
@@ -78,7 +80,9 @@ pub(crate) fn allow(route: Route) -> &'static str {
         | Route::QuerySegment
         | Route::GetSegmentsDetail
         | Route::Get
-        | Route::Exist => "GET, HEAD, OPTIONS",
+        | Route::Exist
+        | Route::ClusterSummary
+        | Route::Ui => "GET, HEAD, OPTIONS",
         Route::BatchQueryKeys => "GET, HEAD, POST, OPTIONS",
         Route::MountShm | Route::UnmountShm | Route::Mount | Route::Unmount => "POST, OPTIONS",
         Route::PutJson | Route::PutRaw => "PUT, OPTIONS",
@@ -107,6 +111,8 @@ pub(crate) fn allowed(route: Route, method: Method) -> bool {
                 | Get
                 | Exist
                 | Metadata
+                | ClusterSummary
+                | Ui
         ),
         Method::Post => matches!(route, BatchQueryKeys | MountShm | UnmountShm | Mount | Unmount),
         Method::Put => matches!(route, PutJson | PutRaw | Metadata),

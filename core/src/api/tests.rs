@@ -537,6 +537,7 @@ fn synthetic_gauges() -> crate::store::Gauges {
         segments_mounted: 2,
         segments_unmounting: 1,
         nodes_mounted: 1,
+        oldest_heartbeat_ns: None,
     }
 }
 
@@ -556,6 +557,7 @@ fn metrics_text() {
         successful_evictions: 3,
         evicted_keys: 6,
         evicted_bytes: 6291456,
+        expired_clients: 1,
     };
     let mut out = Vec::new();
     metrics::render_metrics(
@@ -566,6 +568,8 @@ fn metrics_text() {
             totals: &totals,
             connections_open: 2,
             process: crate::platform::ProcessSample { resident_bytes: 1 << 20, cpu_seconds: 0.5 },
+            client_ttl: Duration::from_secs(10),
+            oldest_heartbeat_age: Duration::from_millis(2500),
         },
     );
     let text = String::from_utf8(out).unwrap();
@@ -603,6 +607,9 @@ fn metrics_text() {
         "http_connections_open 2",
         "process_resident_memory_bytes 1048576",
         "process_cpu_seconds_total 0.5",
+        "master_client_ttl_seconds 10",
+        "master_client_oldest_heartbeat_age_seconds 2.5",
+        "master_expired_clients_total 1",
     ] {
         assert!(lines.contains(&expected), "missing {expected}\n{text}");
     }
@@ -660,6 +667,7 @@ fn summary_text() {
         successful_evictions: 2,
         evicted_keys: 6,
         evicted_bytes: 1536,
+        expired_clients: 0,
     };
     let text = metrics::render_summary(&synthetic_gauges(), &store, &cur, &base, 4.2);
     let expected = "Mem Storage: 1.00 MB / 96.00 MB (1.0%)\n\
@@ -1383,7 +1391,7 @@ mod connection_limit {
         d.handle_input(now, b"GET /health HTTP/1.1\r\n\r\n", &mut svc);
         let r = drain(&mut d, &mut svc, now);
         assert!(r.starts_with("HTTP/1.1 200 ") && r.ends_with("OK"), "{r}");
-        let r = String::from_utf8(super::metrics::metrics_text(&master)).unwrap();
+        let r = String::from_utf8(super::metrics::metrics_text(&master, now)).unwrap();
         assert!(r.contains("\nhttp_requests_total{route=\"other\",method=\"other\",code=\"503\"} 1\n"), "{r}");
         assert!(r.contains("\nhttp_connections_open 2\n"), "{r}");
         drop((a, d));
@@ -1623,5 +1631,206 @@ mod cluster_writes {
         conn.handle_input(now, b"PUT /api/put/huge HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n");
         assert!(conn.poll_transfer().is_none());
         assert!(out(&mut conn, now).starts_with("HTTP/1.1 507 "));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dashboard: `/cluster_summary`, `/ui`, a browser's `/` (docs/api.md §4.10).
+
+mod dashboard {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+
+    use crate::config::Config;
+    use crate::http::{Handler, HeadDecision, Method, RequestHead, Response, Version};
+    use crate::platform::FakePlatform;
+    use crate::time::Now;
+
+    use super::super::{Listener, Service};
+    use super::body_str;
+    use crate::master::Master;
+
+    struct Rig {
+        master: Arc<Master>,
+        svc: Service,
+        admin: Service,
+        start: Instant,
+        now: Now,
+    }
+
+    fn rig() -> Rig {
+        let now = Now::new(Instant::now(), 1_700_000_000);
+        let master = Master::new(Config::default(), Arc::new(FakePlatform::new(3)), now);
+        let stats = master.register_worker();
+        let svc = Service::new(master.clone(), Listener::Main, stats.clone());
+        let admin = Service::new(master.clone(), Listener::Admin, stats);
+        Rig { master, svc, admin, start: now.mono, now }
+    }
+
+    fn head(method: Method, target: &str, headers: &[(&str, &str)]) -> RequestHead {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (target.to_string(), None),
+        };
+        RequestHead {
+            method,
+            path,
+            query,
+            version: Version::Http11,
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect(),
+            content_length: None,
+            chunked: false,
+            expect_continue: false,
+        }
+    }
+
+    fn run(svc: &mut Service, now: Now, h: &RequestHead, body: &str, took: Duration) -> Response {
+        let mut req = svc.route(h);
+        let resp = match svc.on_head(now, h, &mut req) {
+            HeadDecision::Buffer => svc.on_request(now, h, &mut req, body.as_bytes()),
+            HeadDecision::Respond(r) | HeadDecision::RespondNow(r) => r,
+            HeadDecision::Stream => {
+                svc.on_body(now, &mut req, body.as_bytes()).unwrap_or_else(|| svc.on_request(now, h, &mut req, &[]))
+            }
+        };
+        svc.on_response_sent(Some(&req), h.method, resp.status, took);
+        resp
+    }
+
+    impl Rig {
+        fn req(&mut self, method: Method, target: &str, body: &str, took: Duration) -> Response {
+            let mut h = head(method, target, &[]);
+            h.content_length = Some(body.len() as u64);
+            run(&mut self.svc, self.now, &h, body, took)
+        }
+
+        fn at(&mut self, ms: u64) {
+            self.now.mono = self.start + Duration::from_millis(ms);
+            self.master.handle_timeout(self.now);
+        }
+
+        fn summary(&mut self) -> Value {
+            let r = run(&mut self.admin, self.now, &head(Method::Get, "/cluster_summary", &[]), "", Duration::ZERO);
+            assert_eq!(r.status, 200);
+            assert_eq!(r.content_type, Some(super::super::reply::CT_JSON));
+            serde_json::from_str(&body_str(&r)).expect("JSON")
+        }
+    }
+
+    #[test]
+    fn the_traffic_history_has_one_window_per_two_seconds_with_rates_and_quantiles() {
+        let mut t = rig();
+        let us = Duration::from_micros;
+        t.req(Method::Post, "/api/mount", "{\"size\":1048576}", us(50));
+        t.at(2000);
+        // Window 2..4 s: four puts (three fast, one slow), two 404s.
+        for (i, took) in [us(50), us(50), us(50), Duration::from_millis(30)].into_iter().enumerate() {
+            let r = t.req(Method::Put, "/api/put", &format!("{{\"key\":\"k{i}\",\"value\":\"v\"}}"), took);
+            assert_eq!(r.status, 200);
+        }
+        for _ in 0..2 {
+            assert_eq!(t.req(Method::Get, "/api/get/missing", "", us(50)).status, 404);
+        }
+        t.at(4000);
+        let s = t.summary();
+        let samples = s["traffic"]["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 2, "{s}");
+        let w = &samples[1];
+        assert_eq!(w["uptime_seconds"], 4.0);
+        assert_eq!(w["window_seconds"], 2.0);
+        assert_eq!(w["requests_per_second"], 3.0, "six responses in 2 s");
+        assert_eq!(w["errors_4xx_per_second"], 1.0);
+        assert_eq!(w["puts_per_second"], 2.0);
+        assert_eq!(w["gets_per_second"], 1.0);
+        assert_eq!(w["p50_ms"], 0.1, "the 100 us bucket");
+        assert_eq!(w["p99_ms"], 50.0, "the slow put's bucket");
+        assert_eq!(samples[0]["p50_ms"], 0.1, "the mount");
+        assert_eq!(s["traffic"]["totals"]["puts"], 4);
+        assert_eq!(s["totals"]["keys"], 4);
+        // A quiet window has no quantiles; the history keeps five minutes.
+        t.at(6000);
+        t.at(8000);
+        let s = t.summary();
+        assert_eq!(s["traffic"]["samples"][2]["p99_ms"], 0.1, "the summary request at 4 s");
+        assert_eq!(s["traffic"]["samples"][3]["p99_ms"], Value::Null);
+        assert_eq!(s["traffic"]["samples"][3]["requests_per_second"], 0.0);
+        for k in 4..200 {
+            t.at(k * 2000);
+        }
+        let s = t.summary();
+        let samples = s["traffic"]["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 150);
+        assert_eq!(samples[149]["uptime_seconds"], 398.0);
+        assert_eq!(s["process"]["uptime_seconds"], 398.0);
+    }
+
+    #[test]
+    fn nodes_segments_and_a_grace_period_left() {
+        let mut t = rig();
+        t.master.set_process_info(crate::ProcessInfo { version: "9.9.9".into(), runtime: "test".into(), workers: 3 });
+        let body = |r: &Response| body_str(r);
+        let a = body(&t.req(Method::Post, "/api/mount", "{\"size\":1048576}", Duration::ZERO));
+        let id = a.split('"').nth(7).unwrap().to_string();
+        t.req(Method::Post, "/api/mount", "{\"size\":2097152}", Duration::ZERO);
+        t.req(Method::Put, "/api/put", "{\"key\":\"k\",\"value\":\"hello\"}", Duration::ZERO);
+        let r = t.req(
+            Method::Post,
+            "/api/unmount",
+            &format!("{{\"segment_ids\":[\"{id}\"],\"grace_period_seconds\":30}}"),
+            Duration::ZERO,
+        );
+        assert_eq!(r.status, 200, "{}", body(&r));
+        t.at(12_000);
+        let s = t.summary();
+        assert_eq!(s["process"]["version"], "9.9.9");
+        assert_eq!(s["process"]["runtime"], "test");
+        assert_eq!(s["process"]["workers"], 3);
+        assert_eq!(s["process"]["mode"], "master");
+        assert_eq!(s["totals"]["nodes"], 1);
+        assert_eq!(s["totals"]["segments"], 2);
+        assert_eq!(s["totals"]["segments_unmounting"], 1);
+        let node = &s["nodes"][0];
+        let segs = node["segments"].as_array().unwrap();
+        let sizes: u64 = segs.iter().map(|x| x["size_bytes"].as_u64().unwrap()).sum();
+        assert_eq!(node["capacity_bytes"], sizes, "a draining segment still counts");
+        let draining = segs.iter().find(|x| x["segment_id"] == id.as_str()).unwrap();
+        assert_eq!(draining["status"], "GRACEFULLY_UNMOUNTING");
+        assert_eq!(draining["grace_remaining_seconds"], 18.0);
+        let other = segs.iter().find(|x| x["segment_id"] != id.as_str()).unwrap();
+        assert_eq!(other["status"], "MOUNTED");
+        assert_eq!(other["grace_remaining_seconds"], Value::Null);
+        let used: u64 = segs.iter().map(|x| x["used_bytes"].as_u64().unwrap()).sum();
+        assert_eq!(used, s["totals"]["used_bytes"].as_u64().unwrap());
+        // Past the deadline the segment is gone from the summary, as from /get_segments_detail.
+        t.at(31_000);
+        let s = t.summary();
+        assert_eq!(s["totals"]["segments"], 1, "{s}");
+    }
+
+    #[test]
+    fn the_page_and_a_browser_root() {
+        let mut t = rig();
+        for svc in [&mut t.svc, &mut t.admin] {
+            let r = run(svc, t.now, &head(Method::Get, "/ui", &[]), "", Duration::ZERO);
+            assert_eq!(r.status, 200);
+            assert_eq!(r.content_type, Some("text/html; charset=utf-8"));
+            assert!(body_str(&r).contains("mc-master"));
+            let browser = head(Method::Get, "/", &[("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")]);
+            let r = run(svc, t.now, &browser, "", Duration::ZERO);
+            assert_eq!(r.status, 303);
+            assert!(r.headers.iter().any(|(n, v)| *n == "Location" && v == "/ui"));
+            // Not a browser, or not a read: an unknown path as before (SPEC §2.3).
+            for h in [
+                head(Method::Get, "/", &[]),
+                head(Method::Get, "/", &[("Accept", "text/html;q=0")]),
+                head(Method::Post, "/", &[("Accept", "text/html")]),
+            ] {
+                assert_eq!(run(svc, t.now, &h, "", Duration::ZERO).status, 404);
+            }
+        }
+        let r = t.req(Method::Post, "/cluster_summary", "", Duration::ZERO);
+        assert_eq!(r.status, 405);
     }
 }

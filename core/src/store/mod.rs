@@ -391,6 +391,16 @@ impl Store {
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Time left at `now` until `ns` (a deadline of [`SegmentInfo`]); zero once passed.
+    pub fn remaining(&self, now: Instant, ns: u64) -> Duration {
+        self.instant(ns).saturating_duration_since(now)
+    }
+
+    /// Time elapsed at `now` since `ns` (a time of [`Gauges`]); zero if it is later.
+    pub fn since(&self, now: Instant, ns: u64) -> Duration {
+        now.saturating_duration_since(self.instant(ns))
+    }
+
     fn instant(&self, ns: u64) -> Instant {
         self.epoch + Duration::from_nanos(ns)
     }

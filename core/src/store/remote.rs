@@ -218,6 +218,7 @@ impl Inner {
                 self.abort(vid, true);
             }
             self.expired_names.push(name);
+            self.counters.expired_clients += 1;
         }
     }
 

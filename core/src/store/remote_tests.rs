@@ -269,10 +269,20 @@ fn client_expiry_unmounts_drops_objects_aborts_writes_and_cleans_metadata() {
         h.advance(Duration::from_secs(1));
         assert_eq!(h.store.client_ping(h.now, C2), ClientStatus::NeedRemount);
     }
-    assert_eq!(h.store.gauges().active_clients, 3);
+    let g = h.store.gauges();
+    assert_eq!(g.active_clients, 3);
+    // The oldest heartbeat is C1's (9 s old), what `master_client_oldest_heartbeat_age_seconds` shows.
+    assert_eq!(g.oldest_heartbeat_ns.map(|ns| h.store.since(h.now, ns)), Some(Duration::from_secs(9)));
+    assert_eq!(h.store.counters().expired_clients, 0);
     h.advance(Duration::from_secs(1));
     let g = h.store.gauges();
     assert_eq!(g.active_clients, 2, "C1 expired 10 s after its last heartbeat");
+    assert_eq!(h.store.counters().expired_clients, 1);
+    assert_eq!(
+        g.oldest_heartbeat_ns.map(|ns| h.store.since(h.now, ns)),
+        Some(Duration::from_secs(1)),
+        "C2 pinged 1 s ago"
+    );
     assert_eq!(h.store.segment_status(Uuid::from_u128(0x51)), None);
     assert_eq!(h.store.query_key("on-n1"), Err(QueryError::NotFound));
     assert_eq!(h.store.query_key("by-c1"), Err(QueryError::NotFound), "its write was aborted");

@@ -295,6 +295,7 @@ impl Inner {
                     protocol: s.protocol,
                     status: s.status(),
                     used: s.used(),
+                    grace_deadline_ns: s.deadline(),
                 }
             })
             .collect();
@@ -324,6 +325,7 @@ impl Inner {
             allocated_bytes,
             total_capacity_bytes,
             active_clients: self.nodes.iter().filter(|n| n.alive).count() as u64,
+            oldest_heartbeat_ns: self.nodes.iter().filter(|n| n.alive).filter_map(|n| n.last_seen).min(),
             ..Gauges::default()
         };
         for s in self.segments.values() {

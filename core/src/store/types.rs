@@ -165,6 +165,9 @@ pub struct SegmentInfo {
     pub status: SegmentStatus,
     /// Bytes occupied by values (0 when UNMOUNTING).
     pub used: u64,
+    /// End of the grace period, while GRACEFULLY_UNMOUNTING (ns since the store epoch;
+    /// [`crate::store::Store::remaining`] turns it into a duration).
+    pub grace_deadline_ns: Option<u64>,
 }
 
 /// Per-node gauges (`segment_*` series, SPEC §9).
@@ -199,6 +202,9 @@ pub struct Gauges {
     pub segments_unmounting: u64,
     /// Distinct node names with a MOUNTED segment.
     pub nodes_mounted: u64,
+    /// The oldest heartbeat among alive RPC clients (ns since the store epoch), if any
+    /// (`master_client_oldest_heartbeat_age_seconds`).
+    pub oldest_heartbeat_ns: Option<u64>,
 }
 
 /// Counters the store keeps itself (the request counters are kept per worker by `crate::api`).
@@ -214,6 +220,8 @@ pub struct StoreCounters {
     pub evicted_keys: u64,
     /// `master_evicted_size_bytes`.
     pub evicted_bytes: u64,
+    /// `master_expired_clients_total`: RPC clients expired for missed heartbeats.
+    pub expired_clients: u64,
 }
 
 /// A segment as an RPC client describes it (`Segment` of the wire protocol, minus `host_id`).
