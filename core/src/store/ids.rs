@@ -44,7 +44,7 @@ impl Hasher for IdHasher {
 }
 
 impl super::shard::ShardKey for ValueId {
-    fn shard(&self) -> usize {
-        self.0.shard()
+    fn spread(&self) -> u64 {
+        self.0.spread()
     }
 }

@@ -358,7 +358,7 @@ impl Inner {
         let descs = replicas.iter().filter_map(|l| self.describe(l, len, false)).collect();
         self.values.insert(
             vid,
-            Value {
+            Box::new(Value {
                 key,
                 len,
                 replicas,
@@ -369,7 +369,7 @@ impl Inner {
                 writer: Some(client),
                 started: now,
                 checksum: None,
-            },
+            }),
         );
         Ok(descs)
     }
@@ -390,7 +390,7 @@ impl Inner {
         };
         self.values.insert(
             vid,
-            Value {
+            Box::new(Value {
                 key,
                 len,
                 replicas: SmallVec::from_elem(loc, 1),
@@ -401,7 +401,7 @@ impl Inner {
                 writer: None,
                 started: now,
                 checksum: None,
-            },
+            }),
         );
         Ok(RemotePut { id: vid.0, endpoint: desc.endpoint, address: desc.address })
     }

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::alloc::Allocator;
 use super::ids::{IdHasher, NodeId, ValueId};
-use super::shard::ShardedMap;
+use super::shard::{ShardedMap, SMALL_SHARDS};
 use super::types::{MountKind, SegmentStatus, UnmountFamily};
 use crate::config::Protocol;
 use crate::platform::Region;
@@ -156,7 +156,7 @@ pub(super) struct Segment {
     /// Values with a replica (or a write in progress) on this segment.
     /// Values with a replica here (dropped when the segment starts unmounting). Hashed by
     /// id: inserted on every write, removed on every free.
-    pub(super) values: ShardedMap<ValueId, (), BuildHasherDefault<IdHasher>>,
+    pub(super) values: ShardedMap<ValueId, (), BuildHasherDefault<IdHasher>, SMALL_SHARDS>,
     /// The same values by offset, on segments of this process only (the data plane's
     /// target finds the allocation a transfer's range falls in).
     pub(super) allocs: BTreeMap<u64, ValueId>,

@@ -52,7 +52,7 @@ pub(super) struct Inner {
     /// with a random key (std's default), because keys come from clients.
     pub(super) current: ShardedMap<Arc<str>, ValueId, RandomState>,
     /// Value records by id, sharded (see `shard`): no single resize moves them all.
-    pub(super) values: ShardedMap<ValueId, Value, BuildHasherDefault<IdHasher>>,
+    pub(super) values: ShardedMap<ValueId, Box<Value>, BuildHasherDefault<IdHasher>>,
     /// Retired values waiting for their lease to expire: (lease deadline, value).
     pub(super) pending: BTreeSet<(u64, ValueId)>,
     /// Next periodic eviction check, while armed.

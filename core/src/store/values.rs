@@ -41,7 +41,7 @@ impl Inner {
         };
         self.values.insert(
             vid,
-            Value {
+            Box::new(Value {
                 key,
                 len,
                 replicas: smallvec![Loc { seg: seg_id, off, rid }],
@@ -52,7 +52,7 @@ impl Inner {
                 writer: None,
                 started: now,
                 checksum: None,
-            },
+            }),
         );
         Ok(out)
     }
