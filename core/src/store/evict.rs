@@ -15,8 +15,8 @@
 //! disarms until the next mutation. So `poll_timeout` may report one check that turns out
 //! to have nothing to do, never a stream of them.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -26,12 +26,20 @@ use super::segment::Placement;
 use super::state::{Inner, EVICTION_PERIOD_NS};
 use super::types::PutError;
 
-/// An eviction candidate.
+/// An eviction candidate: ordered by `(lease, seq)`.
+#[derive(Clone, Copy)]
 struct Candidate {
     lease: u64,
     seq: u64,
-    key: Arc<str>,
     vid: ValueId,
+}
+
+/// Puts the `k` first candidates (by `(lease, seq)`) in front, in no particular order:
+/// a selection, O(n), instead of sorting them all (the pass evicts all `k` anyway).
+fn select_first(cands: &mut [Candidate], k: usize) {
+    if k > 0 && k < cands.len() {
+        cands.select_nth_unstable_by_key(k - 1, |c| (c.lease, c.seq));
+    }
 }
 
 impl Inner {
@@ -50,12 +58,19 @@ impl Inner {
     }
 
     /// Complete values of keys without a visible write, with a replica on a MOUNTED
-    /// segment (of the `only` kind, if given). Returns (candidates at `now` sorted, earliest
-    /// lease of the leased ones).
+    /// segment (of the `only` kind, if given). Returns (candidates at `now`, unordered:
+    /// see [`select_first`]; earliest lease of the leased ones).
     fn candidates(&self, now: u64, only: Option<Placement>) -> (Vec<Candidate>, Option<u64>) {
+        // The admitted segments once, not one B-tree search per replica.
+        let admitted: HashSet<Uuid> = self
+            .segments
+            .values()
+            .filter(|s| s.is_mounted() && only.is_none_or(|p| p.admits(s)))
+            .map(|s| s.id)
+            .collect();
         let mut out = Vec::new();
         let mut next_lease: Option<u64> = None;
-        for (key, obj) in &self.objects {
+        for obj in self.objects.values() {
             if !obj.writes.is_empty() {
                 continue;
             }
@@ -64,8 +79,7 @@ impl Inner {
                 continue;
             };
             debug_assert_eq!(v.state, ValueState::Complete);
-            let on = |s: &super::segment::Segment| s.is_mounted() && only.is_none_or(|p| p.admits(s));
-            if !v.replicas.iter().any(|l| self.segments.get(&l.seg).is_some_and(on)) {
+            if !v.replicas.iter().any(|l| admitted.contains(&l.seg)) {
                 continue;
             }
             let lease = v.shared.lease.load(Ordering::SeqCst);
@@ -73,19 +87,21 @@ impl Inner {
                 next_lease = Some(next_lease.map_or(lease, |n| n.min(lease)));
                 continue;
             }
-            out.push(Candidate { lease, seq: v.seq, key: key.clone(), vid });
+            out.push(Candidate { lease, seq: v.seq, vid });
         }
-        out.sort_unstable_by_key(|c| (c.lease, c.seq));
         (out, next_lease)
     }
 
     /// One pass evicting the first `k` candidates; updates the counters.
-    fn eviction_pass(&mut self, now: u64, cands: &[Candidate], k: usize) {
+    fn eviction_pass(&mut self, now: u64, cands: &mut [Candidate], k: usize) {
         let mut keys = 0;
         let mut bytes = 0;
+        select_first(cands, k);
         for c in &cands[..k.min(cands.len())] {
-            let len = self.values.get(&c.vid).map_or(0, |v| v.len);
-            self.objects.remove(&c.key);
+            let Some((len, key)) = self.values.get(&c.vid).map(|v| (v.len, v.key.clone())) else {
+                continue;
+            };
+            self.objects.remove(&key);
             self.retire(c.vid, now, false);
             keys += 1;
             bytes += len;
@@ -118,10 +134,10 @@ impl Inner {
         let used = self.used_ratio();
         let (h, r) = (self.params.high_watermark, self.params.eviction_ratio);
         if used > h {
-            let (cands, _) = self.candidates(now, None);
+            let (mut cands, _) = self.candidates(now, None);
             let f = r.max(used - h + r);
             let k = Self::share(cands.len(), f);
-            self.eviction_pass(now, &cands, k);
+            self.eviction_pass(now, &mut cands, k);
         }
         self.arm_eviction(now);
     }
@@ -134,19 +150,22 @@ impl Inner {
         if !self.above_watermark() {
             return;
         }
-        let (cands, _) = self.candidates(now, None);
+        let (mut cands, next_lease) = self.candidates(now, None);
+        let mut left = cands.len();
         if !cands.is_empty() {
             let used = self.used_ratio();
             let (h, r) = (self.params.high_watermark, self.params.eviction_ratio);
             let k = Self::share(cands.len(), r.max(used - h + r));
-            self.eviction_pass(now, &cands, k);
+            self.eviction_pass(now, &mut cands, k);
             if !self.above_watermark() {
                 return;
             }
+            // What the scan found minus what was evicted (evicting changes no lease): no
+            // second scan.
+            left -= k.min(left);
         }
-        let (cands, next_lease) = self.candidates(now, None);
         let next = now + EVICTION_PERIOD_NS;
-        self.evict_at = if !cands.is_empty() { Some(next) } else { next_lease.map(|l| l.max(next)) };
+        self.evict_at = if left > 0 { Some(next) } else { next_lease.map(|l| l.max(next)) };
     }
 
     /// After a mutation: arms the periodic check if `used > H` and it is not armed,
@@ -192,12 +211,12 @@ impl Inner {
             if r.is_nan() || r <= 0.0 {
                 return Err(PutError::InsufficientStorage);
             }
-            let (cands, _) = self.candidates(now, Some(place));
+            let (mut cands, _) = self.candidates(now, Some(place));
             if cands.is_empty() {
                 return Err(PutError::InsufficientStorage);
             }
             let k = Self::share(cands.len(), r).max(1);
-            self.eviction_pass(now, &cands, k);
+            self.eviction_pass(now, &mut cands, k);
         }
     }
 }

@@ -91,6 +91,9 @@ pub use types::*;
 /// Largest value `put` copies while holding the write lock; larger ones are copied
 /// unlocked between allocation and completion.
 const SMALL_PUT: usize = 16 * 1024;
+/// Objects one step of a removal of many keys looks at under one hold of the write lock
+/// (about a millisecond at 10M keys; [`Store::remove_all`]).
+const REMOVE_STEP: usize = 2048;
 
 /// The master state shared by all workers.
 pub struct Store {
@@ -759,12 +762,29 @@ impl Store {
 
     /// `DELETE /api/remove_all`: returns the number removed.
     pub fn remove_all(&self, now: Instant) -> u64 {
+        self.remove_stepwise(now, false, &|_| true)
+    }
+
+    /// Removes every removable object whose key satisfies `pick` in steps of
+    /// [`REMOVE_STEP`] objects, each under its own hold of the write lock, so that readers,
+    /// writers and heartbeats are served in between (a single hold took 1.3 s at 1M keys and
+    /// 17 s at 10M). A key written meanwhile is removed if the walk has not passed it yet.
+    pub(super) fn remove_stepwise(&self, now: Instant, force: bool, pick: &dyn Fn(&str) -> bool) -> u64 {
         let now = self.ns(now);
-        self.with_write_at(now, |inner, now| {
-            let n = inner.remove_all(now, false, &|_| true);
-            inner.arm_eviction(now);
-            n
-        })
+        let mut removed = 0;
+        let mut cursor: Option<Arc<str>> = None;
+        loop {
+            let (n, next) = self.with_write_at(now, |inner, now| {
+                let r = inner.remove_some(now, force, pick, cursor.as_deref(), REMOVE_STEP);
+                inner.arm_eviction(now);
+                r
+            });
+            removed += n;
+            match next {
+                Some(k) => cursor = Some(k),
+                None => return removed,
+            }
+        }
     }
 
     /// Replicas of the current complete value (read-only: no lease).

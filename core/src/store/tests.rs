@@ -445,6 +445,41 @@ fn retired_leased_value_is_released_at_lease_expiry() {
     assert_eq!(h.store.poll_timeout(), None);
 }
 
+/// `remove_all` walks the keys in steps of `REMOVE_STEP` under separate lock holds; the
+/// result is that of one walk: every removable key gone, leased and in-progress ones kept,
+/// whichever step they fall in.
+#[test]
+fn remove_all_in_steps_removes_what_one_walk_would() {
+    let h = Harness::new(config());
+    h.mount(64 * MIB);
+    let n = 3 * super::REMOVE_STEP + 17;
+    for i in 0..n {
+        h.put(&format!("k{i:06}"), b"v").unwrap();
+    }
+    // Leased keys on both sides of the step boundaries, and one write in progress.
+    let kept: Vec<String> = [0, super::REMOVE_STEP - 1, super::REMOVE_STEP, 2 * super::REMOVE_STEP + 5, n - 1]
+        .iter()
+        .map(|i| format!("k{i:06}"))
+        .collect();
+    for k in &kept {
+        assert!(h.get(k).is_some());
+    }
+    let w = h.store.begin_write(h.now, "k000100", 1).unwrap();
+    assert_eq!(h.store.remove_all(h.now), (n - kept.len() - 1) as u64);
+    let mut left = kept.clone();
+    left.push("k000100".to_string());
+    left.sort();
+    assert_eq!(h.keys(), left);
+    drop(w);
+    // One step by hand: the cursor is the last key looked at, None at the end.
+    let mut inner = h.store.inner.write().unwrap();
+    let now = inner.last_now;
+    let (removed, next) = inner.remove_some(now, true, &|_| true, None, 2);
+    assert_eq!((removed, next.as_deref()), (2, Some("k000100")));
+    let (removed, next) = inner.remove_some(now, true, &|_| true, next.as_deref(), 100);
+    assert_eq!((removed, next), (4, None));
+}
+
 #[test]
 fn remove_all_skips_leased_and_in_progress() {
     let h = Harness::new(config());

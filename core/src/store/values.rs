@@ -245,21 +245,45 @@ impl Inner {
         Ok(())
     }
 
-    /// Removes every object with a complete value, no unexpired lease (unless `force`) and no
-    /// write in progress, whose key satisfies `pick` (SPEC §6.7). Returns the number removed.
-    pub(super) fn remove_all(&mut self, now: u64, force: bool, pick: &dyn Fn(&str) -> bool) -> u64 {
-        let doomed: Vec<(Arc<str>, ValueId)> = self
-            .objects
-            .iter()
-            .filter(|(k, o)| o.writes.is_empty() && pick(k))
-            .filter_map(|(k, o)| Some((k.clone(), o.current?)))
-            .filter(|&(_, vid)| force || !self.leased(vid, now))
-            .collect();
+    /// One step of a removal of every removable object whose key satisfies `pick`: looks at
+    /// up to `scan` objects in key order after `after` (from the first without it), removes
+    /// those with a complete value, no write in progress and (unless `force`) no lease.
+    /// Returns the number removed and the last key looked at, or None when the end was
+    /// reached. [`crate::store::Store::remove_all`] runs it step by step, releasing the lock
+    /// in between (docs/api.md §5.11).
+    pub(super) fn remove_some(
+        &mut self,
+        now: u64,
+        force: bool,
+        pick: &dyn Fn(&str) -> bool,
+        after: Option<&str>,
+        scan: usize,
+    ) -> (u64, Option<Arc<str>>) {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut last: Option<Arc<str>> = None;
+        let mut seen = 0;
+        let mut doomed: Vec<(Arc<str>, ValueId)> = Vec::new();
+        for (k, o) in self.objects.range::<str, _>((start, Bound::Unbounded)) {
+            if seen == scan {
+                break;
+            }
+            seen += 1;
+            last = Some(k.clone());
+            if !o.writes.is_empty() || !pick(k) {
+                continue;
+            }
+            let Some(vid) = o.current else { continue };
+            if force || !self.leased(vid, now) {
+                doomed.push((k.clone(), vid));
+            }
+        }
+        let more = seen == scan;
         for (key, vid) in &doomed {
             self.objects.remove(key);
             self.retire(*vid, now, false);
         }
-        doomed.len() as u64
+        (doomed.len() as u64, last.filter(|_| more))
     }
 
     /// Drops the replica of `vid` on the segment `seg`, which became UNMOUNTING (SPEC §7):
