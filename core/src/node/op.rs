@@ -340,7 +340,7 @@ impl OpRun {
                     .collect();
                 let cid = client::uuid(self.id.client_id);
                 let tenant = Value::str(&self.id.tenant);
-                let all = Value::Int(client::REPLICA_TYPE_ALL);
+                let all = Value::Int(client::REPLICA_TYPE_MEMORY);
                 if failed.is_empty() {
                     self.state = State::PutEnding;
                     Step::Call(Rpc::UpsertEnd, vec![cid, client::object_meta(&key), all, tenant])

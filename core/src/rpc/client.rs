@@ -207,8 +207,10 @@ pub fn object_meta(key: &str) -> Value {
     Value::Struct(vec![Value::str(key), Value::opt(None)])
 }
 
-/// `ReplicaType::ALL` (PutEnd, PutRevoke).
-pub const REPLICA_TYPE_ALL: i64 = 0;
+/// `ReplicaType::MEMORY` (PutEnd, PutRevoke of memory replicas, what a store node writes).
+pub const REPLICA_TYPE_MEMORY: i64 = 0;
+/// `ReplicaType::ALL` (what upstream's Python client sends).
+pub const REPLICA_TYPE_ALL: i64 = 4;
 
 /// `ClientStatus::NEED_REMOUNT` of a Ping reply.
 pub const NEED_REMOUNT: i64 = 2;
