@@ -71,9 +71,10 @@ mod types;
 mod values;
 
 use std::ops::Bound;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -98,6 +99,8 @@ const REMOVE_STEP: usize = 2048;
 /// The master state shared by all workers.
 pub struct Store {
     inner: RwLock<Inner>,
+    /// Threads blocked waiting for `inner` (see [`Store::let_waiters_in`]).
+    waiting: AtomicUsize,
     platform: Arc<dyn Platform>,
     epoch: Instant,
     client_id: Uuid,
@@ -373,6 +376,7 @@ impl Store {
         };
         Self {
             inner: RwLock::new(Inner::new(params, config.node_name.clone(), client_id)),
+            waiting: AtomicUsize::new(0),
             platform,
             epoch: now,
             client_id,
@@ -409,12 +413,48 @@ impl Store {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+        match self.inner.try_read() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.waiting.fetch_add(1, Ordering::SeqCst);
+                let g = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                g
+            }
+        }
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        match self.inner.try_write() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.waiting.fetch_add(1, Ordering::SeqCst);
+                let g = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                g
+            }
+        }
+    }
+
+    /// Between two steps of a long operation (the lock released): lets every thread that was
+    /// blocked on the lock take it before the next step does. Without this the stepping
+    /// thread took the lock back within nanoseconds, before a woken reader ran, and a
+    /// `/query_key` waited for a whole 10M-key `remove_all` although it was cut in steps.
+    /// Bounded: after a few hundred yields the next step goes ahead anyway.
+    fn let_waiters_in(&self) {
+        for _ in 0..256 {
+            if self.waiting.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// Runs `f` under the write lock; mappings it removed are unmapped after unlocking.
     fn with_write<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.write();
         let r = f(&mut guard);
         let garbage = std::mem::take(&mut guard.garbage);
         let changed = std::mem::take(&mut guard.buffers_changed);
@@ -784,6 +824,7 @@ impl Store {
                 Some(k) => cursor = Some(k),
                 None => return removed,
             }
+            self.let_waiters_in();
         }
     }
 
