@@ -250,32 +250,10 @@ if [ -n "$REPORT_ONLY" ]; then
   exit 0
 fi
 
-# ---- what upstream needs (as benches/setup.sh, without wrk) ----
+# ---- what upstream needs (benches/setup.sh; this benchmark does not use wrk) ----
 if [ -n "$UP_CLIENTS" ]; then
-  if ! ldconfig -p 2>/dev/null | grep -q 'libibverbs.so.1'; then
-    if [ "$(id -u)" != 0 ]; then
-      say "missing Debian package libibverbs1 (upstream's master links it): sudo apt-get install libibverbs1, or --no-upstream"
-      exit 1
-    fi
-    say "apt-get install libibverbs1"
-    apt-get install -y -qq libibverbs1 >/dev/null 2>&1 || {
-      apt-get update -qq >/dev/null 2>&1
-      apt-get install -y -qq libibverbs1 >/dev/null
-    }
-  fi
-  if [ -z "$VENV" ]; then
-    if target/tmp/rpc-upstream-venv/bin/python -c 'import mooncake.store' 2>/dev/null; then
-      VENV=target/tmp/rpc-upstream-venv
-    else
-      VENV=target/bench-venv
-    fi
-  fi
-  if ! "$VENV/bin/python" -c 'import mooncake.store' 2>/dev/null; then
-    say "installing upstream's wheel into $VENV"
-    mkdir -p "$(dirname "$VENV")"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check mooncake-transfer-engine-non-cuda
-  fi
+  # shellcheck source=benches/setup.sh
+  SETUP_NO_WRK=1 . benches/setup.sh "$VENV"
   UP_BIN=$("$VENV/bin/python" -c 'import mooncake, os; print(os.path.join(os.path.dirname(mooncake.__file__), "mooncake_master"))')
   [ -x "$UP_BIN" ] || { say "no mooncake_master in $VENV"; exit 1; }
   say "upstream: $UP_BIN"

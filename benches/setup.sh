@@ -3,9 +3,10 @@
 # upstream's wheel mooncake-transfer-engine-non-cuda into a venv. Sets VENV: $1 when given,
 # else target/tmp/rpc-upstream-venv when the upstream tests already filled it, else
 # target/bench-venv. Needs say() and the repository root as the current directory.
+# SETUP_NO_WRK=1: wrk is not needed (clients.sh).
 
 need_pkgs=()
-command -v wrk >/dev/null || need_pkgs+=(wrk)
+[ -n "${SETUP_NO_WRK:-}" ] || command -v wrk >/dev/null || need_pkgs+=(wrk)
 ldconfig -p 2>/dev/null | grep -q 'libibverbs.so.1' || need_pkgs+=(libibverbs1)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
