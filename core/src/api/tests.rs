@@ -732,7 +732,7 @@ mod handler {
         rig_with(Config::default())
     }
 
-    fn head(method: Method, target: &str) -> RequestHead {
+    pub(super) fn head(method: Method, target: &str) -> RequestHead {
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p.to_string(), Some(q.to_string())),
             None => (target.to_string(), None),
@@ -1644,7 +1644,7 @@ mod dashboard {
     use serde_json::Value;
 
     use crate::config::Config;
-    use crate::http::{Handler, HeadDecision, Method, RequestHead, Response, Version};
+    use crate::http::{Handler, HeadDecision, Method, RequestHead, Response};
     use crate::platform::FakePlatform;
     use crate::time::Now;
 
@@ -1670,20 +1670,9 @@ mod dashboard {
     }
 
     fn head(method: Method, target: &str, headers: &[(&str, &str)]) -> RequestHead {
-        let (path, query) = match target.split_once('?') {
-            Some((p, q)) => (p.to_string(), Some(q.to_string())),
-            None => (target.to_string(), None),
-        };
-        RequestHead {
-            method,
-            path,
-            query,
-            version: Version::Http11,
-            headers: headers.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect(),
-            content_length: None,
-            chunked: false,
-            expect_continue: false,
-        }
+        let mut h = super::handler::head(method, target);
+        h.headers = headers.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect();
+        h
     }
 
     fn run(svc: &mut Service, now: Now, h: &RequestHead, body: &str, took: Duration) -> Response {

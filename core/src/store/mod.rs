@@ -74,7 +74,7 @@ use std::ops::Bound;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::{LockResult, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError, TryLockResult};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -413,25 +413,23 @@ impl Store {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        match self.inner.try_read() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                self.waiting.fetch_add(1, Ordering::SeqCst);
-                let g = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
-                g
-            }
-        }
+        self.counted(self.inner.try_read(), || self.inner.read())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
-        match self.inner.try_write() {
+        self.counted(self.inner.try_write(), || self.inner.write())
+    }
+
+    /// A guard of `inner`: `attempt` when it got one, else `block()`, counted in `waiting`
+    /// while it blocks (see [`Store::let_waiters_in`]). Poisoning is ignored: the state is
+    /// left as the last mutation made it, as everywhere in the store.
+    fn counted<G>(&self, attempt: TryLockResult<G>, block: impl FnOnce() -> LockResult<G>) -> G {
+        match attempt {
             Ok(g) => g,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
             Err(TryLockError::WouldBlock) => {
                 self.waiting.fetch_add(1, Ordering::SeqCst);
-                let g = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+                let g = block().unwrap_or_else(PoisonError::into_inner);
                 self.waiting.fetch_sub(1, Ordering::SeqCst);
                 g
             }
