@@ -323,6 +323,11 @@ fn client_life_cycle_as_the_upstream_client_sees_it() {
     assert_eq!(h.call("GetReplicaList", vec![s("nope"), s("default")]), err(-704));
     let batch = h.call("BatchExistKey", vec![Value::List(vec![s("k1"), s("nope")]), s("default")]);
     assert_eq!(batch, Value::List(vec![Value::ok(Value::Bool(true)), Value::ok(Value::Bool(false))]));
+    // A newer client's lease-free checks answer the same (ExistKey grants no lease here).
+    assert_eq!(h.call("ProbeKey", vec![s("k1"), s("default")]), Value::ok(Value::Bool(true)));
+    assert_eq!(h.call("ProbeKey", vec![s("nope"), s("default")]), Value::ok(Value::Bool(false)));
+    let probed = h.call("BatchProbeKey", vec![Value::List(vec![s("k1"), s("nope")]), s("default")]);
+    assert_eq!(probed, batch);
     // Batch put of two keys, one revoked.
     let keys = Value::List(vec![s("b1"), s("b2")]);
     let lens = Value::List(vec![Value::UInt(3), Value::UInt(3)]);

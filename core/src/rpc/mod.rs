@@ -35,7 +35,9 @@ pub use frame::{
 pub use md5::{md5_concat, md5_hash32};
 pub use pack::{decode, decode_with, encode, encode_with, BufInfo, DecodeError, Mismatch, Style, Ty, Value};
 pub use service::{RpcService, SERVICE_VERSION};
-pub use types::{function_id, info, lookup, method_name, Rpc, RpcDef, RpcInfo, CLIENT_METHODS, RPCS};
+pub use types::{
+    function_id, info, lookup, method_name, Rpc, RpcDef, RpcInfo, CLIENT_METHODS, NEWER_CLIENT_METHODS, RPCS,
+};
 
 /// Every wire type of the Mooncake RPC surface.
 pub mod wire {

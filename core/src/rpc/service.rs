@@ -260,8 +260,12 @@ impl RpcService {
             }
             Rpc::QuerySegmentStatusById => segment_status(store.segment_status(uuid(arg(0)?)?)),
             Rpc::QuerySegmentStatus => segment_status(store.segment_status_by_name(&text(arg(0)?)?)),
-            Rpc::ExistKey => self.exist(arg(0)?)?,
-            Rpc::BatchExistKey => Value::List(list(arg(0)?)?.iter().map(|k| self.exist(k)).collect::<Result<_, _>>()?),
+            // ExistKey grants no lease here, so ProbeKey (a newer client's lease-free check)
+            // is the same question; both count as existence checks.
+            Rpc::ExistKey | Rpc::ProbeKey => self.exist(arg(0)?)?,
+            Rpc::BatchExistKey | Rpc::BatchProbeKey => {
+                Value::List(list(arg(0)?)?.iter().map(|k| self.exist(k)).collect::<Result<_, _>>()?)
+            }
             Rpc::GetReplicaList => self.get(now, arg(0)?)?,
             Rpc::BatchGetReplicaList => {
                 Value::List(list(arg(0)?)?.iter().map(|k| self.get(now, k)).collect::<Result<_, _>>()?)

@@ -162,7 +162,15 @@ rpc_table! {
     UnmountLocalDiskSegment(UUID) -> X_VOID, false;
     OffloadObjectHeartbeat(UUID, Ty::Bool) -> Ty::Expected(&Ty::Vec(&OFFLOAD_TASK_ITEM), &ERROR_CODE), false;
     PollRemoveAll(UUID) -> X_BOOL, false;
+    // Newer clients (after 0.3.13; upstream-ha.md "Related changes"): lease-free twins of
+    // ExistKey / BatchExistKey, same shapes. Not in rpc-spec's table.
+    ProbeKey(Ty::Str, Ty::Str) -> X_BOOL, true;
+    BatchProbeKey(STRS, Ty::Str) -> Ty::Vec(&X_BOOL), true;
 }
+
+/// Methods of clients newer than the one rpc-spec was read from, served by name (their ids
+/// are the same hash of the name).
+pub const NEWER_CLIENT_METHODS: [&str; 2] = ["ProbeKey", "BatchProbeKey"];
 
 /// Every method name the upstream client binary knows (65), for naming ids in logs and tests.
 pub const CLIENT_METHODS: [&str; 65] = [
@@ -235,7 +243,7 @@ pub const CLIENT_METHODS: [&str; 65] = [
 
 /// The name of a function id the client knows, if any.
 pub fn method_name(id: u32) -> Option<&'static str> {
-    CLIENT_METHODS.iter().copied().find(|m| function_id(m) == id)
+    CLIENT_METHODS.iter().chain(&NEWER_CLIENT_METHODS).copied().find(|m| function_id(m) == id)
 }
 
 /// An RPC with its request and response types resolved and their literals and hashes cached.
