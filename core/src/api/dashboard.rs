@@ -3,8 +3,6 @@
 //! refreshes from (nodes and segments, totals, the process, and the traffic history the
 //! master keeps in 2 s windows). The page is embedded: nothing is fetched from elsewhere.
 
-use std::time::Duration;
-
 use crate::http::{Method, RequestHead, Response};
 use crate::master::{lock, HistoryPoint, Master, HISTORY_INTERVAL};
 use crate::stats::{Ctr, DURATION_BOUNDS_NS, NDUR};
@@ -62,7 +60,7 @@ pub(super) fn cluster_summary(m: &Master, now: Now) -> Response {
     out.extend_from_slice(b",\"workers\":");
     push_u64(&mut out, info.workers as u64);
     out.extend_from_slice(b",\"uptime_seconds\":");
-    push_f64(&mut out, seconds(now.mono.saturating_duration_since(m.start)));
+    push_f64(&mut out, now.mono.saturating_duration_since(m.start).as_secs_f64());
     out.extend_from_slice(b",\"resident_memory_bytes\":");
     push_u64(&mut out, process.resident_bytes);
     out.extend_from_slice(b",\"cpu_seconds\":");
@@ -95,16 +93,14 @@ pub(super) fn cluster_summary(m: &Master, now: Now) -> Response {
     }
 
     out.extend_from_slice(b"],\"traffic\":{\"interval_seconds\":");
-    push_f64(&mut out, seconds(HISTORY_INTERVAL));
+    push_f64(&mut out, HISTORY_INTERVAL.as_secs_f64());
     out.extend_from_slice(b",\"samples\":[");
     {
         let history = lock(&m.history);
-        let mut first = true;
-        for (a, b) in history.iter().zip(history.iter().skip(1)) {
-            if !first {
+        for (i, (a, b)) in history.iter().zip(history.iter().skip(1)).enumerate() {
+            if i > 0 {
                 out.push(b',');
             }
-            first = false;
             push_window(&mut out, m, a, b);
         }
     }
@@ -170,7 +166,7 @@ fn push_node(out: &mut Vec<u8>, m: &Master, now: Now, group: &[SegmentInfo]) {
         push_u64(out, s.used);
         out.extend_from_slice(b",\"grace_remaining_seconds\":");
         match s.grace_deadline_ns {
-            Some(ns) => push_f64(out, seconds(m.store.remaining(now.mono, ns))),
+            Some(ns) => push_f64(out, m.store.remaining(now.mono, ns).as_secs_f64()),
             None => out.extend_from_slice(b"null"),
         }
         out.push(b'}');
@@ -182,11 +178,11 @@ fn push_node(out: &mut Vec<u8>, m: &Master, now: Now, group: &[SegmentInfo]) {
 /// requests answered in it (the upper bound of their duration bucket, in ms; 10 000 ms
 /// stands for anything longer).
 fn push_window(out: &mut Vec<u8>, m: &Master, a: &HistoryPoint, b: &HistoryPoint) {
-    let window = seconds(b.snap.at.saturating_duration_since(a.snap.at)).max(1e-9);
+    let window = b.snap.at.saturating_duration_since(a.snap.at).as_secs_f64().max(1e-9);
     let rate = |x: u64, y: u64| y.saturating_sub(x) as f64 / window;
     let ctr = |c: Ctr| rate(a.snap.ctr(c), b.snap.ctr(c));
     out.extend_from_slice(b"{\"uptime_seconds\":");
-    push_f64(out, seconds(b.snap.at.saturating_duration_since(m.start)));
+    push_f64(out, b.snap.at.saturating_duration_since(m.start).as_secs_f64());
     out.extend_from_slice(b",\"window_seconds\":");
     push_f64(out, window);
     out.extend_from_slice(b",\"requests_per_second\":");
@@ -220,8 +216,4 @@ fn push_window(out: &mut Vec<u8>, m: &Master, a: &HistoryPoint, b: &HistoryPoint
     out.extend_from_slice(b",\"evictions_per_second\":");
     push_f64(out, rate(a.evicted_keys, b.evicted_keys));
     out.push(b'}');
-}
-
-fn seconds(d: Duration) -> f64 {
-    d.as_secs_f64()
 }

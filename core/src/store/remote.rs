@@ -50,8 +50,10 @@ impl Inner {
                 n.name = name.to_string();
             }
             n.last_seen = Some(now);
+            self.note_seen(now);
             return id;
         }
+        self.note_seen(now);
         self.nodes.push(Node {
             name: name.to_string(),
             client_id: client,
@@ -163,12 +165,7 @@ impl Inner {
         if matches!(seg.state, SegState::Unmounting) {
             return Err(ErrorCode::UnavailableInCurrentStatus);
         }
-        seg.set_grace(now.saturating_add(grace));
-        let deadline = seg.deadline();
-        self.note_grace(deadline);
-        if deadline.is_some_and(|d| d <= now) {
-            self.begin_unmounting(now, id);
-        }
+        self.start_grace(now, id, now.saturating_add(grace));
         Ok(())
     }
 
@@ -188,17 +185,11 @@ impl Inner {
         }
     }
 
-    /// A client was seen at `now` (mounted, remounted): its expiry may be the next one.
-    pub(super) fn note_seen(&mut self, now: u64) {
+    /// A client registered or revived at `now` (`client_node`, the only way a node becomes
+    /// alive): its expiry may be the next one. Later heartbeats only move expiries later.
+    fn note_seen(&mut self, now: u64) {
         let at = now.saturating_add(self.params.client_ttl);
         self.expiry_hint = Some(self.expiry_hint.map_or(at, |h| h.min(at)));
-    }
-
-    /// A segment's grace deadline was set or shortened.
-    pub(super) fn note_grace(&mut self, deadline: Option<u64>) {
-        if let Some(d) = deadline {
-            self.grace_hint = Some(self.grace_hint.map_or(d, |h| h.min(d)));
-        }
     }
 
     /// Earliest expiry of an alive remote node (a scan of every node: see `expiry_hint`).
@@ -547,20 +538,12 @@ impl Store {
 
     /// `MountSegment` of an RPC client. Returns whether a new segment was created.
     pub fn client_mount(&self, now: Instant, client: Uuid, seg: &RemoteSegment) -> Result<bool, ErrorCode> {
-        self.rpc_write(now, |inner, now| {
-            let r = inner.mount_remote(now, client, seg);
-            inner.note_seen(now);
-            r
-        })
+        self.rpc_write(now, |inner, now| inner.mount_remote(now, client, seg))
     }
 
     /// `ReMountSegment`. Returns the number of segments created.
     pub fn client_remount(&self, now: Instant, client: Uuid, segs: &[RemoteSegment]) -> Result<u64, ErrorCode> {
-        self.rpc_write(now, |inner, now| {
-            let r = inner.remount_remote(now, client, segs);
-            inner.note_seen(now);
-            r
-        })
+        self.rpc_write(now, |inner, now| inner.remount_remote(now, client, segs))
     }
 
     /// `UnmountSegment` (immediate; unknown ids succeed).

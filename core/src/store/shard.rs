@@ -10,11 +10,11 @@
 //! fill every shard to exactly the same size, so all of them reached their threshold within
 //! the same 64 inserts: the whole table moved in one burst again (a p99 of 25-30 ms at
 //! 120k puts/s, one single-threaded put after another taking 1-4 ms at 458k and 890k keys).
-//! [`ShardKey::shard`] therefore scrambles its input with a 64-bit finalizer (splitmix64's):
+//! [`ShardKey::spread`] therefore scrambles its input with a 64-bit finalizer (splitmix64's):
 //! the shards' sizes then spread like random draws, about ±sqrt(n/1024), and their
 //! doublings spread over a few hundred thousand inserts, each one small.
 //!
-//! The shard is chosen by [`ShardKey::shard`], a cheap function of the key that is not
+//! The shard is chosen by [`ShardKey::shard_of`], a cheap function of the key that is not
 //! keyed: someone choosing keys could put them all in one shard, which is no worse than
 //! one unsharded map, and within a shard the map's own hasher (SipHash with a random key
 //! for client-chosen strings) still spreads them.

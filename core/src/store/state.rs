@@ -179,7 +179,7 @@ impl Inner {
         let deadline = now.saturating_add(grace);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(seg) = self.segments.get_mut(id) else {
+            let Some(seg) = self.segments.get(id) else {
                 out.push(false);
                 continue;
             };
@@ -189,15 +189,32 @@ impl Inner {
             }
             out.push(true);
             // UNMOUNTING already: nothing to do; otherwise start or shorten the grace period.
-            if seg.set_grace(deadline) {
-                let d = seg.deadline();
-                self.note_grace(d);
-                if d.is_some_and(|d| d <= now) {
-                    self.begin_unmounting(now, *id);
-                }
-            }
+            self.start_grace(now, *id, deadline);
         }
         out
+    }
+
+    /// Starts or shortens the grace period of segment `id` to end at `deadline` (nothing
+    /// when it is UNMOUNTING already); one that ends at once (`deadline <= now`) unmounts now.
+    pub(super) fn start_grace(&mut self, now: u64, id: Uuid, deadline: u64) {
+        let Some(seg) = self.segments.get_mut(&id) else {
+            return;
+        };
+        if !seg.set_grace(deadline) {
+            return;
+        }
+        let d = seg.deadline();
+        if let Some(d) = d {
+            self.grace_hint = Some(self.grace_hint.map_or(d, |h| h.min(d)));
+        }
+        if d.is_some_and(|d| d <= now) {
+            self.begin_unmounting(now, id);
+        }
+    }
+
+    /// The earliest grace deadline of any segment (a scan: see `grace_hint`).
+    fn next_grace(&self) -> Option<u64> {
+        self.segments.values().filter_map(Segment::deadline).min()
     }
 
     /// Any state → UNMOUNTING: replicas dropped, writes aborted, the record removed at once
@@ -212,17 +229,14 @@ impl Inner {
         let ended = seg.deadline();
         seg.state = SegState::Unmounting;
         self.buffers_changed |= seg.mapping.is_some();
-        if ended.is_some() && ended == self.grace_hint {
-            // The earliest grace period ended early: the next one (one scan, only then).
-            self.grace_hint = self.segments.values().filter_map(Segment::deadline).min();
-        }
-        let Some(seg) = self.segments.get_mut(&id) else {
-            return;
-        };
         // In id (write) order, as before the set was hashed.
         seg.allocs.clear();
         let mut values: Vec<ValueId> = std::mem::take(&mut seg.values).keys().copied().collect();
         values.sort_unstable();
+        if ended.is_some() && ended == self.grace_hint {
+            // The earliest grace period ended early: the next one (one scan, only then).
+            self.grace_hint = self.next_grace();
+        }
         log::debug!("segment {id} unmounting: {} values dropped", values.len());
         for vid in values {
             self.drop_replica(now, id, vid);
@@ -266,7 +280,7 @@ impl Inner {
             for id in due {
                 self.begin_unmounting(now, id);
             }
-            self.grace_hint = self.segments.values().filter_map(Segment::deadline).min();
+            self.grace_hint = self.next_grace();
         }
         while let Some(&(at, vid)) = self.pending.first() {
             if at > now {
