@@ -26,8 +26,6 @@ import datetime
 import json
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -72,42 +70,9 @@ def cpu_s(pid):
         return None
 
 
-def port_free(port):
-    s = socket.socket()
-    try:
-        s.bind((HOST, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def wait_port(port, timeout, proc):
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-def stop(proc, wait=20):
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=wait)
-    except Exception:
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        except Exception:
-            pass
+# Port and process helpers shared with the load benchmark (same directory layout: benches/).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "load"))
+from load import port_free, stop, wait_port  # noqa: E402
 
 
 def fmt_keys(n):
@@ -149,7 +114,7 @@ class Client:
                 self.proc.wait(timeout=10)
             except Exception:
                 pass
-        stop(self.proc)
+        stop(self.proc, wait=20)
         return hb
 
 
@@ -197,7 +162,7 @@ class Master:
         return "%s:%d" % (HOST, self.rpc_port)
 
     def stop(self):
-        stop(self.proc)
+        stop(self.proc, wait=20)
         self.logf.close()
 
 
