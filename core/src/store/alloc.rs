@@ -50,6 +50,28 @@ impl Allocator {
         Some(boff)
     }
 
+    /// Takes exactly `[off, off + len)` (≥ 1 byte) if it is free; false otherwise. A standby
+    /// restores a replicated value at the place its leader allocated (`journal.rs`).
+    pub(super) fn reserve(&mut self, off: u64, len: u64) -> bool {
+        let Some(end) = off.checked_add(len) else { return false };
+        if len == 0 || end > self.size {
+            return false;
+        }
+        let Some((&foff, &flen)) = self.by_offset.range(..=off).next_back() else { return false };
+        if foff + flen < end {
+            return false;
+        }
+        self.remove_free(foff, flen);
+        if foff < off {
+            self.insert_free(foff, off - foff);
+        }
+        if end < foff + flen {
+            self.insert_free(end, foff + flen - end);
+        }
+        self.used += len;
+        true
+    }
+
     /// Returns `[off, off + len)`, which must have come from [`Allocator::alloc`].
     pub(super) fn free(&mut self, off: u64, len: u64) {
         debug_assert!(len > 0 && off + len <= self.size && self.used >= len);

@@ -55,6 +55,9 @@
 mod alloc;
 mod evict;
 mod ids;
+mod journal;
+#[cfg(test)]
+mod journal_tests;
 mod metadata;
 #[cfg(test)]
 mod model_tests;
@@ -86,6 +89,7 @@ use object::ValueShared;
 use segment::{split_chunks, Mapping, SegShared};
 use state::{Inner, NewSegment, Params};
 
+pub use journal::{HaBatch, HaOp, Journal, ObjectRecord, SegmentRecord};
 pub use metadata::{Metadata, MetadataPut};
 pub use types::*;
 

@@ -60,6 +60,7 @@ impl Inner {
             alive: true,
             last_seen: Some(now),
             remounted: false,
+            restored: false,
         });
         let id = NodeId(self.nodes.len() - 1);
         self.clients.insert(client, id);
@@ -110,6 +111,7 @@ impl Inner {
                 allocs: Default::default(),
             },
         );
+        self.ha_segment(seg.id);
         Ok(true)
     }
 
@@ -187,7 +189,7 @@ impl Inner {
 
     /// A client registered or revived at `now` (`client_node`, the only way a node becomes
     /// alive): its expiry may be the next one. Later heartbeats only move expiries later.
-    fn note_seen(&mut self, now: u64) {
+    pub(super) fn note_seen(&mut self, now: u64) {
         let at = now.saturating_add(self.params.client_ttl);
         self.expiry_hint = Some(self.expiry_hint.map_or(at, |h| h.min(at)));
     }
@@ -477,10 +479,15 @@ impl Inner {
             .iter()
             .filter(|l| {
                 self.segments.get(&l.seg).is_some_and(|s| (self.params.cluster || s.is_remote()) && s.is_live())
+                    && !self.hidden_segment(l.seg)
             })
             .filter_map(|l| self.describe(l, v.len, true))
             .collect();
         if replicas.is_empty() {
+            if v.replicas.iter().any(|l| self.hidden_segment(l.seg)) {
+                // Restored after a failover; its owner has not remounted yet (docs/ha.md).
+                return Err(ErrorCode::ReplicaNotReady);
+            }
             // Stored in this process's memory, which RPC readers cannot reach (no data plane).
             return Err(ErrorCode::ObjectNotFound);
         }
@@ -538,12 +545,24 @@ impl Store {
 
     /// `MountSegment` of an RPC client. Returns whether a new segment was created.
     pub fn client_mount(&self, now: Instant, client: Uuid, seg: &RemoteSegment) -> Result<bool, ErrorCode> {
-        self.rpc_write(now, |inner, now| inner.mount_remote(now, client, seg))
+        self.rpc_write(now, |inner, now| {
+            let r = inner.mount_remote(now, client, seg);
+            if r.is_ok() {
+                inner.confirm_client(client);
+            }
+            r
+        })
     }
 
     /// `ReMountSegment`. Returns the number of segments created.
     pub fn client_remount(&self, now: Instant, client: Uuid, segs: &[RemoteSegment]) -> Result<u64, ErrorCode> {
-        self.rpc_write(now, |inner, now| inner.remount_remote(now, client, segs))
+        self.rpc_write(now, |inner, now| {
+            let r = inner.remount_remote(now, client, segs);
+            if r.is_ok() {
+                inner.confirm_client(client);
+            }
+            r
+        })
     }
 
     /// `UnmountSegment` (immediate; unknown ids succeed).

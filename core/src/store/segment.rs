@@ -49,6 +49,9 @@ pub(super) struct Node {
     /// Remote nodes: ReMountSegment seen since registration (Ping answers OK, else
     /// NEED_REMOUNT), as upstream.
     pub(super) remounted: bool,
+    /// Restored from the replicated state of a former leader (HA): its replicas are hidden
+    /// from readers until the client mounts or remounts here (`journal.rs`).
+    pub(super) restored: bool,
 }
 
 /// One platform mapping; several segments (chunks of one mount) may share it.
@@ -244,6 +247,15 @@ impl Segment {
     }
 
     /// Records a new allocation at `off` (segments of this process keep an offset index).
+    /// Takes `[off, off + len)` in a segment that still allocates or drains (a standby
+    /// restoring a replica); false when the range is not free or the segment is unmounting.
+    pub(super) fn mounted_or_draining_reserve(&mut self, off: u64, len: u64) -> bool {
+        match &mut self.state {
+            SegState::Mounted { alloc } | SegState::GracefullyUnmounting { alloc, .. } => alloc.reserve(off, len),
+            SegState::Unmounting => false,
+        }
+    }
+
     pub(super) fn add_value(&mut self, vid: ValueId, off: u64) {
         self.values.insert(vid, ());
         if self.mapping.is_some() {

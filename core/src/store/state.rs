@@ -73,6 +73,8 @@ pub(super) struct Inner {
     pub(super) expiry_hint: Option<u64>,
     /// No grace period ends before this (ns); None: none is running.
     pub(super) grace_hint: Option<u64>,
+    /// The replication journal of a highly available master (`journal.rs`); None without HA.
+    pub(super) ha: Option<super::journal::HaLog>,
 }
 
 /// A new segment to register.
@@ -86,7 +88,14 @@ impl Inner {
     pub(super) fn new(params: Params, node_name: String, client_id: Uuid) -> Self {
         Self {
             params,
-            nodes: vec![Node { name: node_name, client_id, alive: true, last_seen: None, remounted: true }],
+            nodes: vec![Node {
+                name: node_name,
+                client_id,
+                alive: true,
+                last_seen: None,
+                remounted: true,
+                restored: false,
+            }],
             clients: HashMap::new(),
             next_replica: 1,
             segments: BTreeMap::new(),
@@ -104,6 +113,7 @@ impl Inner {
             expired_names: Vec::new(),
             expiry_hint: None,
             grace_hint: None,
+            ha: None,
         }
     }
 
@@ -204,6 +214,7 @@ impl Inner {
             return;
         }
         let d = seg.deadline();
+        self.ha_segment(id);
         if let Some(d) = d {
             self.grace_hint = Some(self.grace_hint.map_or(d, |h| h.min(d)));
         }
@@ -228,6 +239,8 @@ impl Inner {
         }
         let ended = seg.deadline();
         seg.state = SegState::Unmounting;
+        self.ha_segment(id);
+        let seg = self.segments.get_mut(&id).expect("present");
         self.buffers_changed |= seg.mapping.is_some();
         // In id (write) order, as before the set was hashed.
         seg.allocs.clear();

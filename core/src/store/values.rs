@@ -87,6 +87,7 @@ impl Inner {
         if let Some(old) = obj.current.replace(vid) {
             self.retire(old, now, false);
         }
+        self.ha_value(vid);
         self.watermark_pass(now);
         Ok(())
     }
@@ -157,6 +158,7 @@ impl Inner {
     /// Its memory is released once no read is in flight and, unless `ignore_lease`,
     /// its lease has expired (SPEC §8.1).
     pub(super) fn retire(&mut self, vid: ValueId, now: u64, ignore_lease: bool) {
+        self.ha_value(vid);
         let Some(v) = self.values.get_mut(&vid) else {
             return;
         };
@@ -290,6 +292,9 @@ impl Inner {
     /// writes are aborted, complete values left without a replica are erased regardless of
     /// leases, retired values lose their memory bookkeeping.
     pub(super) fn drop_replica(&mut self, now: u64, seg: Uuid, vid: ValueId) {
+        if self.values.get(&vid).is_some_and(|v| v.state == ValueState::Complete) {
+            self.ha_value(vid);
+        }
         let Some(v) = self.values.get_mut(&vid) else {
             return;
         };
