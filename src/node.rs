@@ -462,7 +462,7 @@ fn direction(op: &TransferOp) -> (bool, u64) {
     match op {
         TransferOp::Read { len, .. } => (true, *len),
         TransferOp::Write { data, .. } => (false, data.len() as u64),
-        TransferOp::Cluster(_) => (true, 0),
+        TransferOp::Cluster(_) | TransferOp::Durable { .. } => (true, 0),
     }
 }
 
@@ -487,7 +487,7 @@ fn local_move(inner: &Inner, m: &Move) -> TransferOutcome {
             }
             Err(e) => TransferOutcome::Failed(format!("{}: {e}", m.endpoint)),
         },
-        TransferOp::Cluster(_) => TransferOutcome::Failed("not a move".into()),
+        TransferOp::Cluster(_) | TransferOp::Durable { .. } => TransferOutcome::Failed("not a move".into()),
     };
     record(&inner.node, MovePath::Local, read, len, started, &out);
     out

@@ -66,6 +66,7 @@
 
 pub mod api;
 pub mod config;
+pub mod ha;
 pub mod http;
 pub mod master;
 pub mod node;

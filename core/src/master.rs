@@ -74,6 +74,8 @@ pub struct Master {
     next_tick_ns: AtomicU64,
     /// Set by the embedding program ([`Master::set_process_info`]).
     process_info: std::sync::OnceLock<ProcessInfo>,
+    /// A highly available master's role (installed by the binary; see [`crate::ha`]).
+    ha: std::sync::OnceLock<Arc<crate::ha::HaState>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,6 +112,7 @@ impl Master {
             }])),
             next_tick_ns: AtomicU64::new(HISTORY_INTERVAL.as_nanos() as u64),
             process_info: std::sync::OnceLock::new(),
+            ha: std::sync::OnceLock::new(),
         })
     }
 
@@ -207,15 +210,39 @@ impl Master {
         })
     }
 
+    /// Makes this a highly available master with `state` (before serving): the store keeps
+    /// a replication journal and starts as a standby replica.
+    pub fn set_ha(&self, state: Arc<crate::ha::HaState>) -> Arc<crate::store::Journal> {
+        let _ = self.ha.set(state);
+        self.store.enable_journal()
+    }
+
+    /// The HA state, on a highly available master.
+    pub fn ha(&self) -> Option<&Arc<crate::ha::HaState>> {
+        self.ha.get()
+    }
+
+    /// Does this master serve the service plane at `now`? Always without HA; on a highly
+    /// available master only as the leader, within its lease.
+    pub fn serves(&self, now: Instant) -> bool {
+        self.ha.get().is_none_or(|h| h.serves(now))
+    }
+
     /// Next process-wide deadline (store deadlines, summary snapshots, history points).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let snap = self.start + Duration::from_nanos(self.next_tick_ns.load(Ordering::Acquire));
+        if self.ha.get().is_some_and(|h| !h.is_leader()) {
+            return Some(snap);
+        }
         Some(self.store.poll_timeout().map_or(snap, |d| d.min(snap)))
     }
 
     /// Runs process-wide transitions due at `now`. Any worker may call it; calls are idempotent.
     pub fn handle_timeout(&self, now: Now) {
-        self.store.handle_timeout(now.mono);
+        // A standby's replica is passive: its clients heartbeat the leader, not it.
+        if self.serves(now.mono) {
+            self.store.handle_timeout(now.mono);
+        }
         self.snapshot_if_due(now);
     }
 

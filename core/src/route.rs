@@ -48,13 +48,19 @@ pub enum Route {
     ClusterSummary,
     /// `/ui` (the dashboard page)
     Ui,
+    /// `/role` (a highly available master only, docs/ha.md)
+    Role,
+    /// `/ha_status` (a highly available master only)
+    HaStatus,
+    /// `/leader` (a highly available master only)
+    Leader,
     /// Unknown path, `OPTIONS *`, or a request rejected before routing (400, 408, 431, 505).
     Other,
 }
 
 impl Route {
     /// All routes, in metrics index order.
-    pub const ALL: [Route; 23] = [
+    pub const ALL: [Route; 26] = [
         Route::Metrics,
         Route::MetricsSummary,
         Route::Health,
@@ -77,6 +83,9 @@ impl Route {
         Route::Metadata,
         Route::ClusterSummary,
         Route::Ui,
+        Route::Role,
+        Route::HaStatus,
+        Route::Leader,
         Route::Other,
     ];
 
@@ -105,6 +114,9 @@ impl Route {
             Route::Metadata => "/metadata",
             Route::ClusterSummary => "/cluster_summary",
             Route::Ui => "/ui",
+            Route::Role => "/role",
+            Route::HaStatus => "/ha_status",
+            Route::Leader => "/leader",
             Route::Other => "other",
         }
     }

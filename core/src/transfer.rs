@@ -35,6 +35,13 @@ pub enum TransferOp {
     /// Store-node mode: a REST request carried out on the cluster (the master's RPCs and the
     /// moves they call for; `endpoint` is the master). See [`crate::node`].
     Cluster(crate::node::ClusterOp),
+    /// A highly available master: wait until the replication journal is durable up to
+    /// `seq` (answered `Written`, or `Failed` when the changes cannot be made durable by
+    /// this master). See [`crate::ha::DurableSession`].
+    Durable {
+        /// The journal mark to wait for.
+        seq: u64,
+    },
 }
 
 /// One transfer a session asks for.

@@ -352,6 +352,8 @@ impl Inner {
             TransferOp::Cluster(_) => {
                 return TransferOutcome::Failed(format!("{ep}: cluster operations need a store node's plane"))
             }
+            // A highly available master's durability waits are answered by its committer.
+            TransferOp::Durable { .. } => return TransferOutcome::Failed("durability waits need an HA master".into()),
         };
         if empty {
             // Completed locally and never sent (data-plane.md §1.3).
@@ -412,7 +414,9 @@ impl Inner {
         let (addr, len) = match &t.op {
             TransferOp::Read { addr, len } => (*addr, *len),
             TransferOp::Write { addr, data } => (*addr, data.len() as u64),
-            TransferOp::Cluster(_) => return Err(Fail::new(FailKind::Rejected, "not a transfer")),
+            TransferOp::Cluster(_) | TransferOp::Durable { .. } => {
+                return Err(Fail::new(FailKind::Rejected, "not a transfer"))
+            }
         };
         if r.desc.buffer_containing(addr, len).is_none() {
             return Err(Fail::new(

@@ -39,8 +39,13 @@ fn push_descriptor(out: &mut Vec<u8>, r: &ReplicaRef<'_>) {
 
 impl Service {
     /// `GET /health` (SPEC §4.9).
-    pub(super) fn health(&self, head: &crate::http::RequestHead) -> Response {
+    pub(super) fn health(&self, now: crate::time::Now, head: &crate::http::RequestHead) -> Response {
         let down = self.master.is_shutting_down();
+        if params::accepts_json(head) {
+            if let Some(r) = self.ha_health(now.mono, down) {
+                return r;
+            }
+        }
         // A store node is up only while registered with its master: 503 naming the reason.
         if let Some(Err(why)) = (!down).then(|| self.master.node().map(|n| n.health())).flatten() {
             if params::accepts_json(head) {

@@ -24,6 +24,7 @@ mod admin;
 mod cluster;
 mod dashboard;
 mod error;
+mod ha;
 mod json;
 mod metadata;
 mod metrics;
@@ -258,7 +259,10 @@ impl Service {
                 },
             );
         }
-        let (route, raw) = router::route_of(&head.path, self.listener);
+        let (mut route, raw) = router::route_of(&head.path, self.listener);
+        if route == Route::Other && self.master.ha().is_some() {
+            route = ha::route_of(&head.path).unwrap_or(Route::Other);
+        }
         if route == Route::Other {
             if let Some(to_ui) = dashboard::root_redirect(head) {
                 return answer(route, to_ui);
@@ -297,7 +301,7 @@ impl Service {
         let result = match route {
             Route::Metrics => Ok(text_reply(200, metrics::metrics_text(&self.master, now))),
             Route::MetricsSummary => Ok(text_reply(200, metrics::summary_text(&self.master, now))),
-            Route::Health => Ok(self.health(head)),
+            Route::Health => Ok(self.health(now, head)),
             Route::QueryKey => self.query_key(head),
             Route::BatchQueryKeys if head.method == Method::Post => self.batch_query_post(body),
             Route::BatchQueryKeys => self.batch_query_get(head),
@@ -322,6 +326,9 @@ impl Service {
             Route::Metadata => Ok(self.metadata(head, body)),
             Route::ClusterSummary => Ok(dashboard::cluster_summary(&self.master, now)),
             Route::Ui => Ok(dashboard::page()),
+            Route::Role => Ok(self.role(now.mono)),
+            Route::HaStatus => Ok(self.ha_status()),
+            Route::Leader => Ok(self.leader()),
             Route::Other => Err(ApiError::NotFound),
         };
         result.unwrap_or_else(|e| e.into_response(route))
@@ -360,6 +367,10 @@ impl Handler for Service {
                 return HeadDecision::Buffer;
             }
             return HeadDecision::Respond(resp);
+        }
+        // A standby (or a leader whose lease may have run out) serves only the admin plane.
+        if !ha::served_on_standby(req.route) && !self.master.serves(now.mono) {
+            return HeadDecision::Respond(self.not_serving());
         }
         // An invalid path key is decided from the head (SPEC §2.2).
         if let PathKey::Invalid(e) = &req.key {

@@ -82,7 +82,10 @@ pub(crate) fn allow(route: Route) -> &'static str {
         | Route::Get
         | Route::Exist
         | Route::ClusterSummary
-        | Route::Ui => "GET, HEAD, OPTIONS",
+        | Route::Ui
+        | Route::Role
+        | Route::HaStatus
+        | Route::Leader => "GET, HEAD, OPTIONS",
         Route::BatchQueryKeys => "GET, HEAD, POST, OPTIONS",
         Route::MountShm | Route::UnmountShm | Route::Mount | Route::Unmount => "POST, OPTIONS",
         Route::PutJson | Route::PutRaw => "PUT, OPTIONS",
@@ -113,6 +116,9 @@ pub(crate) fn allowed(route: Route, method: Method) -> bool {
                 | Metadata
                 | ClusterSummary
                 | Ui
+                | Role
+                | HaStatus
+                | Leader
         ),
         Method::Post => matches!(route, BatchQueryKeys | MountShm | UnmountShm | Mount | Unmount),
         Method::Put => matches!(route, PutJson | PutRaw | Metadata),

@@ -81,7 +81,7 @@ impl Cluster {
                 mem[off..off + data.len()].copy_from_slice(data);
                 TransferOutcome::Written
             }
-            TransferOp::Cluster(_) => TransferOutcome::Failed("not a move".into()),
+            TransferOp::Cluster(_) | TransferOp::Durable { .. } => TransferOutcome::Failed("not a move".into()),
         }
     }
 

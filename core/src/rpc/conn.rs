@@ -156,6 +156,13 @@ impl RpcConnection {
                 self.inbuf.reserve((total - avail.len()).min(1 << 20));
                 break;
             }
+            if !self.svc.serves(now) {
+                // A highly available master that is not the leader (any more) answers no
+                // RPC: the client turns to the leader etcd names (docs/ha.md).
+                log::debug!("rpc: closing: this master is not the serving leader");
+                self.stop_reading();
+                break;
+            }
             let body = &avail[REQ_HDR..REQ_HDR + h.length as usize];
             self.svc.call_into(now, &h, body, &mut self.out);
             self.answered += 1;

@@ -163,6 +163,11 @@ impl RpcService {
         self.master.is_shutting_down()
     }
 
+    /// May this master answer RPCs at `now` (always without HA; the leader with HA)?
+    pub fn serves(&self, now: Now) -> bool {
+        self.master.serves(now.mono)
+    }
+
     /// Answers one request: appends the reply frame (with the request's seq) to `out`.
     pub fn call_into(&mut self, now: Now, h: &RequestHeader, body: &[u8], out: &mut Vec<u8>) {
         let (code, reply) = self.call(now, h.function_id, body);
