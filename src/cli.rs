@@ -135,6 +135,26 @@ pub struct Args {
     /// How long a REST read of a value held by another node may take (plain number = seconds).
     #[arg(long = "transfer-timeout", default_value = "5s", value_parser = parse_duration_s)]
     pub transfer_timeout: Duration,
+    /// High availability on etcd (docs/ha.md): masters elect a leader, the replicated state
+    /// lives in etcd. `--enable-ha`, `--enable_ha`, `--enable_ha=true`.
+    #[arg(long = "enable-ha", alias = "enable_ha", num_args = 0..=1, default_missing_value = "true",
+          default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub enable_ha: bool,
+    /// etcd endpoints, `host:port` separated by `;` (or `,`), for `--enable-ha`.
+    #[arg(long = "etcd-endpoints", alias = "etcd_endpoints")]
+    pub etcd_endpoints: Option<String>,
+    /// Cluster id: the leader publishes `mooncake-store/<cluster-id>/master_view`.
+    #[arg(long = "cluster-id", alias = "cluster_id", default_value = "mooncake_cluster")]
+    pub cluster_id: String,
+    /// The RPC host this master publishes as leader (never 0.0.0.0; default: --host).
+    #[arg(long = "rpc-address", alias = "rpc_address")]
+    pub rpc_address: Option<String>,
+    /// TTL of the leader's etcd lease (renewed every third of it; plain number = seconds).
+    #[arg(long = "ha-lease-ttl", default_value = "3s", value_parser = parse_duration_s)]
+    pub ha_lease_ttl: Duration,
+    /// Most operations in one etcd transaction (etcd's `--max-txn-ops`, 128 by default).
+    #[arg(long = "ha-max-txn-ops", default_value_t = 128, value_parser = clap::value_parser!(u64).range(2..=100000))]
+    pub ha_max_txn_ops: u64,
 }
 
 fn parse_host(s: &str) -> Result<IpAddr, String> {

@@ -6,6 +6,7 @@
 
 mod cli;
 mod dataplane;
+mod ha;
 mod net;
 mod node;
 mod platform;
@@ -149,6 +150,56 @@ fn run(args: Args) -> Result<(), Fatal> {
             .map_err(|e| Fatal(1, format!("cannot allocate the start-up segment of {startup} bytes: {e}")))?;
     }
 
+    // High availability (docs/ha.md): the data plane answers durability waits, the main and
+    // RPC listeners' replies wait for their changes to be durable in etcd.
+    let ha = if args.enable_ha {
+        let rpc_addr =
+            rpc_addrs.as_ref().map(|r| r[0].local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
+        let Some(rpc) = rpc_addr else {
+            return Err(usage_error("--enable-ha needs the RPC listener: --rpc-port cannot be off"));
+        };
+        if master_addr.is_some() {
+            return Err(usage_error(
+                "--enable-ha is for masters; a store node (--master) follows etcd's leader itself",
+            ));
+        }
+        let endpoints: Vec<String> = args
+            .etcd_endpoints
+            .as_deref()
+            .unwrap_or("")
+            .split([';', ','])
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(String::from)
+            .collect();
+        if endpoints.is_empty() {
+            return Err(usage_error("--enable-ha needs --etcd-endpoints HOST:PORT[;HOST:PORT...]"));
+        }
+        let host = match &args.rpc_address {
+            Some(h) => h.clone(),
+            None if !args.host.is_unspecified() => args.host.to_string(),
+            None => {
+                return Err(usage_error(
+                    "--enable-ha with --host 0.0.0.0 needs --rpc-address: the view must name a reachable host",
+                ))
+            }
+        };
+        if host == "0.0.0.0" || host == "::" || host == "[::]" {
+            return Err(usage_error("--rpc-address must be a reachable address, not 0.0.0.0"));
+        }
+        let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+        let cfg = ha::HaConfig {
+            endpoints,
+            cluster_id: args.cluster_id.clone(),
+            address: format!("{host}:{}", rpc.port()),
+            lease_ttl: args.ha_lease_ttl.max(Duration::from_secs(1)),
+            max_txn_ops: usize::try_from(args.ha_max_txn_ops).unwrap_or(128),
+        };
+        log::info!("HA: cluster {} on etcd {:?}, publishing {}", cfg.cluster_id, cfg.endpoints, cfg.address);
+        Some(ha::start(&master, cfg))
+    } else {
+        None
+    };
     let mut plane = match te_addrs {
         // The data plane of an `rdma` node moves bytes with verbs: it needs a device.
         Some(_) if master.config().protocol == mc_core::Protocol::Rdma => {
@@ -205,12 +256,26 @@ fn run(args: Args) -> Result<(), Fatal> {
             Some(np)
         }
         (Some(dp), None) => {
-            master.set_data_plane(dp.plane.clone());
+            master.set_data_plane(match &ha {
+                Some((h, _)) => ha::plane(h, Some(dp.plane.clone())),
+                None => dp.plane.clone(),
+            });
             None
         }
-        _ => None,
+        _ => {
+            if let Some((h, _)) = &ha {
+                master.set_data_plane(ha::plane(h, None));
+            }
+            None
+        }
     };
     let rpc_addr = rpc_addrs.as_ref().map(|r| r[0].local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
+    let durable = |a: Box<dyn mc_core::Acceptor>| -> Box<dyn mc_core::Acceptor> {
+        match &ha {
+            Some((_, j)) => Box::new(mc_core::ha::DurableAcceptor::new(a, j.clone())),
+            None => a,
+        }
+    };
     let admin_addr =
         admin_addrs.as_ref().map(|a| a[0].local_addr()).transpose().map_err(|e| Fatal(1, e.to_string()))?;
     // Each worker's listeners, each with the acceptor of its protocol; a worker's acceptors
@@ -223,15 +288,15 @@ fn run(args: Args) -> Result<(), Fatal> {
         let http: Box<dyn mc_core::Acceptor> =
             Box::new(HttpAcceptor::new(master.clone(), Listener::Main, stats.clone()));
         let main_acceptor = match &plane {
-            Some(p) => p.main_acceptor(http),
-            None => http,
+            Some(p) => p.main_acceptor(durable(http)),
+            None => durable(http),
         };
         let mut listeners: WorkerListeners<std::net::TcpListener> = vec![(main, main_acceptor)];
         if let Some(admin) = admin_addrs.as_mut().and_then(Iterator::next) {
             listeners.push((admin, Box::new(HttpAcceptor::new(master.clone(), Listener::Admin, stats.clone()))));
         }
         if let Some(rpc) = rpc_addrs.as_mut().and_then(Iterator::next) {
-            listeners.push((rpc, Box::new(RpcAcceptor::new(master.clone(), stats))));
+            listeners.push((rpc, durable(Box::new(RpcAcceptor::new(master.clone(), stats)))));
         }
         if let Some(te) = plane.as_mut().and_then(dataplane::DataPlane::next_listener) {
             listeners.push(te);
@@ -291,6 +356,9 @@ fn run(args: Args) -> Result<(), Fatal> {
     );
 
     runtime.join();
+    if let Some((h, _)) = &ha {
+        h.resign();
+    }
     if let Some(np) = store_node {
         log::info!("leaving the cluster: unmounting from the master");
         np.leave();
