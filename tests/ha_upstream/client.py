@@ -23,7 +23,8 @@ Modes (one JSON object per line on stdout; upstream's own log goes to stderr):
                 (ha-fresh-J) every --interval-ms (20). When a line "KILLED T" arrives on stdin
                 (the harness SIGKILLed the leader at T: time.monotonic() of this machine, or
                 time.time() when T > 1e9), it goes on until the first put that started after T
-                succeeds, then reads back the N keys: {"event":"failover", "recovery_s": ...,
+                succeeds, then reads back the N keys (again every 0.2 s
+                for up to --remount-timeout, 15 s, while restored replicas are hidden): {"event":"failover", "recovery_s": ...,
                 "kept": K, "n": N, ...}. Gives up after --recovery-timeout (120 s).
   throughput S  single-threaded puts of --small-size (64) byte values under fresh keys for S
                 seconds: {"event":"throughput","puts_per_s":...}.
