@@ -53,6 +53,9 @@ fn two_masters_elect_one_leader_and_the_standby_takes_over_after_kill_9() {
         assert_eq!(role(&masters[standby]), "standby");
         assert_eq!(etcd.master_view("mooncake_cluster").as_deref(), Some(leader_addr.as_str()));
         assert_eq!(masters[leader].get("/ha_status").text(), "serving");
+        // The standby learns the view from its watch, a moment after the leader serves.
+        wait_until(Duration::from_secs(5), || masters[standby].get("/leader").json()["present"] == true);
+        assert_eq!(masters[standby].get("/ha_status").text(), "standby");
         let view = masters[standby].get("/leader").json();
         assert_eq!(view["present"], true, "{view}");
         assert_eq!(view["leader_address"], leader_addr.as_str(), "{view}");
@@ -81,5 +84,44 @@ fn two_masters_elect_one_leader_and_the_standby_takes_over_after_kill_9() {
         assert_eq!(etcd.master_view("mooncake_cluster").as_deref(), Some(new_addr.as_str()));
         assert_eq!(survivor.get("/api/get/k").status, 404);
         masters.clear();
+    });
+}
+
+#[test]
+fn a_sigstopped_leader_resumed_after_its_lease_expired_does_not_serve() {
+    for_each_runtime(|rt| {
+        let Some(etcd) = etcd_or_skip("a_sigstopped_leader_resumed_after_its_lease_expired_does_not_serve") else {
+            return;
+        };
+        let endpoint = etcd.endpoint();
+        let ports = [free_port(), free_port()];
+        let masters: Vec<Server> = ports
+            .iter()
+            .map(|p| {
+                let p = p.to_string();
+                let args = ["--host", "127.0.0.1", "--rpc-port", &p, "--enable-ha", "--etcd-endpoints", &endpoint];
+                Server::start_rt(rt, &[&args[..], &["--ha-lease-ttl", "2"]].concat())
+            })
+            .collect();
+        assert!(wait_until(Duration::from_secs(15), || masters.iter().filter(|m| role(m) == "leader").count() == 1));
+        let leader = masters.iter().position(|m| role(m) == "leader").unwrap();
+        let standby = 1 - leader;
+        masters[leader].signal(libc::SIGSTOP);
+        assert!(
+            wait_until(Duration::from_secs(15), || role(&masters[standby]) == "leader"),
+            "the standby did not take over from a paused leader"
+        );
+        masters[leader].signal(libc::SIGCONT);
+        // At once on resuming, the old leader refuses service requests (its lease deadline
+        // passed while it was stopped) and then follows the new view.
+        let r = masters[leader].put_raw("after-resume", b"v");
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_ne!(role(&masters[leader]), "leader");
+        let new_addr = format!("127.0.0.1:{}", ports[standby]);
+        assert!(wait_until(Duration::from_secs(10), || {
+            masters[leader].get("/leader").json()["leader_address"] == new_addr.as_str()
+        }));
+        assert_eq!(etcd.master_view("mooncake_cluster").as_deref(), Some(new_addr.as_str()));
+        assert_eq!(role(&masters[standby]), "leader");
     });
 }
