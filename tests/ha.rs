@@ -14,34 +14,37 @@ fn role(s: &Server) -> String {
     s.get("/role").text()
 }
 
+/// Two HA masters on `endpoint` with a 2 s lease: their RPC ports and the servers.
+fn start_masters(rt: &str, endpoint: &str) -> ([u16; 2], Vec<Server>) {
+    let ports = [free_port(), free_port()];
+    let masters = ports
+        .iter()
+        .map(|p| {
+            let p = p.to_string();
+            let args = [
+                "--host",
+                "127.0.0.1",
+                "--rpc-port",
+                &p,
+                "--enable-ha",
+                "--etcd-endpoints",
+                endpoint,
+                "--ha-lease-ttl",
+                "2",
+            ];
+            Server::start_rt(rt, &args)
+        })
+        .collect();
+    (ports, masters)
+}
+
 #[test]
 fn two_masters_elect_one_leader_and_the_standby_takes_over_after_kill_9() {
     for_each_runtime(|rt| {
         let Some(etcd) = etcd_or_skip("two_masters_elect_one_leader_and_the_standby_takes_over_after_kill_9") else {
             return;
         };
-        let endpoint = etcd.endpoint();
-        let ports = [free_port(), free_port()];
-        let mut masters: Vec<Server> = ports
-            .iter()
-            .map(|p| {
-                let p = p.to_string();
-                Server::start_rt(
-                    rt,
-                    &[
-                        "--host",
-                        "127.0.0.1",
-                        "--rpc-port",
-                        &p,
-                        "--enable-ha",
-                        "--etcd-endpoints",
-                        &endpoint,
-                        "--ha-lease-ttl",
-                        "2",
-                    ],
-                )
-            })
-            .collect();
+        let (ports, mut masters) = start_masters(rt, &etcd.endpoint());
         assert!(
             wait_until(Duration::from_secs(15), || masters.iter().filter(|m| role(m) == "leader").count() == 1),
             "no single leader: roles {:?}",
@@ -93,16 +96,7 @@ fn a_sigstopped_leader_resumed_after_its_lease_expired_does_not_serve() {
         let Some(etcd) = etcd_or_skip("a_sigstopped_leader_resumed_after_its_lease_expired_does_not_serve") else {
             return;
         };
-        let endpoint = etcd.endpoint();
-        let ports = [free_port(), free_port()];
-        let masters: Vec<Server> = ports
-            .iter()
-            .map(|p| {
-                let p = p.to_string();
-                let args = ["--host", "127.0.0.1", "--rpc-port", &p, "--enable-ha", "--etcd-endpoints", &endpoint];
-                Server::start_rt(rt, &[&args[..], &["--ha-lease-ttl", "2"]].concat())
-            })
-            .collect();
+        let (ports, masters) = start_masters(rt, &etcd.endpoint());
         assert!(wait_until(Duration::from_secs(15), || masters.iter().filter(|m| role(m) == "leader").count() == 1));
         let leader = masters.iter().position(|m| role(m) == "leader").unwrap();
         let standby = 1 - leader;
