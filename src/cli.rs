@@ -127,7 +127,9 @@ pub struct Args {
     #[arg(long = "te-open-access")]
     pub te_open_access: bool,
     /// Run as a store node of this master (`HOST:PORT` of its RPC listener; upstream's
-    /// `master_server_address`): this process's memory is mounted into that master and its
+    /// `master_server_address`), or of the HA leader of `--cluster-id` on etcd
+    /// (`etcd://HOST:PORT[;HOST:PORT...]`, as upstream's client; read again at every
+    /// reconnect, docs/ha.md): this process's memory is mounted into that master and its
     /// Store REST API works on the cluster (docs/cluster.md). `off` ignores a
     /// `master_server_address` of the config file.
     #[arg(long = "master", alias = "master_server_address", alias = "master-server-address")]

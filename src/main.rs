@@ -250,8 +250,10 @@ fn run(args: Args) -> Result<(), Fatal> {
                     protocol: s.protocol.as_str().into(),
                 })
                 .collect();
-            let np = node::NodePlane::start(addr, id, segments, master.store().clone(), dp.plane.clone(), state)
-                .map_err(|e| Fatal(1, format!("cannot start the store node: {e}")))?;
+            let target = node::MasterAddr::parse(addr, &args.cluster_id).map_err(usage_error)?;
+            let np =
+                node::NodePlane::start(addr, target, id, segments, master.store().clone(), dp.plane.clone(), state)
+                    .map_err(|e| Fatal(1, format!("cannot start the store node: {e}")))?;
             master.set_data_plane(np.clone());
             Some(np)
         }

@@ -23,6 +23,8 @@ use mc_core::store::Store;
 use mc_core::transfer::{DataPlane, Transfer, TransferOp, TransferOutcome};
 use mc_rdma::TcpDataPlane;
 
+use crate::ha::etcd::Etcd;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -51,7 +53,9 @@ struct LinkState {
 
 /// The RPC connection to the master.
 struct MasterLink {
+    /// For messages: what `--master` said.
     addr: String,
+    target: MasterAddr,
     state: Mutex<LinkState>,
     /// Signalled when `state.outbox` gets frames or the connection changes.
     outbox_ready: Condvar,
@@ -61,13 +65,49 @@ struct MasterLink {
     events: Sender<Event>,
 }
 
+/// Where the master is: a fixed `HOST:PORT`, or (`etcd://HOST:PORT[;HOST:PORT...]`, as
+/// upstream's client) whatever the HA leader publishes as `master_view`, read at every connect.
+pub enum MasterAddr {
+    Fixed(String),
+    Etcd { etcd: Etcd, view_key: Vec<u8> },
+}
+
+impl MasterAddr {
+    /// `master` as given to `--master`; `cluster_id` names the view of an `etcd://` one.
+    pub fn parse(master: &str, cluster_id: &str) -> Result<Self, String> {
+        let Some(list) = master.strip_prefix("etcd://") else { return Ok(Self::Fixed(master.to_string())) };
+        let endpoints: Vec<String> =
+            list.split([';', ',']).map(str::trim).filter(|e| !e.is_empty()).map(String::from).collect();
+        if endpoints.is_empty() {
+            return Err(format!("--master {master:?} names no etcd endpoint (etcd://HOST:PORT[;HOST:PORT...])"));
+        }
+        let view_key = mc_core::ha::view_key(cluster_id).into_bytes();
+        Ok(Self::Etcd { etcd: Etcd::new(&endpoints, Duration::from_secs(2)), view_key })
+    }
+
+    /// The master's RPC address now.
+    fn current(&self) -> Result<String, String> {
+        match self {
+            Self::Fixed(a) => Ok(a.clone()),
+            Self::Etcd { etcd, view_key } => {
+                let (kvs, _, _) = etcd.range(view_key, None, 0, 0)?;
+                let kv = kvs
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| format!("no leader: etcd has no {}", String::from_utf8_lossy(view_key)))?;
+                String::from_utf8(kv.value).map_err(|_| "the master_view in etcd is not UTF-8".to_string())
+            }
+        }
+    }
+}
+
 impl MasterLink {
     fn resolve(&self) -> Result<SocketAddr, String> {
-        self.addr
-            .to_socket_addrs()
-            .map_err(|e| e.to_string())?
+        let addr = self.target.current()?;
+        addr.to_socket_addrs()
+            .map_err(|e| format!("{addr}: {e}"))?
             .next()
-            .ok_or_else(|| format!("{} has no address", self.addr))
+            .ok_or_else(|| format!("{addr} has no address"))
     }
 
     /// Connects (blocking, bounded); the previous connection, if any, is dropped.
@@ -256,6 +296,7 @@ impl NodePlane {
     /// `segments` (this node's start-up memory). `te` moves bytes to other nodes.
     pub fn start(
         master: &str,
+        target: MasterAddr,
         id: NodeIdentity,
         segments: Vec<NodeSegment>,
         store: Arc<Store>,
@@ -265,6 +306,7 @@ impl NodePlane {
         let (tx, rx) = channel();
         let link = Arc::new(MasterLink {
             addr: master.to_string(),
+            target,
             state: Mutex::new(LinkState {
                 client: RpcClient::new(),
                 waiting: HashMap::new(),

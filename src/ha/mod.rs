@@ -10,7 +10,7 @@
 //! - the committer, while leading: takes journal batches and writes them in fenced txns,
 //!   then wakes the replies waiting for them ([`HaPlane`]).
 
-mod etcd;
+pub(crate) mod etcd;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
