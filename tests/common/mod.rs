@@ -751,12 +751,16 @@ pub struct Conn {
 
 impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
-        let stream =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Self::try_connect(addr, Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+    }
+
+    /// Connects within `timeout`, returning the error instead of panicking.
+    pub fn try_connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true).ok();
         stream.set_read_timeout(Some(READ_TIMEOUT)).ok();
         stream.set_write_timeout(Some(READ_TIMEOUT)).ok();
-        Conn { stream, buf: Vec::new(), eof: false }
+        Ok(Conn { stream, buf: Vec::new(), eof: false })
     }
 
     /// Writes all bytes (panics on error).
