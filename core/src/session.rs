@@ -57,6 +57,21 @@ pub trait Session: Send {
     /// (0: nothing to write now). Write a prefix, then call [`Session::consume`].
     #[must_use]
     fn poll_transmit<'a>(&'a self, bufs: &mut [IoSlice<'a>]) -> usize;
+    /// As [`Session::poll_transmit`], but at most `limit` bytes in all. The default gives
+    /// the whole slices that fit (none if the first one does not); a session whose output
+    /// is one buffer cuts it exactly (a wrapper that may release only a prefix of the
+    /// output, [`crate::ha::DurableSession`], relies on that to never stall a stream).
+    fn poll_transmit_upto<'a>(&'a self, bufs: &mut [IoSlice<'a>], limit: usize) -> usize {
+        let n = self.poll_transmit(bufs);
+        let mut total = 0;
+        for (i, b) in bufs[..n].iter().enumerate() {
+            total += b.len();
+            if total > limit {
+                return i;
+            }
+        }
+        n
+    }
     /// `n` bytes of what [`Session::poll_transmit`] returned were written.
     fn consume(&mut self, now: Now, n: usize);
     /// The next instant at which [`Session::handle_timeout`] must be called.

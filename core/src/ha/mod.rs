@@ -20,6 +20,7 @@
 //! ([`DurableSession`]). A leader also stops serving once its own lease may have expired
 //! (`serve_until`), before another can be elected.
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -213,17 +214,30 @@ pub fn decode_op(prefix: &str, key: &[u8], value: Option<&[u8]>) -> Result<Optio
 /// The transfer id a [`DurableSession`] uses for its wait (inner sessions count from 0).
 const DURABLE_ID: u64 = u64::MAX;
 
-/// Wraps a session so that nothing it writes leaves before every change made while it ran
-/// is durable: after each call that marked changes in the journal, its output is held and
-/// a [`TransferOp::Durable`] wait goes to the data plane (the binary's committer answers
-/// it). A failed wait (the commit was fenced off: another master leads) closes the
-/// connection without the replies. Changes of other workers made meanwhile may extend the
-/// wait; they never shorten it.
+/// Wraps a session so that no reply leaves before the changes it acknowledges are durable:
+/// after each call that marked changes in the journal, the output that call produced (and
+/// everything after it in the stream) is held until the journal is durable up to the mark
+/// the call reached, and a [`TransferOp::Durable`] wait goes to the data plane (the
+/// binary's committer answers it). Output produced *before* the call is not held by it, so
+/// a connection that carries many clients' requests at once (a store node's link) keeps
+/// flowing under load: each reply waits for its own batch, not for a lull. A failed wait
+/// (the commit was fenced off: another master leads) closes the connection without the
+/// held replies. Changes of other workers made during a call may extend its wait; they
+/// never shorten it.
+///
+/// ```text
+///   stream:  | sent | free to send | held for mark m1 | held for m2 ...
+///                   ^ sent          ^ start of m1 (position when m1's call began)
+///   durable >= m1: the m1 bytes join "free"; the wait moves on to m2
+/// ```
 pub struct DurableSession {
     inner: Box<dyn Session>,
     journal: Arc<Journal>,
-    /// Hold output until the journal is durable up to this mark.
-    hold: u64,
+    /// Bytes consumed so far (stream position of the next byte to send).
+    sent: u64,
+    /// (start, seq): the bytes from stream position `start` on wait until the journal is
+    /// durable up to `seq`; positions and marks both ascend.
+    marks: VecDeque<(u64, u64)>,
     /// A wait is outstanding.
     waiting: bool,
     /// A wait to hand out by `poll_transfer`.
@@ -232,33 +246,70 @@ pub struct DurableSession {
     failed: bool,
 }
 
+/// Slices looked at to measure the pending output; more means "unknown" (hold it all).
+const MEASURE_SLICES: usize = 16;
+
 impl DurableSession {
     /// Wraps `inner`.
     pub fn new(inner: Box<dyn Session>, journal: Arc<Journal>) -> Self {
-        Self { inner, journal, hold: 0, waiting: false, queued: None, failed: false }
+        Self { inner, journal, sent: 0, marks: VecDeque::new(), waiting: false, queued: None, failed: false }
+    }
+
+    /// Bytes the inner session has ready, if it can tell in [`MEASURE_SLICES`] slices.
+    fn pending(&self) -> Option<u64> {
+        let mut bufs = [IoSlice::new(&[]); MEASURE_SLICES];
+        let n = self.inner.poll_transmit(&mut bufs);
+        (n < MEASURE_SLICES).then(|| bufs[..n].iter().map(|b| b.len() as u64).sum())
+    }
+
+    /// The first mark not durable yet.
+    fn first_held(&self) -> Option<(u64, u64)> {
+        let durable = self.journal.durable();
+        self.marks.iter().copied().find(|&(_, seq)| seq > durable)
+    }
+
+    /// How many bytes may leave now (None: no limit).
+    fn limit(&self) -> Option<usize> {
+        self.first_held().map(|(start, _)| usize::try_from(start.saturating_sub(self.sent)).unwrap_or(usize::MAX))
     }
 
     fn held(&self) -> bool {
-        self.hold > self.journal.durable()
+        self.first_held().is_some()
     }
 
-    fn around(&mut self, now: Now, f: impl FnOnce(&mut dyn Session)) {
+    /// Runs `f` on the inner session; `consumed`: bytes written just before (a `consume`),
+    /// still counted as pending by the inner session until `f` tells it.
+    fn around(&mut self, now: Now, consumed: usize, f: impl FnOnce(&mut dyn Session)) {
         let before = self.journal.seq();
+        // Pending output starts at `sent`; the call's output comes after it. Unknown: hold
+        // from what is already pending (more than needed, never less).
+        let start = self.sent + self.pending().unwrap_or(0);
+        self.sent += consumed as u64;
         f(&mut *self.inner);
         let after = self.journal.seq();
         if after > before {
-            self.hold = self.hold.max(after);
-            self.want_wait(now);
+            match self.marks.back_mut() {
+                Some(last) if last.0 >= start => last.1 = last.1.max(after),
+                _ => self.marks.push_back((start, after)),
+            }
         }
+        let durable = self.journal.durable();
+        while self.marks.front().is_some_and(|&(_, seq)| seq <= durable) {
+            self.marks.pop_front();
+        }
+        self.want_wait(now);
     }
 
     fn want_wait(&mut self, now: Now) {
-        if self.held() && !self.waiting {
+        if self.waiting || self.failed {
+            return;
+        }
+        if let Some((_, seq)) = self.first_held() {
             self.waiting = true;
             self.queued = Some(Transfer {
                 id: DURABLE_ID,
                 endpoint: String::new(),
-                op: TransferOp::Durable { seq: self.hold },
+                op: TransferOp::Durable { seq },
                 deadline: now.mono + DURABLE_TIMEOUT,
             });
         }
@@ -267,25 +318,29 @@ impl DurableSession {
 
 impl Session for DurableSession {
     fn handle_input(&mut self, now: Now, data: &[u8]) {
-        self.around(now, |s| s.handle_input(now, data));
+        self.around(now, 0, |s| s.handle_input(now, data));
     }
     fn handle_eof(&mut self, now: Now) {
-        self.around(now, |s| s.handle_eof(now));
+        self.around(now, 0, |s| s.handle_eof(now));
     }
     fn handle_timeout(&mut self, now: Now) {
-        self.around(now, |s| s.handle_timeout(now));
+        self.around(now, 0, |s| s.handle_timeout(now));
     }
     fn handle_shutdown(&mut self, now: Now) {
-        self.around(now, |s| s.handle_shutdown(now));
+        self.around(now, 0, |s| s.handle_shutdown(now));
     }
     fn poll_transmit<'a>(&'a self, bufs: &mut [IoSlice<'a>]) -> usize {
-        if self.failed || self.held() {
+        if self.failed {
             return 0;
         }
-        self.inner.poll_transmit(bufs)
+        match self.limit() {
+            None => self.inner.poll_transmit(bufs),
+            Some(0) => 0,
+            Some(limit) => self.inner.poll_transmit_upto(bufs, limit),
+        }
     }
     fn consume(&mut self, now: Now, n: usize) {
-        self.around(now, |s| s.consume(now, n));
+        self.around(now, n, |s| s.consume(now, n));
     }
     fn poll_timeout(&self) -> Option<Instant> {
         self.inner.poll_timeout()
@@ -304,12 +359,18 @@ impl Session for DurableSession {
     }
     fn handle_transfer(&mut self, now: Now, id: u64, outcome: TransferOutcome) {
         if id != DURABLE_ID {
-            self.around(now, |s| s.handle_transfer(now, id, outcome));
+            self.around(now, 0, |s| s.handle_transfer(now, id, outcome));
             return;
         }
         self.waiting = false;
         match outcome {
-            TransferOutcome::Written => self.want_wait(now),
+            TransferOutcome::Written => {
+                let durable = self.journal.durable();
+                while self.marks.front().is_some_and(|&(_, seq)| seq <= durable) {
+                    self.marks.pop_front();
+                }
+                self.want_wait(now)
+            }
             TransferOutcome::Failed(why) => {
                 log::warn!("replies dropped, their changes are not durable: {why}");
                 self.failed = true;
@@ -321,7 +382,7 @@ impl Session for DurableSession {
         self.inner.read_into()
     }
     fn handle_read_into(&mut self, now: Now, n: usize) {
-        self.around(now, |s| s.handle_read_into(now, n));
+        self.around(now, 0, |s| s.handle_read_into(now, n));
     }
 }
 

@@ -200,6 +200,15 @@ impl Session for RpcConnection {
             _ => 0,
         }
     }
+    fn poll_transmit_upto<'a>(&'a self, bufs: &mut [IoSlice<'a>], limit: usize) -> usize {
+        match (RpcConnection::poll_transmit(self), bufs.first_mut()) {
+            (Some(out), Some(b)) if limit > 0 => {
+                *b = IoSlice::new(&out[..out.len().min(limit)]);
+                1
+            }
+            _ => 0,
+        }
+    }
     fn consume(&mut self, now: Now, n: usize) {
         RpcConnection::consume(self, now, n);
     }

@@ -66,6 +66,12 @@ impl Journal {
         self.durable.load(Ordering::Acquire)
     }
 
+    /// A change was marked (tests of the sessions that wait for durability).
+    #[cfg(test)]
+    pub(crate) fn mark_for_test(&self) {
+        self.seq.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Everything up to `seq` is durable now (never moves back).
     pub fn set_durable(&self, seq: u64) {
         self.durable.fetch_max(seq, Ordering::AcqRel);
