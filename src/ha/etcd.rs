@@ -111,7 +111,12 @@ impl Etcd {
                 }
             })
             .collect();
-        let agent = ureq::AgentBuilder::new().timeout_connect(timeout).timeout(timeout).build();
+        // Keep a connection per concurrent txn (batches in flight times txns per batch).
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(timeout)
+            .timeout(timeout)
+            .max_idle_connections_per_host(64)
+            .build();
         let watch_agent = ureq::AgentBuilder::new().timeout_connect(timeout).build();
         Self { endpoints, agent, watch_agent, good: AtomicUsize::new(0) }
     }
