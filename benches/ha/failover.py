@@ -17,10 +17,23 @@ For each system (--systems, default upstream,mc):
               master_view key disappeared (lease expiry), when the survivor published its
               view, when it answered /role "leader" and when its RPC port accepted.
               --repeat runs it that many times (fresh etcd and masters each time).
-  throughput  puts/s of --small-size byte values for --tp-seconds, one client thread:
-              HA on (etcd + two HA masters, client via etcd://) and HA off (one master of the
-              same binary without HA flags, client given its HOST:PORT), --tp-rounds
-              alternating rounds; the fraction is the median HA-on over the median HA-off.
+  throughput  puts/s of --small-size byte values for --tp-seconds, summed over C client
+              processes for each C in --tp-clients (default 1; each one thread, their
+              timed windows started together after every client's warm-up): HA on (etcd +
+              two HA masters, clients via etcd://) and HA off (one master of the same binary
+              without HA flags, clients given its HOST:PORT), --tp-rounds alternating
+              rounds; the fraction is the median HA-on over the median HA-off. One client
+              measures the latency of one put (HA on adds an etcd round trip to every put
+              end); several show what batching many put ends per etcd txn recovers (each
+              upstream client costs about a core here, so on 2 cores more than one mostly
+              measures the clients: the store-node rows below are the concurrent ones).
+  node        the same HA on / HA off comparison with an mc-master store node as the client
+              of the master (it speaks upstream's RPC; `--master etcd://...` with HA on, the
+              master's HOST:PORT without) and wrk (one thread, --tp-node-conns connections,
+              default 1,16,64, benches/cluster/requests.lua's `put` mode: a new key of
+              --small-size bytes per request) against the node's REST API. wrk costs far less
+              CPU than the Python client, so on a small machine this is the row where several
+              writers at once are measured rather than the clients' own CPU.
 Prints a side-by-side table and writes results.json and every process's log under --out
 (default target/bench-ha/<date>/).
 """
@@ -30,6 +43,7 @@ import base64
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -367,8 +381,8 @@ def read_json_lines(p, until_event, timeout):
     return None, out
 
 
-def throughput_run(a, kind, logdir, ha, r):
-    tag = "%s-tp%s%d" % (kind, "on" if ha else "off", r)
+def throughput_run(a, kind, logdir, ha, r, clients):
+    tag = "%s-c%d-tp%s%d" % (kind, clients, "on" if ha else "off", r)
     etcd, masters = None, []
     try:
         if ha:
@@ -380,8 +394,8 @@ def throughput_run(a, kind, logdir, ha, r):
             masters = [Master(kind, a, logdir, tag)]
             wait_single(masters[0], a.start_timeout)
             master = masters[0].addr
-        res = throughput(a, master, logdir, tag)
-        log("%s: %.0f puts/s (%s)" % (tag, res["puts_per_s"], master))
+        res = throughput(a, master, logdir, tag, clients)
+        log("%s: %.0f puts/s from %d client(s) (%s)" % (tag, res["puts_per_s"], clients, master))
         return res
     finally:
         for m in masters:
@@ -390,16 +404,79 @@ def throughput_run(a, kind, logdir, ha, r):
             etcd.close()
 
 
-def throughput(a, master, logdir, tag):
-    p = spawn("client-%s" % tag, client_argv(a, master, "throughput", a.tp_seconds), logdir,
-              stdout=subprocess.PIPE)
+def throughput(a, master, logdir, tag, clients):
+    ps = [spawn("client-%s-%d" % (tag, c), client_argv(a, master, "throughput", a.tp_seconds, "--wait-go"),
+                logdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE) for c in range(clients)]
     try:
-        res, lines = read_json_lines(p, "throughput", a.tp_seconds + 90)
+        for p in ps:
+            res, lines = read_json_lines(p, "tp_ready", a.start_timeout + 60)
+            if res is None or res.get("event") != "tp_ready":
+                raise RuntimeError("throughput client %s gave %s; log:\n%s" % (p.name, lines, tail(p.log_path)))
+        for p in ps:
+            p.stdin.write(b"go\n")
+            p.stdin.flush()
+        out = []
+        for p in ps:
+            res, lines = read_json_lines(p, "throughput", a.tp_seconds + 90)
+            if res is None or res.get("event") != "throughput":
+                raise RuntimeError("throughput client %s gave %s; log:\n%s" % (p.name, lines, tail(p.log_path)))
+            out.append(res)
     finally:
-        stop(p, wait=20)
-    if res is None or res.get("event") != "throughput":
-        raise RuntimeError("throughput client (%s) gave %s; log:\n%s" % (tag, lines, tail(p.log_path)))
-    return res
+        for p in ps:
+            stop(p, wait=20)
+    return {"puts_per_s": round(sum(x["puts_per_s"] for x in out), 1), "clients": clients,
+            "failed": sum(x["failed"] for x in out), "per_client": out}
+
+
+def node_throughput_run(a, kind, logdir, ha, r, conns):
+    tag = "%s-n%d-tp%s%d" % (kind, conns, "on" if ha else "off", r)
+    etcd, masters, node = None, [], None
+    try:
+        if ha:
+            etcd = Etcd(a.etcd, logdir, tag)
+            masters = [Master(kind, a, logdir, "%s-%s" % (tag, x), etcd) for x in "ab"]
+            wait_leader(etcd, masters, a.cluster_id, a.start_timeout)
+            master = "etcd://" + etcd.endpoint()
+        else:
+            masters = [Master(kind, a, logdir, tag)]
+            wait_single(masters[0], a.start_timeout)
+            master = masters[0].addr
+        port = free_port()
+        node = spawn("node-%s" % tag, [a.mc_bin, "--host", HOST, "--port", str(port), "--rpc-port", "off",
+                                       "--master", master, "--cluster-id", a.cluster_id,
+                                       "--global-segment-size", "%dMiB" % a.node_segment_mib,
+                                       "--threads", "1"], logdir)
+        end = time.time() + a.start_timeout
+        while http_get(port, "/health")[0] != 200:
+            if node.poll() is not None or time.time() > end:
+                raise RuntimeError("store node (%s) not registered; log:\n%s" % (tag, tail(node.log_path)))
+            time.sleep(0.1)
+        env = dict(os.environ, BENCH_MODE="put", BENCH_VALUE_LEN=str(a.small_size), BENCH_TAG=tag)
+        cmd = [a.wrk, "-t1", "-c%d" % conns, "-d%ds" % max(1, round(a.tp_seconds)), "--timeout", "10s",
+               "-s", os.path.join(ROOT, "benches", "cluster", "requests.lua"), "http://%s:%d" % (HOST, port)]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=a.tp_seconds + 60).stdout
+        with open(os.path.join(logdir, "wrk-%s.log" % tag), "w") as f:
+            f.write(" ".join(cmd) + "\n" + out)
+        m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        errs = re.search(r"Socket errors: (.*)", out)
+        if m is None:
+            raise RuntimeError("wrk (%s) gave no figure:\n%s" % (tag, out))
+        res = {"puts_per_s": float(m.group(1)), "conns": conns, "non2xx": int(bad.group(1)) if bad else 0,
+               "socket_errors": errs.group(1).strip() if errs else None}
+        if res["non2xx"]:
+            # A refused put is no throughput: count only the acknowledged ones.
+            total = int(re.search(r"(\d+) requests in", out).group(1))
+            res["puts_per_s"] = round(res["puts_per_s"] * (total - res["non2xx"]) / max(total, 1), 1)
+        log("%s: %.0f acknowledged puts/s through a store node, %d connection(s) (%s)"
+            % (tag, res["puts_per_s"], conns, master))
+        return res
+    finally:
+        stop(node)
+        for m_ in masters:
+            stop(m_.proc)
+        if etcd is not None:
+            etcd.close()
 
 
 def has_mc_ha(mc_bin):
@@ -419,10 +496,8 @@ def med(xs):
     return round(statistics.median(xs), 3) if xs else None
 
 
-def summarize(kind, fo, tp_on, tp_off):
-    on = med([x["puts_per_s"] for x in tp_on])
-    off = med([x["puts_per_s"] for x in tp_off])
-    return {
+def summarize(kind, fo, tp, ntp):
+    row = {
         "system": kind,
         "failover_runs": len(fo),
         "recovery_s": med([x["recovery_s"] for x in fo]),
@@ -442,15 +517,27 @@ def summarize(kind, fo, tp_on, tp_off):
         "fresh_after_kill_readable": [(x.get("fresh_after_kill_readable"), x.get("fresh_after_kill_ok"))
                                       for x in fo],
         "first_serving_s": med([x.get("first_serving_s") for x in fo]),
-        "puts_per_s_ha_on": on,
-        "puts_per_s_ha_off": off,
-        "ha_on_fraction": round(on / off, 3) if on and off else None,
-        "puts_per_s_ha_on_all": [x["puts_per_s"] for x in tp_on],
-        "puts_per_s_ha_off_all": [x["puts_per_s"] for x in tp_off],
     }
+    for c, (tp_on, tp_off) in sorted(tp.items()):
+        on = med([x["puts_per_s"] for x in tp_on])
+        off = med([x["puts_per_s"] for x in tp_off])
+        row["puts_per_s_ha_on_c%d" % c] = on
+        row["puts_per_s_ha_off_c%d" % c] = off
+        row["ha_on_fraction_c%d" % c] = round(on / off, 3) if on and off else None
+        row["puts_per_s_ha_on_c%d_all" % c] = [x["puts_per_s"] for x in tp_on]
+        row["puts_per_s_ha_off_c%d_all" % c] = [x["puts_per_s"] for x in tp_off]
+    for c, (tp_on, tp_off) in sorted(ntp.items()):
+        on = med([x["puts_per_s"] for x in tp_on])
+        off = med([x["puts_per_s"] for x in tp_off])
+        row["node_puts_per_s_ha_on_n%d" % c] = on
+        row["node_puts_per_s_ha_off_n%d" % c] = off
+        row["node_ha_on_fraction_n%d" % c] = round(on / off, 3) if on and off else None
+        row["node_puts_per_s_ha_on_n%d_all" % c] = [x["puts_per_s"] for x in tp_on]
+        row["node_puts_per_s_ha_off_n%d_all" % c] = [x["puts_per_s"] for x in tp_off]
+    return row
 
 
-def table(rows):
+def table(rows, clients, conns):
     names = {"upstream": "mooncake_master", "mc": "mc-master"}
     fields = [
         ("kill -> client's first successful put (s)", "recovery_s", "%.2f"),
@@ -463,10 +550,19 @@ def table(rows):
         ("fresh puts failed after kill", "puts_failed_after_kill", "%g"),
         ("error codes after kill", "errors_after_kill", None),
         ("start -> first leader serving (s)", "first_serving_s", "%.2f"),
-        ("puts/s HA off (direct)", "puts_per_s_ha_off", "%.0f"),
-        ("puts/s HA on (etcd://)", "puts_per_s_ha_on", "%.0f"),
-        ("HA on / HA off", "ha_on_fraction", "%.3f"),
     ]
+    for c in clients:
+        fields += [
+            ("puts/s HA off (direct), %d client(s)" % c, "puts_per_s_ha_off_c%d" % c, "%.0f"),
+            ("puts/s HA on (etcd://), %d client(s)" % c, "puts_per_s_ha_on_c%d" % c, "%.0f"),
+            ("HA on / HA off, %d client(s)" % c, "ha_on_fraction_c%d" % c, "%.3f"),
+        ]
+    for c in conns:
+        fields += [
+            ("node puts/s HA off, wrk %d conn(s)" % c, "node_puts_per_s_ha_off_n%d" % c, "%.0f"),
+            ("node puts/s HA on, wrk %d conn(s)" % c, "node_puts_per_s_ha_on_n%d" % c, "%.0f"),
+            ("HA on / HA off, node, %d conn(s)" % c, "node_ha_on_fraction_n%d" % c, "%.3f"),
+        ]
     head = ["measure"] + [names.get(r["system"], r["system"]) for r in rows]
     body = []
     for label, key, fmt in fields:
@@ -502,6 +598,10 @@ def main():
     p.add_argument("--repeat", type=int, default=1, help="failover runs per system")
     p.add_argument("--tp-seconds", type=float, default=5)
     p.add_argument("--tp-rounds", type=int, default=2)
+    p.add_argument("--tp-clients", default="1", help="comma list of concurrent client counts")
+    p.add_argument("--tp-node-conns", default="1,16,64", help="comma list of wrk connection counts (store-node rows)")
+    p.add_argument("--node-segment-mib", type=int, default=512)
+    p.add_argument("--wrk", default=shutil.which("wrk") or "/usr/bin/wrk")
     p.add_argument("--pre-kill", type=float, default=1.0, help="seconds of fresh puts before the kill")
     p.add_argument("--cluster-id", default="mooncake_cluster")
     p.add_argument("--mc-lease-ttl", default="", help="mc-master --ha-lease-ttl (default: its own)")
@@ -511,6 +611,8 @@ def main():
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--out", default="")
     a = p.parse_args()
+    clients = [int(c) for c in a.tp_clients.split(",") if c.strip()]
+    conns = [int(c) for c in a.tp_node_conns.split(",") if c.strip()]
 
     a.python = os.path.join(a.venv, "bin", "python")
     a.upstream_master = os.path.join(a.venv, "bin", "mooncake_master")
@@ -532,13 +634,26 @@ def main():
     try:
         for kind in systems:
             fo = [failover_run(a, kind, logdir, i) for i in range(a.repeat)]
-            tp_on, tp_off = [], []
+            tp = {}
             if not a.skip_throughput:
-                for r in range(a.tp_rounds):
-                    tp_off.append(throughput_run(a, kind, logdir, False, r))
-                    tp_on.append(throughput_run(a, kind, logdir, True, r))
-            raw[kind] = {"failover": fo, "throughput_ha_on": tp_on, "throughput_ha_off": tp_off}
-            rows.append(summarize(kind, fo, tp_on, tp_off))
+                for c in clients:
+                    tp_on, tp_off = [], []
+                    for r in range(a.tp_rounds):
+                        tp_off.append(throughput_run(a, kind, logdir, False, r, c))
+                        tp_on.append(throughput_run(a, kind, logdir, True, r, c))
+                    tp[c] = (tp_on, tp_off)
+            ntp = {}
+            if not a.skip_throughput:
+                for c in conns:
+                    tp_on, tp_off = [], []
+                    for r in range(a.tp_rounds):
+                        tp_off.append(node_throughput_run(a, kind, logdir, False, r, c))
+                        tp_on.append(node_throughput_run(a, kind, logdir, True, r, c))
+                    ntp[c] = (tp_on, tp_off)
+            raw[kind] = {"failover": fo,
+                         "throughput": {str(c): {"ha_on": on, "ha_off": off} for c, (on, off) in tp.items()},
+                         "node_throughput": {str(c): {"ha_on": on, "ha_off": off} for c, (on, off) in ntp.items()}}
+            rows.append(summarize(kind, fo, tp, ntp))
     finally:
         for pr in STARTED:
             stop(pr, signal.SIGKILL, wait=5)
@@ -551,7 +666,7 @@ def main():
     }
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
-    t = table(rows)
+    t = table(rows, [] if a.skip_throughput else clients, [] if a.skip_throughput else conns)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("# HA failover, %s\n\n%s\n" % (result["date"], t))
     print(t)

@@ -27,7 +27,10 @@ Modes (one JSON object per line on stdout; upstream's own log goes to stderr):
                 for up to --remount-timeout, 15 s, while restored replicas are hidden): {"event":"failover", "recovery_s": ...,
                 "kept": K, "n": N, ...}. Gives up after --recovery-timeout (120 s).
   throughput S  single-threaded puts of --small-size (64) byte values under fresh keys for S
-                seconds: {"event":"throughput","puts_per_s":...}.
+                seconds: {"event":"throughput","puts_per_s":...}. With --wait-go it prints
+                {"event":"tp_ready"} after its warm-up and starts when a line "go" arrives on
+                stdin, so a harness can start several clients' timed windows together (keys
+                carry the process id, so concurrent clients never collide).
 The process ends with os._exit after close(): upstream's client otherwise waits up to 30 s
 in its leader-monitor thread (an etcd watch) before the interpreter can exit.
 """
@@ -236,8 +239,14 @@ def mode_failover(a, s):
 def mode_throughput(a, s):
     value = b"v" * a.small_size
     # Warm-up: the first puts may wait for the mount to be known.
+    tag = os.getpid()
     for i in range(20):
-        s.put("tp-warm-%d" % i, value)
+        s.put("tp-warm-%d-%d" % (tag, i), value)
+    if a.wait_go:
+        emit({"event": "tp_ready"})
+        if sys.stdin.readline().strip() != "go":
+            emit({"event": "error", "error": "no go line on stdin"})
+            return
     n = fails = 0
     t0 = time.monotonic()
     end = t0 + a.seconds
@@ -245,7 +254,7 @@ def mode_throughput(a, s):
         now = time.monotonic()
         if now >= end:
             break
-        if s.put("tp-%d" % n, value) != 0:
+        if s.put("tp-%d-%d" % (tag, n), value) != 0:
             fails += 1
         n += 1
     took = time.monotonic() - t0
@@ -275,6 +284,7 @@ def main():
     f.add_argument("n", type=int)
     t = sub.add_parser("throughput")
     t.add_argument("seconds", type=float)
+    t.add_argument("--wait-go", action="store_true", help="print tp_ready, start on a 'go' line")
     a = p.parse_args()
 
     os.environ.setdefault("MC_TCP_BIND_ADDRESS", "127.0.0.1")
