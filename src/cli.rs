@@ -86,9 +86,30 @@ pub struct Args {
     /// Fraction of candidates evicted per pass.
     #[arg(long = "eviction-ratio", alias = "eviction_ratio", default_value_t = 0.05, value_parser = parse_ratio)]
     pub eviction_ratio: f64,
-    /// Liveness TTL of remote store nodes (plain number = seconds).
-    #[arg(long = "client-ttl", alias = "client_ttl", default_value = "10s", value_parser = parse_duration_s)]
+    /// Liveness TTL of remote store nodes (plain number = seconds): silent this long, a node
+    /// is suspected (or expires when --client-suspicion-ttl is 0).
+    #[arg(
+        long = "client-ttl",
+        visible_alias = "client-active-ttl",
+        aliases = ["client_ttl", "client_active_ttl", "client_active_ttl_sec", "client-active-ttl-sec"],
+        default_value = "10s",
+        value_parser = parse_duration_s
+    )]
     pub client_ttl: Duration,
+    /// How long a suspected store node keeps its segments and writes (its replicas withheld
+    /// from reads) before it expires; its next heartbeat restores it (plain number = seconds;
+    /// 0 = no suspicion phase; upstream's default is 20).
+    #[arg(
+        long = "client-suspicion-ttl",
+        aliases = ["client_suspicion_ttl", "client_suspicion_ttl_sec", "client-suspicion-ttl-sec"],
+        default_value = "0s",
+        value_parser = parse_duration_s
+    )]
+    pub client_suspicion_ttl: Duration,
+    /// The version ServiceReady answers: an upstream client refuses a master whose version
+    /// differs from its own build's (INVALID_VERSION, -300).
+    #[arg(long = "service-version", alias = "service_version", default_value = mc_core::rpc::SERVICE_VERSION, value_parser = parse_version)]
+    pub service_version: String,
     /// Idle connection timeout (plain number = seconds).
     #[arg(long = "idle-timeout", default_value = "60s", value_parser = parse_duration_s)]
     pub idle_timeout: Duration,
@@ -254,6 +275,15 @@ fn parse_duration_ms(s: &str) -> Result<Duration, String> {
 
 fn parse_duration_s(s: &str) -> Result<Duration, String> {
     parse_duration_with(s, 1.0)
+}
+
+/// A version string as upstream's builds spell theirs (`2.0.0`, `0.3.13.post1`): 1 to 64
+/// visible ASCII characters.
+fn parse_version(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("{s:?} is not a version (1 to 64 visible ASCII characters, e.g. 2.0.0)"));
+    }
+    Ok(s.to_string())
 }
 
 /// Values read from `--config` (SPEC §11).

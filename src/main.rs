@@ -134,6 +134,8 @@ fn run(args: Args) -> Result<(), Fatal> {
         eviction_high_watermark_ratio: args.eviction_high_watermark_ratio,
         eviction_ratio: args.eviction_ratio,
         client_ttl: args.client_ttl,
+        client_suspicion_ttl: args.client_suspicion_ttl,
+        service_version: args.service_version.clone(),
         idle_timeout: args.idle_timeout,
         header_read_timeout: args.header_read_timeout,
         max_connections: args.max_connections,
@@ -238,6 +240,7 @@ fn run(args: Args) -> Result<(), Fatal> {
                 client_id: uuid::Uuid::new_v4(),
                 name: master.config().node_name.clone(),
                 tenant: "default".into(),
+                version: master.config().service_version.clone(),
             };
             let segments = master
                 .store()
@@ -356,6 +359,13 @@ fn run(args: Args) -> Result<(), Fatal> {
         env!("CARGO_PKG_VERSION"),
         args.runtime
     );
+    if rpc_port != RpcPort::Off {
+        log::info!(
+            "RPC: ServiceReady answers version {:?} (--service-version); upstream clients of another build \
+             refuse to start (INVALID_VERSION, -300)",
+            args.service_version
+        );
+    }
 
     runtime.join();
     if let Some((h, _)) = &ha {

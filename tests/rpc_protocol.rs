@@ -18,6 +18,8 @@ struct Server {
     http: String,
     rpc: Option<String>,
     lines: mpsc::Receiver<String>,
+    /// Log lines (stderr), when started with [`start_logged`].
+    log: Option<mpsc::Receiver<String>>,
 }
 
 impl Drop for Server {
@@ -31,26 +33,41 @@ impl Drop for Server {
 /// made-up remote nodes (10.0.0.9, ...) that must never be dialled; the data plane has its
 /// own tests (tests/dataplane.rs, tests/dataplane_upstream.rs).
 fn start(args: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mc-master"))
-        .args(["--port", "0", "--threads", "2", "--runtime", &common::current_runtime(), "--te-port", "off"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mc-master");
-    let out = child.stdout.take().unwrap();
+    start_with(args, false)
+}
+
+/// [`start`] with the log (`RUST_LOG=info`, stderr) collected in `Server::log`.
+fn start_logged(args: &[&str]) -> Server {
+    start_with(args, true)
+}
+
+/// The lines `r` yields, on a thread.
+fn line_channel(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
+        for l in BufReader::new(r).lines().map_while(Result::ok) {
             if tx.send(l).is_err() {
                 break;
             }
         }
     });
+    lines
+}
+
+fn start_with(args: &[&str], logged: bool) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mc-master"))
+        .args(["--port", "0", "--threads", "2", "--runtime", &common::current_runtime(), "--te-port", "off"])
+        .args(args)
+        .env("RUST_LOG", if logged { "info" } else { "warn" })
+        .stdout(Stdio::piped())
+        .stderr(if logged { Stdio::piped() } else { Stdio::null() })
+        .spawn()
+        .expect("start mc-master");
+    let lines = line_channel(child.stdout.take().unwrap());
+    let log = child.stderr.take().map(line_channel);
     let first = lines.recv_timeout(Duration::from_secs(20)).expect("first stdout line");
     let http = first.strip_prefix("listening on http://").expect("listening line").to_string();
-    let mut s = Server { child, http, rpc: None, lines };
+    let mut s = Server { child, http, rpc: None, lines, log };
     if !args.windows(2).any(|w| w == ["--rpc-port", "off"]) {
         let mut l = s.lines.recv_timeout(Duration::from_secs(5)).expect("second stdout line");
         if l.starts_with("admin listening on") {
@@ -294,6 +311,81 @@ fn an_expired_client_loses_its_segments_objects_and_metadata() {
         assert_eq!(get(h, "/metadata?key=mooncake/ram/other:1").0, 200);
         // Its next Ping asks for a remount.
         assert_eq!(rpc.call("Ping", vec![client]), Value::ok(Value::Struct(vec![Value::Int(0), Value::Int(2)])));
+    });
+}
+
+/// Waits up to 10 s for a log line containing every one of `parts`.
+fn wait_log(srv: &Server, parts: &[&str]) -> String {
+    let log = srv.log.as_ref().expect("started with start_logged");
+    let end = Instant::now() + Duration::from_secs(10);
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match log.recv_timeout(left) {
+            Ok(l) if parts.iter().all(|p| l.contains(p)) => return l,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no log line with {parts:?}");
+}
+
+/// Recoverable liveness (upstream PR #2991): silent past `--client-active-ttl`, a client is
+/// Suspected (its replicas answer -703, its segment and keys stay); its next Ping restores
+/// it; silent past the suspicion TTL too, it goes Offline and is cleaned up. Each transition
+/// is counted in /metrics and named in the log.
+#[test]
+fn a_suspected_client_is_withheld_restored_by_its_ping_then_offline() {
+    common::for_each_runtime(|_| {
+        // Upstream's underscore spellings of both flags.
+        let srv = start_logged(&["--rpc-port", "0", "--client_active_ttl_sec", "1", "--client_suspicion_ttl_sec", "2"]);
+        let h = &srv.http;
+        let mut rpc = Rpc::connect(srv.rpc.as_deref().unwrap());
+        let client = uuid(7, 7);
+        mount_and_put(&mut rpc, client.clone(), "127.0.0.1:9999", "k", 5);
+        let mut reader = Rpc::connect(srv.rpc.as_deref().unwrap());
+        let mut read = || reader.call("GetReplicaList", vec![s("k"), s("default")]);
+        assert!(matches!(read(), Value::Ok(_)));
+        let metric = |name: &str, v: u32| {
+            let (_, m) = get(h, "/metrics");
+            m.lines().any(|l| l == format!("{name} {v}"))
+        };
+        assert!(metric("master_client_suspicion_ttl_seconds", 2));
+        // Silence past the TTL: Suspected, withheld, kept.
+        wait_until("suspicion", || metric("master_suspected_clients", 1));
+        wait_log(&srv, &["client", "127.0.0.1:9999", "suspected"]);
+        assert_eq!(read(), Value::err(-703), "withheld from reads");
+        assert!(metric("master_suspected_clients_total", 1));
+        assert!(metric("master_active_clients", 2), "its resources are kept");
+        assert!(metric("master_expired_clients_total", 0));
+        assert_eq!(get(h, "/get_all_segments").1.lines().count(), 1);
+        // Its Ping restores it.
+        let pong = rpc.call("Ping", vec![client.clone()]);
+        assert!(matches!(pong, Value::Ok(_)), "{pong:?}");
+        wait_log(&srv, &["client", "127.0.0.1:9999", "recovered"]);
+        assert!(matches!(read(), Value::Ok(_)), "readable again");
+        assert!(metric("master_recovered_clients_total", 1));
+        assert!(metric("master_suspected_clients", 0));
+        // Silence past both TTLs: Offline, cleaned up.
+        wait_until("offline", || metric("master_expired_clients_total", 1));
+        wait_log(&srv, &["client", "127.0.0.1:9999", "offline"]);
+        assert!(metric("master_suspected_clients_total", 2));
+        assert!(metric("master_active_clients", 1));
+        assert_eq!(get(h, "/get_all_segments"), (200, String::new()));
+        assert_eq!(read(), Value::err(-704), "gone");
+    });
+}
+
+/// `--service-version`: what ServiceReady answers; the default is 2.0.0.
+#[test]
+fn service_version_is_settable() {
+    common::for_each_runtime(|_| {
+        let srv = start_logged(&["--rpc-port", "0", "--service-version", "0.3.13.post1"]);
+        wait_log(&srv, &["ServiceReady answers version", "0.3.13.post1"]);
+        let mut rpc = Rpc::connect(srv.rpc.as_deref().unwrap());
+        assert_eq!(rpc.call("ServiceReady", vec![]), Value::ok(s("0.3.13.post1")));
+        // A client that leaves right after ServiceReady (as a refusing upstream client does)
+        // is explained in the log.
+        drop(rpc);
+        wait_log(&srv, &["right after ServiceReady", "--service-version"]);
     });
 }
 

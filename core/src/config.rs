@@ -43,8 +43,16 @@ pub struct Config {
     pub eviction_high_watermark_ratio: f64,
     /// `--eviction-ratio` (SPEC §8.6).
     pub eviction_ratio: f64,
-    /// `--client-ttl` (SPEC §8.7).
+    /// `--client-ttl` (`--client-active-ttl`, SPEC §8.7): a remote node not heard from for
+    /// this long is Suspected, or Offline when `client_suspicion_ttl` is zero.
     pub client_ttl: Duration,
+    /// `--client-suspicion-ttl`: how long a Suspected node keeps its segments and writes
+    /// (its replicas withheld) before it goes Offline; zero (the default) = no suspicion
+    /// phase, a node expires at `client_ttl` as SPEC §8.7 says.
+    pub client_suspicion_ttl: Duration,
+    /// `--service-version`: the version `ServiceReady` answers (upstream clients compare it
+    /// with their own build's and refuse to start on a difference).
+    pub service_version: String,
     /// `--idle-timeout` (SPEC §2.5).
     pub idle_timeout: Duration,
     /// `--header-read-timeout` (SPEC §2.5).
@@ -76,6 +84,8 @@ impl Default for Config {
             eviction_high_watermark_ratio: 0.9,
             eviction_ratio: 0.05,
             client_ttl: Duration::from_secs(10),
+            client_suspicion_ttl: Duration::ZERO,
+            service_version: crate::rpc::SERVICE_VERSION.to_string(),
             idle_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 0,

@@ -33,6 +33,7 @@ pub(crate) fn metrics_text(m: &Master, now: Now) -> Vec<u8> {
             connections_open: m.connections_open.load(Ordering::Relaxed).max(0) as u64,
             process: m.platform.process_sample(),
             client_ttl: m.config.client_ttl,
+            suspicion_ttl: m.config.client_suspicion_ttl,
             oldest_heartbeat_age,
         },
     );
@@ -125,6 +126,8 @@ pub(crate) struct Scrape<'a> {
     pub(crate) process: ProcessSample,
     /// `master_client_ttl_seconds`.
     pub(crate) client_ttl: Duration,
+    /// `master_client_suspicion_ttl_seconds`.
+    pub(crate) suspicion_ttl: Duration,
     /// `master_client_oldest_heartbeat_age_seconds`.
     pub(crate) oldest_heartbeat_age: Duration,
 }
@@ -371,6 +374,34 @@ pub(crate) fn render_metrics(out: &mut Vec<u8>, s: &Scrape<'_>) {
         "counter",
         "RPC clients expired for missed heartbeats",
         s.store.expired_clients,
+    );
+    float_scalar(
+        out,
+        "master_client_suspicion_ttl_seconds",
+        "gauge",
+        "How long a suspected RPC client keeps its resources before it goes offline (0: no suspicion phase)",
+        s.suspicion_ttl,
+    );
+    scalar(
+        out,
+        "master_suspected_clients",
+        "gauge",
+        "RPC clients suspected now (silent beyond the TTL; replicas withheld, resources kept)",
+        s.gauges.suspected_clients,
+    );
+    scalar(
+        out,
+        "master_suspected_clients_total",
+        "counter",
+        "RPC clients that became suspected (Active to Suspected)",
+        s.store.suspected_clients,
+    );
+    scalar(
+        out,
+        "master_recovered_clients_total",
+        "counter",
+        "Suspected RPC clients heard from again (Suspected to Active)",
+        s.store.recovered_clients,
     );
 }
 

@@ -531,6 +531,7 @@ fn synthetic_gauges() -> crate::store::Gauges {
         allocated_bytes: 1048576,
         total_capacity_bytes: 100663296,
         active_clients: 1,
+        suspected_clients: 1,
         nodes: vec![
             crate::store::NodeGauge { name: "127.0.0.1:8080".into(), allocated: 11, capacity: 16777216 },
             crate::store::NodeGauge { name: "we\"ird\\no\nde".into(), allocated: 0, capacity: 1 },
@@ -560,6 +561,8 @@ fn metrics_text() {
         evicted_keys: 6,
         evicted_bytes: 6291456,
         expired_clients: 1,
+        suspected_clients: 3,
+        recovered_clients: 2,
     };
     let mut out = Vec::new();
     metrics::render_metrics(
@@ -571,6 +574,7 @@ fn metrics_text() {
             connections_open: 2,
             process: crate::platform::ProcessSample { resident_bytes: 1 << 20, cpu_seconds: 0.5 },
             client_ttl: Duration::from_secs(10),
+            suspicion_ttl: Duration::from_secs(20),
             oldest_heartbeat_age: Duration::from_millis(2500),
         },
     );
@@ -612,6 +616,10 @@ fn metrics_text() {
         "master_client_ttl_seconds 10",
         "master_client_oldest_heartbeat_age_seconds 2.5",
         "master_expired_clients_total 1",
+        "master_client_suspicion_ttl_seconds 20",
+        "master_suspected_clients 1",
+        "master_suspected_clients_total 3",
+        "master_recovered_clients_total 2",
     ] {
         assert!(lines.contains(&expected), "missing {expected}\n{text}");
     }
@@ -670,6 +678,8 @@ fn summary_text() {
         evicted_keys: 6,
         evicted_bytes: 1536,
         expired_clients: 0,
+        suspected_clients: 0,
+        recovered_clients: 0,
     };
     let text = metrics::render_summary(&synthetic_gauges(), &store, &cur, &base, 4.2);
     let expected = "Mem Storage: 1.00 MB / 96.00 MB (1.0%)\n\

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::op::{mount_args, segment_value, CallOutcomeError, CallResult, NodeIdentity, NodeSegment};
 use crate::rpc::client::{self, NEED_REMOUNT};
-use crate::rpc::{Rpc, Value, SERVICE_VERSION};
+use crate::rpc::{Rpc, Value};
 
 /// Heartbeat period (upstream's Ping thread: 1 s).
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
@@ -256,7 +256,7 @@ impl Membership {
     pub fn handle_reply(&mut self, now: Instant, token: u64, reply: CallResult) {
         match &mut self.phase {
             Phase::Handshake { token: t, .. } if *t == token => match reply {
-                Ok(Value::Ok(v)) if v.as_bytes() == Some(SERVICE_VERSION.as_bytes()) => {
+                Ok(Value::Ok(v)) if v.as_bytes() == Some(self.id.version.as_bytes()) => {
                     let calls: Vec<Vec<Value>> = self.segments.iter().map(|s| mount_args(&self.id, s)).collect();
                     let waiting: Vec<u64> = calls.into_iter().map(|a| self.call(Rpc::MountSegment, a)).collect();
                     self.phase = Phase::Mounting { waiting, deadline: now + SETUP_TIMEOUT };
@@ -264,8 +264,10 @@ impl Membership {
                 }
                 Ok(Value::Ok(v)) => {
                     let got = String::from_utf8_lossy(v.as_bytes().unwrap_or_default()).into_owned();
-                    let why =
-                        format!("the master at {} speaks version {got:?}, this node {SERVICE_VERSION:?}", self.master);
+                    let why = format!(
+                        "the master at {} speaks version {got:?}, this node {:?} (--service-version)",
+                        self.master, self.id.version
+                    );
                     self.backoff = MAX_BACKOFF;
                     self.down(now, why, true);
                 }

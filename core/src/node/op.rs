@@ -117,6 +117,9 @@ pub struct NodeIdentity {
     pub name: String,
     /// Tenant of every key (upstream's default `default`).
     pub tenant: String,
+    /// The version the master's `ServiceReady` must answer (`--service-version`; a master
+    /// of another version is refused, as upstream's client does).
+    pub version: String,
 }
 
 /// A move of bytes the driver carries out: on this node (`local`) or through the data plane.

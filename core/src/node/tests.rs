@@ -38,6 +38,7 @@ impl Cluster {
                 client_id: Uuid::from_u64_pair(0x100 + i as u64, 1),
                 name: format!("127.0.0.1:{}", 9000 + i),
                 tenant: "default".into(),
+                version: "2.0.0".into(),
             };
             let base = 0x1000_0000 * (i as u64 + 1);
             let seg =
@@ -204,8 +205,12 @@ fn remove_respects_leases_and_remove_all_counts() {
 
 #[test]
 fn an_unreachable_master_fails_the_operation_with_its_reason() {
-    let id =
-        NodeIdentity { client_id: Uuid::from_u64_pair(1, 1), name: "127.0.0.1:1".into(), tenant: "default".into() };
+    let id = NodeIdentity {
+        client_id: Uuid::from_u64_pair(1, 1),
+        name: "127.0.0.1:1".into(),
+        tenant: "default".into(),
+        version: "2.0.0".into(),
+    };
     let (mut run, step) = OpRun::start(ClusterOp::Get { key: "k".into() }, &id);
     assert!(matches!(step, Step::Call(crate::rpc::Rpc::GetReplicaList, _)));
     let step = run.on_reply(Err(CallOutcomeError::Unreachable("connection refused".into())));
@@ -230,7 +235,12 @@ fn unmount_reports_each_segment() {
 // ---- membership, on a virtual clock ----
 
 fn ident() -> NodeIdentity {
-    NodeIdentity { client_id: Uuid::from_u64_pair(5, 5), name: "127.0.0.1:7000".into(), tenant: "default".into() }
+    NodeIdentity {
+        client_id: Uuid::from_u64_pair(5, 5),
+        name: "127.0.0.1:7000".into(),
+        tenant: "default".into(),
+        version: "2.0.0".into(),
+    }
 }
 
 fn seg() -> NodeSegment {

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use super::frame::{RequestHeader, REQ_HDR};
 use super::service::RpcService;
+use super::types::{lookup, Rpc};
 use crate::master::Master;
 use crate::session::{Acceptor, ListenerAtShutdown, Session};
 use crate::stats::WorkerStats;
@@ -45,12 +46,24 @@ pub struct RpcConnection {
     read_done: bool,
     /// Requests answered.
     answered: u64,
+    /// Every request answered so far was `ServiceReady` (a client that leaves after it most
+    /// likely refused the version: logged at EOF).
+    ready_only: bool,
 }
 
 impl RpcConnection {
     /// A new connection answered by `svc`.
     pub fn new(_now: Now, svc: RpcService) -> Self {
-        Self { svc, inbuf: Vec::new(), in_pos: 0, out: Vec::new(), out_pos: 0, read_done: false, answered: 0 }
+        Self {
+            svc,
+            inbuf: Vec::new(),
+            in_pos: 0,
+            out: Vec::new(),
+            out_pos: 0,
+            read_done: false,
+            answered: 0,
+            ready_only: true,
+        }
     }
 
     /// Bytes received from the peer; complete requests are answered. Poll output afterwards.
@@ -71,6 +84,16 @@ impl RpcConnection {
         if !self.read_done {
             self.process(now);
             self.stop_reading();
+            if self.answered > 0 && self.ready_only {
+                // The unchanged upstream client compares the version with its own build's
+                // and, on a difference, logs INVALID_VERSION and disconnects.
+                log::warn!(
+                    "rpc: a client disconnected right after ServiceReady (answered version {:?}); an upstream \
+                     client of another build refuses it (INVALID_VERSION, -300): start mc-master with \
+                     --service-version set to the client's version",
+                    self.svc.service_version()
+                );
+            }
         }
     }
 
@@ -163,6 +186,7 @@ impl RpcConnection {
                 self.stop_reading();
                 break;
             }
+            self.ready_only &= lookup(h.function_id).is_some_and(|i| i.def.rpc == Rpc::ServiceReady);
             let body = &avail[REQ_HDR..REQ_HDR + h.length as usize];
             self.svc.call_into(now, &h, body, &mut self.out);
             self.answered += 1;

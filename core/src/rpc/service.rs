@@ -21,8 +21,9 @@ use crate::stats::{Ctr, WorkerStats};
 use crate::store::{ClientStatus, ErrorCode, RemoteSegment, ReplicaDesc, SegmentStatus, WriteConfig};
 use crate::time::Now;
 
-/// The version `ServiceReady` answers: the unchanged client compares it with its own build
-/// version (`MOONCAKE_STORE_VERSION` of the wheel) and refuses to start on a difference.
+/// The version `ServiceReady` answers by default (`Config::service_version`,
+/// `--service-version`): the unchanged client compares it with its own build version
+/// (`MOONCAKE_STORE_VERSION` of the wheel) and refuses to start on a difference.
 pub const SERVICE_VERSION: &str = "2.0.0";
 
 /// Replies are written like the real master's: literal included, narrowest lengths.
@@ -158,6 +159,11 @@ impl RpcService {
         Self { master, stats }
     }
 
+    /// The version `ServiceReady` answers (`--service-version`).
+    pub fn service_version(&self) -> &str {
+        &self.master.config.service_version
+    }
+
     /// True once the process is shutting down.
     pub fn shutting_down(&self) -> bool {
         self.master.is_shutting_down()
@@ -219,7 +225,7 @@ impl RpcService {
         let store = self.master.store().clone();
         let t = now.mono;
         Ok(match rpc {
-            Rpc::ServiceReady => Value::ok(Value::str(SERVICE_VERSION)),
+            Rpc::ServiceReady => Value::ok(Value::str(&self.master.config.service_version)),
             Rpc::GetStorageConfig => Value::ok(Value::Struct(vec![Value::str(""), Value::Bool(true), Value::UInt(0)])),
             Rpc::GetFsdir => Value::ok(Value::str("")),
             Rpc::FetchTasks => {

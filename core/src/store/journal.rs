@@ -365,7 +365,7 @@ impl Inner {
     /// Leader from now: restored clients get a fresh TTL from `now`; changes are recorded.
     pub(super) fn ha_promote(&mut self, now: u64) {
         let mut any = false;
-        for n in self.nodes.iter_mut().filter(|n| n.restored && n.alive) {
+        for n in self.nodes.iter_mut().filter(|n| n.restored && n.alive()) {
             n.last_seen = Some(now);
             any = true;
         }
@@ -391,7 +391,7 @@ impl Inner {
             self.begin_unmounting(now, id);
         }
         for n in self.nodes.iter_mut().skip(1) {
-            n.alive = false;
+            n.liveness = super::segment::Liveness::Offline;
             n.remounted = false;
             n.restored = false;
         }

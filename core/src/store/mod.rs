@@ -376,6 +376,7 @@ impl Store {
             high_watermark: config.eviction_high_watermark_ratio,
             eviction_ratio: config.eviction_ratio,
             client_ttl: u64::try_from(config.client_ttl.as_nanos()).unwrap_or(u64::MAX),
+            suspicion_ttl: u64::try_from(config.client_suspicion_ttl.as_nanos()).unwrap_or(u64::MAX),
             cluster: config.cluster,
         };
         Self {
@@ -765,7 +766,7 @@ impl Store {
         inner.current(key).is_some_and(|(_, v)| {
             v.replicas
                 .iter()
-                .any(|l| inner.segments.get(&l.seg).is_some_and(|s| s.is_live() && (cluster || !s.is_remote())))
+                .any(|l| inner.segments.get(&l.seg).is_some_and(|s| s.is_readable() && (cluster || !s.is_remote())))
         })
     }
 
@@ -779,7 +780,7 @@ impl Store {
         }
         let (_, v) = inner.current(key)?;
         let (loc, seg) = v.replicas.iter().find_map(|l| {
-            let seg = inner.segments.get(&l.seg).filter(|s| s.is_remote() && s.is_live())?;
+            let seg = inner.segments.get(&l.seg).filter(|s| s.is_remote() && s.is_readable())?;
             Some((l, seg))
         })?;
         if grant_lease && self.lease_ttl_ns > 0 {

@@ -8,12 +8,21 @@
 //! always reaches the memory it is told to write (`Placement`).
 //!
 //! ```text
-//!   MountSegment ──► node registered (alive, last_seen = now; Ping answers NEED_REMOUNT
+//!   MountSegment ──► node registered (Active, last_seen = now; Ping answers NEED_REMOUNT
 //!                    until ReMountSegment, as upstream)
 //!   Ping / mount ──► last_seen = now
-//!   last_seen + client_ttl passed ──► node expired: active clients −1, its segments
-//!                    UNMOUNTING (replicas dropped regardless of leases), its writes in
-//!                    progress aborted, its metadata entries deleted
+//!
+//!   Liveness (upstream PR #2991; suspicion TTL 0 = straight from Active to Offline):
+//!
+//!            last_seen + client_ttl                last_seen + client_ttl + suspicion_ttl
+//!   Active ───────────────────────────► Suspected ───────────────────────────────► Offline
+//!     ▲                                     │  segments withheld: replicas not handed to
+//!     └──── Ping, mount or remount ◄────────┘  readers (-703), no new allocations; writes
+//!           of the client                      in progress and metadata kept
+//!
+//!   Offline (expired): active clients −1, its segments UNMOUNTING (replicas dropped
+//!                    regardless of leases), its writes in progress aborted, its metadata
+//!                    entries deleted. A later mount registers it as a new Active node.
 //!   PutStart ──► Writing (visible: the key reports a write in progress) ──PutEnd──► Complete
 //!                    └──PutRevoke / writer expired / segment unmounted──► aborted
 //! ```
@@ -29,7 +38,7 @@ use uuid::Uuid;
 use super::alloc::Allocator;
 use super::ids::{NodeId, ValueId};
 use super::object::{Loc, Value, ValueShared, ValueState};
-use super::segment::{Node, Placement, SegShared, SegState, Segment};
+use super::segment::{Liveness, Node, Placement, SegShared, SegState, Segment};
 use super::state::Inner;
 use super::types::*;
 use super::Store;
@@ -44,12 +53,12 @@ impl Inner {
     fn client_node(&mut self, now: u64, client: Uuid, name: &str) -> NodeId {
         if let Some(&id) = self.clients.get(&client) {
             let n = &mut self.nodes[id.0];
-            if !n.alive {
-                n.alive = true;
+            if !n.alive() {
+                n.liveness = Liveness::Active;
                 n.remounted = false;
                 n.name = name.to_string();
             }
-            n.last_seen = Some(now);
+            self.heard_from(now, id);
             self.note_seen(now);
             return id;
         }
@@ -57,7 +66,7 @@ impl Inner {
         self.nodes.push(Node {
             name: name.to_string(),
             client_id: client,
-            alive: true,
+            liveness: Liveness::Active,
             last_seen: Some(now),
             remounted: false,
             restored: false,
@@ -69,7 +78,30 @@ impl Inner {
 
     /// The alive node of `client`, if any.
     fn alive_client(&self, client: Uuid) -> Option<NodeId> {
-        self.clients.get(&client).copied().filter(|&id| self.nodes[id.0].alive)
+        self.clients.get(&client).copied().filter(|&id| self.nodes[id.0].alive())
+    }
+
+    /// `node` (alive) was heard from at `now`: its heartbeat moves, and a Suspected node is
+    /// Active again, its segments no longer withheld.
+    fn heard_from(&mut self, now: u64, node: NodeId) {
+        let n = &mut self.nodes[node.0];
+        n.last_seen = Some(now);
+        if n.liveness == Liveness::Suspected {
+            n.liveness = Liveness::Active;
+            let (client, name) = (n.client_id, n.name.clone());
+            self.withhold(node, false);
+            self.counters.recovered_clients += 1;
+            log::info!("client {client} ({name}) recovered: heard from again, its replicas are readable");
+            // Its expiry is client_ttl from now, earlier than the Offline deadline it had.
+            self.note_seen(now);
+        }
+    }
+
+    /// Marks every segment of `node` withheld (Suspected) or not.
+    fn withhold(&mut self, node: NodeId, on: bool) {
+        for s in self.segments.values_mut().filter(|s| s.node == node) {
+            s.withheld = on;
+        }
     }
 
     /// `MountSegment`: returns whether a new segment was created (false: already mounted).
@@ -106,6 +138,7 @@ impl Inner {
                 size: seg.size,
                 te_endpoint: Some(seg.te_endpoint.clone()),
                 state: SegState::Mounted { alloc: Allocator::new(seg.size) },
+                withheld: false,
                 shared: Arc::new(SegShared::default()),
                 values: Default::default(),
                 allocs: Default::default(),
@@ -121,7 +154,7 @@ impl Inner {
     pub(super) fn remount_remote(&mut self, now: u64, client: Uuid, segs: &[RemoteSegment]) -> Result<u64, ErrorCode> {
         if let Some(id) = self.alive_client(client) {
             if self.nodes[id.0].remounted {
-                self.nodes[id.0].last_seen = Some(now);
+                self.heard_from(now, id);
                 return Ok(0);
             }
         }
@@ -129,12 +162,9 @@ impl Inner {
         for s in segs {
             created += u64::from(self.mount_remote(now, client, s)?);
         }
-        if let Some(&id) = self.clients.get(&client) {
-            let n = &mut self.nodes[id.0];
-            if n.alive {
-                n.remounted = true;
-                n.last_seen = Some(now);
-            }
+        if let Some(id) = self.alive_client(client) {
+            self.nodes[id.0].remounted = true;
+            self.heard_from(now, id);
         }
         Ok(created)
     }
@@ -175,9 +205,8 @@ impl Inner {
     pub(super) fn ping(&mut self, now: u64, client: Uuid) -> ClientStatus {
         match self.alive_client(client) {
             Some(id) => {
-                let n = &mut self.nodes[id.0];
-                n.last_seen = Some(now);
-                if n.remounted {
+                self.heard_from(now, id);
+                if self.nodes[id.0].remounted {
                     ClientStatus::Ok
                 } else {
                     ClientStatus::NeedRemount
@@ -194,25 +223,51 @@ impl Inner {
         self.expiry_hint = Some(self.expiry_hint.map_or(at, |h| h.min(at)));
     }
 
-    /// Earliest expiry of an alive remote node (a scan of every node: see `expiry_hint`).
-    pub(super) fn next_client_expiry(&self) -> Option<u64> {
-        let ttl = self.params.client_ttl;
-        self.nodes.iter().filter(|n| n.alive).filter_map(|n| Some(n.last_seen?.saturating_add(ttl))).min()
+    /// When `n`'s next liveness transition is due (None: the embedded node, or offline).
+    fn liveness_deadline(&self, n: &Node) -> Option<u64> {
+        let seen = n.last_seen?;
+        let p = &self.params;
+        match n.liveness {
+            Liveness::Active => Some(seen.saturating_add(p.client_ttl)),
+            Liveness::Suspected => Some(seen.saturating_add(p.client_ttl).saturating_add(p.suspicion_ttl)),
+            Liveness::Offline => None,
+        }
     }
 
-    /// Expires every remote node whose heartbeat is older than the TTL (SPEC §8.7).
+    /// Earliest liveness transition of a remote node (a scan of every node: see
+    /// `expiry_hint`).
+    pub(super) fn next_client_expiry(&self) -> Option<u64> {
+        self.nodes.iter().filter_map(|n| self.liveness_deadline(n)).min()
+    }
+
+    /// Runs the liveness transitions due at `now`: Active nodes silent for the TTL become
+    /// Suspected (or Offline without a suspicion phase), Suspected ones silent for the
+    /// suspicion TTL more go Offline (SPEC §8.7).
     pub(super) fn expire_clients(&mut self, now: u64) {
-        let ttl = self.params.client_ttl;
         let due: Vec<NodeId> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].alive && self.nodes[i].last_seen.is_some_and(|t| t.saturating_add(ttl) <= now))
+            .filter(|&i| self.liveness_deadline(&self.nodes[i]).is_some_and(|t| t <= now))
             .map(NodeId)
             .collect();
         for node in due {
+            let suspect = self.nodes[node.0].liveness == Liveness::Active && self.params.suspicion_ttl > 0;
             let n = &mut self.nodes[node.0];
-            n.alive = false;
+            if suspect {
+                n.liveness = Liveness::Suspected;
+                let (client, name) = (n.client_id, n.name.clone());
+                let silent = now.saturating_sub(n.last_seen.unwrap_or(now)) / 1_000_000;
+                log::warn!(
+                    "client {client} ({name}) suspected: no heartbeat for {silent} ms; its replicas are withheld \
+                     and it goes offline in {} ms unless heard from",
+                    self.params.suspicion_ttl / 1_000_000
+                );
+                self.withhold(node, true);
+                self.counters.suspected_clients += 1;
+                continue;
+            }
+            n.liveness = Liveness::Offline;
             n.remounted = false;
             let (client, name) = (n.client_id, n.name.clone());
-            log::info!("client {client} ({name}) expired: unmounting its segments");
+            log::info!("client {client} ({name}) offline (expired): unmounting its segments");
             let segs: Vec<Uuid> = self.segments.values().filter(|s| s.node == node).map(|s| s.id).collect();
             for id in segs {
                 self.begin_unmounting(now, id);
@@ -478,14 +533,16 @@ impl Inner {
             .replicas
             .iter()
             .filter(|l| {
-                self.segments.get(&l.seg).is_some_and(|s| (self.params.cluster || s.is_remote()) && s.is_live())
+                self.segments.get(&l.seg).is_some_and(|s| (self.params.cluster || s.is_remote()) && s.is_readable())
                     && !self.hidden_segment(l.seg)
             })
             .filter_map(|l| self.describe(l, v.len, true))
             .collect();
         if replicas.is_empty() {
-            if v.replicas.iter().any(|l| self.hidden_segment(l.seg)) {
-                // Restored after a failover; its owner has not remounted yet (docs/ha.md).
+            let withheld = |l: &Loc| self.segments.get(&l.seg).is_some_and(|s| s.withheld && s.is_live());
+            if v.replicas.iter().any(|l| self.hidden_segment(l.seg) || withheld(l)) {
+                // Restored after a failover, its owner not remounted yet (docs/ha.md); or
+                // its owner is Suspected (kept, not handed out until it is heard from).
                 return Err(ErrorCode::ReplicaNotReady);
             }
             // Stored in this process's memory, which RPC readers cannot reach (no data plane).

@@ -423,3 +423,107 @@ fn open_access_serves_any_range_of_a_live_segment_only() {
     drop(r);
     assert!(h.store.segments().is_empty(), "removed once the last range ended");
 }
+
+/// C1 with segment `s1` (on which it wrote `k`, and began writing `w`) and C2 with
+/// segment `s2`; a client TTL of 10 s and a suspicion TTL of 20 s.
+fn suspicion_setup() -> Harness {
+    let h = Harness::new(Config {
+        client_ttl: Duration::from_secs(10),
+        client_suspicion_ttl: Duration::from_secs(20),
+        ..config()
+    });
+    h.store.client_mount(h.now, C1, &seg(0x51, "n1", BASE, 16 * MIB)).unwrap();
+    h.store.client_mount(h.now, C2, &seg(0x61, "n2", BASE * 2, MIB)).unwrap();
+    let on_n1 = WriteConfig { replicas: 1, preferred: vec!["n1".to_string()] };
+    h.store.client_put_start(h.now, C1, "k", 4096, &on_n1, false).unwrap();
+    h.store.client_put_end(h.now, C1, "k", None).unwrap();
+    h.store.client_put_start(h.now, C1, "w", 4096, &on_n1, false).unwrap();
+    h
+}
+
+/// Advances `d` in 1 s steps while C2 keeps pinging (only C1 goes silent).
+fn silent_c1(h: &mut Harness, d: Duration) {
+    let end = h.now + d;
+    while h.now < end {
+        h.advance(Duration::from_secs(1).min(end - h.now));
+        h.store.client_ping(h.now, C2);
+    }
+}
+
+#[test]
+fn a_silent_client_is_suspected_its_replicas_withheld_and_a_ping_restores_them() {
+    let mut h = suspicion_setup();
+    assert!(h.store.client_get(h.now, "k").is_ok());
+    silent_c1(&mut h, Duration::from_secs(9));
+    assert_eq!(h.store.counters().suspected_clients, 0, "9 s: still Active");
+    silent_c1(&mut h, Duration::from_secs(1));
+    let (g, c) = (h.store.gauges(), h.store.counters());
+    assert_eq!((c.suspected_clients, c.expired_clients, c.recovered_clients), (1, 0, 0));
+    assert_eq!(g.suspected_clients, 1);
+    assert_eq!(g.active_clients, 3, "a suspected client keeps its resources: still counted");
+    // Withheld from reads: -703, not "not found"; kept: the segment and the key are there.
+    assert_eq!(h.store.client_get(h.now, "k"), Err(ErrorCode::ReplicaNotReady));
+    assert!(!h.store.client_exists("k"));
+    assert_eq!(h.store.segment_status(Uuid::from_u128(0x51)), Some(SegmentStatus::Mounted));
+    assert_eq!(h.store.gauges().key_count, 2);
+    // Withheld from allocation: a write that only fits on n1 has nowhere to go, a small
+    // one goes to n2 even when n1 is preferred.
+    assert_eq!(h.store.client_put_start(h.now, C2, "big", 2 * MIB, &one(), false), Err(ErrorCode::NoAvailableHandle));
+    let on_n1 = WriteConfig { replicas: 1, preferred: vec!["n1".to_string()] };
+    let d = h.store.client_put_start(h.now, C2, "small", 4096, &on_n1, false).unwrap();
+    assert_eq!(d[0].endpoint, "te-n2");
+    // The next Ping makes it Active again: everything readable, its write still completes.
+    assert_eq!(h.store.client_ping(h.now, C1), ClientStatus::NeedRemount);
+    let (g, c) = (h.store.gauges(), h.store.counters());
+    assert_eq!((c.suspected_clients, c.recovered_clients, c.expired_clients), (1, 1, 0));
+    assert_eq!(g.suspected_clients, 0);
+    assert_eq!(h.store.client_get(h.now, "k").unwrap().replicas[0].endpoint, "te-n1");
+    assert!(h.store.client_exists("k"));
+    assert_eq!(h.store.client_put_end(h.now, C1, "w", None), Ok(Some(4096)));
+    assert!(h.store.client_put_start(h.now, C2, "big", 2 * MIB, &one(), false).is_ok());
+}
+
+#[test]
+fn a_suspected_client_goes_offline_after_the_suspicion_ttl_and_is_cleaned_up() {
+    let mut h = suspicion_setup();
+    silent_c1(&mut h, Duration::from_secs(10));
+    assert_eq!(h.store.counters().suspected_clients, 1);
+    silent_c1(&mut h, Duration::from_secs(19));
+    assert_eq!(h.store.counters().expired_clients, 0, "29 s: still Suspected");
+    assert_eq!(h.store.segment_status(Uuid::from_u128(0x51)), Some(SegmentStatus::Mounted));
+    silent_c1(&mut h, Duration::from_secs(1));
+    let (g, c) = (h.store.gauges(), h.store.counters());
+    assert_eq!((c.suspected_clients, c.expired_clients, c.recovered_clients), (1, 1, 0));
+    assert_eq!((g.suspected_clients, g.active_clients), (0, 2));
+    assert_eq!(h.store.segment_status(Uuid::from_u128(0x51)), None, "Offline: unmounted");
+    assert_eq!(h.store.client_get(h.now, "k"), Err(ErrorCode::ObjectNotFound));
+    assert_eq!(h.store.query_key("w"), Err(QueryError::NotFound), "its write was aborted");
+    // An offline client is a new one when it comes back: NEED_REMOUNT, nothing recovered.
+    assert_eq!(h.store.client_ping(h.now, C1), ClientStatus::NeedRemount);
+    assert_eq!(h.store.counters().recovered_clients, 0);
+}
+
+#[test]
+fn a_recovered_client_gets_a_fresh_ttl() {
+    let mut h = suspicion_setup();
+    silent_c1(&mut h, Duration::from_secs(10));
+    silent_c1(&mut h, Duration::from_secs(5));
+    h.store.client_ping(h.now, C1); // t = 15 s: Active again
+    silent_c1(&mut h, Duration::from_secs(9));
+    assert_eq!(h.store.counters().suspected_clients, 1, "t = 24 s: Active since 15 s");
+    silent_c1(&mut h, Duration::from_secs(1));
+    assert_eq!(h.store.counters().suspected_clients, 2, "t = 25 s: suspected again");
+    silent_c1(&mut h, Duration::from_secs(19));
+    assert_eq!(h.store.counters().expired_clients, 0, "t = 44 s: not the first deadline (30 s)");
+    silent_c1(&mut h, Duration::from_secs(1));
+    assert_eq!(h.store.counters().expired_clients, 1, "t = 45 s: 10 s + 20 s after its last ping");
+}
+
+#[test]
+fn without_a_suspicion_ttl_a_silent_client_expires_at_the_ttl() {
+    let mut h = Harness::new(Config { client_ttl: Duration::from_secs(10), ..config() });
+    h.store.client_mount(h.now, C1, &seg(0x51, "n1", BASE, 16 * MIB)).unwrap();
+    h.advance(Duration::from_secs(10));
+    let c = h.store.counters();
+    assert_eq!((c.suspected_clients, c.expired_clients), (0, 1));
+}

@@ -36,13 +36,26 @@ use crate::platform::Region;
 /// The embedded store node (always alive).
 pub(super) const EMBEDDED: NodeId = NodeId(0);
 
+/// Liveness of a store node (`remote.rs` draws the transitions). The embedded node is
+/// always `Active`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Liveness {
+    /// Heard from within `--client-ttl`.
+    Active,
+    /// Silent for longer than `--client-ttl`, not yet for `--client-suspicion-ttl` more: its
+    /// resources are kept, its replicas withheld from reads and its segments from allocation.
+    Suspected,
+    /// Expired: its segments unmount, its writes abort. A later mount registers it anew.
+    Offline,
+}
+
 /// A store node: the owner of segments. The embedded node never expires; remote nodes
 /// (registered over RPC by client id, see `remote.rs`) are alive while they heartbeat.
 #[derive(Debug)]
 pub(super) struct Node {
     pub(super) name: String,
     pub(super) client_id: Uuid,
-    pub(super) alive: bool,
+    pub(super) liveness: Liveness,
     /// Remote nodes: last heartbeat (mount or ping), ns since the store epoch. `None`: the
     /// embedded node, which never expires.
     pub(super) last_seen: Option<u64>,
@@ -52,6 +65,13 @@ pub(super) struct Node {
     /// Restored from the replicated state of a former leader (HA): its replicas are hidden
     /// from readers until the client mounts or remounts here (`journal.rs`).
     pub(super) restored: bool,
+}
+
+impl Node {
+    /// Not offline: its segments and writes are kept (Active or Suspected).
+    pub(super) fn alive(&self) -> bool {
+        self.liveness != Liveness::Offline
+    }
 }
 
 /// One platform mapping; several segments (chunks of one mount) may share it.
@@ -155,6 +175,9 @@ pub(super) struct Segment {
     pub(super) te_endpoint: Option<String>,
     pub(super) size: u64,
     pub(super) state: SegState,
+    /// Its node is Suspected: replicas here are not handed to readers and nothing new is
+    /// placed here, until the node is heard from again (or goes offline).
+    pub(super) withheld: bool,
     pub(super) shared: Arc<SegShared>,
     /// Values with a replica (or a write in progress) on this segment.
     /// Values with a replica here (dropped when the segment starts unmounting). Hashed by
@@ -181,6 +204,11 @@ impl Segment {
     /// MOUNTED or GRACEFULLY_UNMOUNTING: counted in capacity, replicas readable.
     pub(super) fn is_live(&self) -> bool {
         !matches!(self.state, SegState::Unmounting)
+    }
+
+    /// Live and not withheld: replicas here may be handed to a reader.
+    pub(super) fn is_readable(&self) -> bool {
+        self.is_live() && !self.withheld
     }
 
     /// Bytes occupied by values (0 when UNMOUNTING).
@@ -298,6 +326,9 @@ pub(super) enum Placement {
 
 impl Placement {
     pub(super) fn admits(self, seg: &Segment) -> bool {
+        if seg.withheld {
+            return false;
+        }
         match self {
             Placement::Any => true,
             Placement::Local => !seg.is_remote(),

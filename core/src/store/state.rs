@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::alloc::Allocator;
 use super::ids::{IdHasher, NodeId, ValueId};
 use super::object::{Object, Value};
-use super::segment::{Mapping, Node, SegShared, SegState, Segment, EMBEDDED};
+use super::segment::{Liveness, Mapping, Node, SegShared, SegState, Segment, EMBEDDED};
 use super::shard::ShardedMap;
 use super::types::{Gauges, MountKind, NodeGauge, RangeRefused, SegmentInfo, StoreCounters, UnmountFamily};
 use crate::config::Protocol;
@@ -25,8 +25,11 @@ pub(super) struct Params {
     pub(super) high_watermark: f64,
     /// `--eviction-ratio`.
     pub(super) eviction_ratio: f64,
-    /// `--client-ttl` in ns (remote nodes expire this long after their last heartbeat).
+    /// `--client-ttl` in ns (remote nodes are suspected, or expire when the suspicion TTL
+    /// is 0, this long after their last heartbeat).
     pub(super) client_ttl: u64,
+    /// `--client-suspicion-ttl` in ns: how long a suspected node keeps its resources.
+    pub(super) suspicion_ttl: u64,
     /// `Config::cluster`: placement and visibility across nodes.
     pub(super) cluster: bool,
 }
@@ -91,7 +94,7 @@ impl Inner {
             nodes: vec![Node {
                 name: node_name,
                 client_id,
-                alive: true,
+                liveness: Liveness::Active,
                 last_seen: None,
                 remounted: true,
                 restored: false,
@@ -175,6 +178,7 @@ impl Inner {
                 te_endpoint: None,
                 size: c.size,
                 state: SegState::Mounted { alloc: Allocator::new(c.size) },
+                withheld: false,
                 shared: Arc::new(SegShared::default()),
                 values: Default::default(),
                 allocs: Default::default(),
@@ -379,8 +383,9 @@ impl Inner {
             key_count: self.objects.len() as u64,
             allocated_bytes,
             total_capacity_bytes,
-            active_clients: self.nodes.iter().filter(|n| n.alive).count() as u64,
-            oldest_heartbeat_ns: self.nodes.iter().filter(|n| n.alive).filter_map(|n| n.last_seen).min(),
+            active_clients: self.nodes.iter().filter(|n| n.alive()).count() as u64,
+            suspected_clients: self.nodes.iter().filter(|n| n.liveness == Liveness::Suspected).count() as u64,
+            oldest_heartbeat_ns: self.nodes.iter().filter(|n| n.alive()).filter_map(|n| n.last_seen).min(),
             ..Gauges::default()
         };
         for s in self.segments.values() {

@@ -192,6 +192,8 @@ pub struct Gauges {
     pub total_capacity_bytes: u64,
     /// Alive store nodes.
     pub active_clients: u64,
+    /// `master_suspected_clients`: remote nodes Suspected now (counted in `active_clients`).
+    pub suspected_clients: u64,
     /// Per node with at least one MOUNTED or GRACEFULLY_UNMOUNTING segment, sorted by name.
     pub nodes: Vec<NodeGauge>,
     /// Segment records of any status.
@@ -220,8 +222,13 @@ pub struct StoreCounters {
     pub evicted_keys: u64,
     /// `master_evicted_size_bytes`.
     pub evicted_bytes: u64,
-    /// `master_expired_clients_total`: RPC clients expired for missed heartbeats.
+    /// `master_expired_clients_total`: RPC clients expired for missed heartbeats (gone
+    /// Offline).
     pub expired_clients: u64,
+    /// `master_suspected_clients_total`: Active -> Suspected transitions.
+    pub suspected_clients: u64,
+    /// `master_recovered_clients_total`: Suspected -> Active transitions (a heartbeat came).
+    pub recovered_clients: u64,
 }
 
 /// A segment as an RPC client describes it (`Segment` of the wire protocol, minus `host_id`).
