@@ -166,9 +166,15 @@ impl fmt::Debug for TcpDataPlane {
 struct Inner {
     config: TcpPlaneConfig,
     resolver: Resolver,
-    peers: Mutex<HashMap<(String, u16), Arc<Peer>>>,
+    /// Connection pools by data address and the owner's `tcp_instance_id` (newer owners
+    /// regenerate it per transport incarnation: a restarted owner on the same port gets a
+    /// fresh pool, the old one's lanes are dropped).
+    peers: Mutex<HashMap<PeerKey, Arc<Peer>>>,
     counters: Counters,
 }
+
+/// `(data host, data port, tcp_instance_id)`.
+type PeerKey = (String, u16, Option<String>);
 
 /// Why one attempt failed, and whether a re-fetch of the descriptor may help.
 #[derive(Debug)]
@@ -255,7 +261,11 @@ impl TcpDataPlane {
 
     /// Lanes open now to `host:port`.
     pub fn lanes_to(&self, host: &str, port: u16) -> usize {
-        lock(&self.inner.peers).get(&(host.to_owned(), port)).map_or(0, |p| lock(&p.state).open)
+        lock(&self.inner.peers)
+            .iter()
+            .filter(|((h, p, _), _)| h == host && *p == port)
+            .map(|(_, peer)| lock(&peer.state).open)
+            .sum()
     }
 
     /// The descriptor lookup (its cache can be dropped with [`Resolver::invalidate`]).
@@ -394,9 +404,22 @@ impl Inner {
         }
     }
 
-    fn peer(&self, host: &str, port: u16) -> Arc<Peer> {
-        lock(&self.peers)
-            .entry((host.to_owned(), port))
+    fn peer(&self, host: &str, port: u16, instance: Option<&str>) -> Arc<Peer> {
+        let mut peers = lock(&self.peers);
+        let key = (host.to_owned(), port, instance.map(str::to_owned));
+        if !peers.contains_key(&key) {
+            // Another incarnation of the owner at this address: its pooled lanes lead to a
+            // transport that is gone (lanes in use finish with their guards).
+            peers.retain(|(h, p, _), old| {
+                let same = h == host && *p == port;
+                if same {
+                    old.retire(&self.counters);
+                }
+                !same
+            });
+        }
+        peers
+            .entry(key)
             .or_insert_with(|| {
                 Arc::new(Peer {
                     host: host.to_owned(),
@@ -404,6 +427,7 @@ impl Inner {
                     max: self.config.lanes_per_peer.max(1),
                     state: Mutex::default(),
                     freed: Condvar::new(),
+                    retired: AtomicBool::new(false),
                 })
             })
             .clone()
@@ -425,7 +449,7 @@ impl Inner {
             ));
         }
         let framing = r.desc.framing();
-        let peer = self.peer(&r.data_host, r.data_port);
+        let peer = self.peer(&r.data_host, r.data_port, r.desc.tcp_instance_id.as_deref());
         let step = self.config.slice_size.max(1);
         let slices: Vec<SliceOp> = (0..len.div_ceil(step))
             .map(|i| {
@@ -550,6 +574,8 @@ struct Peer {
     max: usize,
     state: Mutex<PeerState>,
     freed: Condvar,
+    /// Replaced by another incarnation of the owner: lanes are closed, not pooled.
+    retired: AtomicBool,
 }
 
 #[derive(Default)]
@@ -560,6 +586,16 @@ struct PeerState {
 }
 
 impl Peer {
+    /// Closes the idle lanes; lanes in use close when their requests end.
+    fn retire(&self, counters: &Counters) {
+        self.retired.store(true, Ordering::SeqCst);
+        let mut s = lock(&self.state);
+        let n = s.idle.len();
+        s.idle.clear();
+        s.open -= n;
+        counters.lanes_open.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+
     /// A lane slot: an idle connection, or the right to open one.
     fn acquire<'a>(self: &'a Arc<Self>, counters: &'a Counters, deadline: Instant) -> Result<LaneGuard<'a>, Fail> {
         let mut s = lock(&self.state);
@@ -600,7 +636,7 @@ impl Drop for LaneGuard<'_> {
     fn drop(&mut self) {
         let mut s = lock(&self.peer.state);
         match self.conn.take() {
-            Some(conn) if conn.lane.is_idle() => s.idle.push(conn),
+            Some(conn) if conn.lane.is_idle() && !self.peer.retired.load(Ordering::SeqCst) => s.idle.push(conn),
             _ => {
                 s.open -= 1;
                 self.counters.lanes_open.fetch_sub(1, Ordering::Relaxed);
@@ -765,5 +801,41 @@ fn completion(c: Completion, send_error: Option<String>) -> Result<Option<Vec<u8
             };
             Err(Fail::new(kind, format!("{request}: {why}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+    use mc_core::platform::FakePlatform;
+    use mc_core::{Config, Master};
+
+    fn plane() -> Arc<TcpDataPlane> {
+        let m = Master::new(Config::default(), Arc::new(FakePlatform::new(7)), now());
+        TcpDataPlane::new(m.store().clone(), TcpPlaneConfig { handshake: false, ..Default::default() }).unwrap()
+    }
+
+    /// Pools are keyed by the owner's `tcp_instance_id` too: the same incarnation shares one,
+    /// a new incarnation at the same address gets a fresh one and the old one is retired
+    /// (its idle lanes closed and uncounted, lanes in use not pooled again).
+    #[test]
+    fn a_new_tcp_instance_id_gets_a_fresh_pool_and_retires_the_old() {
+        let p = plane();
+        let inner = &p.inner;
+        let one = inner.peer("127.0.0.1", 9, Some("one"));
+        assert!(Arc::ptr_eq(&one, &inner.peer("127.0.0.1", 9, Some("one"))));
+        // An idle lane counted in the old pool (as a finished request leaves it).
+        one.state.lock().unwrap().open = 1;
+        inner.counters.lanes_open.store(1, Ordering::Relaxed);
+        let two = inner.peer("127.0.0.1", 9, Some("two"));
+        assert!(!Arc::ptr_eq(&one, &two));
+        assert!(one.retired.load(Ordering::SeqCst));
+        assert!(!two.retired.load(Ordering::SeqCst));
+        assert_eq!(lock(&inner.peers).len(), 1, "only the live incarnation is kept");
+        // Other addresses are untouched; descriptors without the field share one pool.
+        let other = inner.peer("127.0.0.1", 10, None);
+        assert!(Arc::ptr_eq(&other, &inner.peer("127.0.0.1", 10, None)));
+        assert_eq!(lock(&inner.peers).len(), 2);
+        assert_eq!(p.lanes_to("127.0.0.1", 9), 0);
     }
 }

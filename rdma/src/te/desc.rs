@@ -41,6 +41,11 @@ pub struct SegmentDesc {
     pub tcp_data_host: Option<String>,
     /// The TE TCP data port (always emitted, meaningless for RDMA).
     pub tcp_data_port: u16,
+    /// Newer owners (upstream PR #3554): an id regenerated per transport incarnation, so an
+    /// initiator's pooled connections to a restarted owner on the same port are not reused.
+    /// Optional; mc-master's own descriptors omit it (0.3.13 initiators do not know it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_instance_id: Option<String>,
     /// The data-port framing the owner speaks; missing means 1, at least 2 means v2.
     #[serde(default = "default_proto_version")]
     pub tcp_proto_version: u32,
@@ -64,6 +69,7 @@ impl Default for SegmentDesc {
             rdma_server_name: String::new(),
             tcp_data_host: None,
             tcp_data_port: 0,
+            tcp_instance_id: None,
             tcp_proto_version: default_proto_version(),
             timestamp: String::new(),
         }

@@ -77,6 +77,19 @@ fn unknown_fields_are_ignored() {
     assert_eq!(desc.tcp_data_port, 5);
 }
 
+/// Newer owners (upstream PR #3554) add `tcp_instance_id`: accepted, kept, written back in
+/// its sorted place; descriptors without it are written without it.
+#[test]
+fn tcp_instance_id_is_accepted_and_kept() {
+    let json = r#"{"buffers":[{"addr":4096,"length":8192,"name":"h:1"}],"name":"h:1","protocol":"tcp","rdma_server_name":"","tcp_data_host":"127.0.0.1","tcp_data_port":15001,"tcp_instance_id":"7f3a-2","tcp_proto_version":2,"timestamp":"t"}"#;
+    let desc = SegmentDesc::from_json(json.as_bytes()).unwrap();
+    assert_eq!(desc.tcp_instance_id.as_deref(), Some("7f3a-2"));
+    assert_eq!(desc.tcp_data_port, 15001);
+    assert_eq!(String::from_utf8(desc.to_json()).unwrap(), json);
+    let without = SegmentDesc { tcp_instance_id: None, ..desc };
+    assert!(!String::from_utf8(without.to_json()).unwrap().contains("tcp_instance_id"));
+}
+
 #[test]
 fn corrupted_descriptors_are_rejected() {
     let cases = [
@@ -125,6 +138,7 @@ fn rdma_desc() -> SegmentDesc {
         rdma_server_name: "10.0.0.1:1234".into(),
         tcp_data_host: Some("10.0.0.1".into()),
         tcp_data_port: 7,
+        tcp_instance_id: None,
         tcp_proto_version: 2,
         timestamp: "t".into(),
     }
@@ -240,6 +254,7 @@ fn segment() -> impl Strategy<Value = SegmentDesc> {
             0..3,
         ),
         (name(), name(), proptest::option::of(name()), any::<u16>(), any::<u32>(), name()),
+        proptest::option::of(name()),
     )
         .prop_map(
             |(
@@ -248,6 +263,7 @@ fn segment() -> impl Strategy<Value = SegmentDesc> {
                 name,
                 matrix,
                 (protocol, rdma_server_name, tcp_data_host, port, version, timestamp),
+                tcp_instance_id,
             )| {
                 SegmentDesc {
                     buffers,
@@ -261,6 +277,7 @@ fn segment() -> impl Strategy<Value = SegmentDesc> {
                     rdma_server_name,
                     tcp_data_host,
                     tcp_data_port: port,
+                    tcp_instance_id,
                     tcp_proto_version: version,
                     timestamp,
                 }

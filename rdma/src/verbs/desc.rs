@@ -65,6 +65,7 @@ pub fn rdma_descriptor(
         rdma_server_name: String::new(),
         tcp_data_host: Some(data_host.to_owned()),
         tcp_data_port: data_port,
+        tcp_instance_id: None,
         tcp_proto_version: TCP_PROTO_VERSION,
         timestamp,
     }
