@@ -1010,3 +1010,76 @@ fn get_segments_detail_size_human() {
         }
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Upstream's /api/v1/* admin endpoints and /kv_events/status (upstream-behavior §1.4.7-1.4.10)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn upstream_v1_segment_status_remove_all_tenant_quotas_and_kv_events_status() {
+    for_each_runtime(|_| {
+        let s = Server::start(&["--global-segment-size", "16MiB", "--admin-port", "0"]);
+        let node = s.default_node_name();
+        // Segment status: OK (1) while mounted; 400 without a name; 404 for an unknown one.
+        s.get(&format!("/api/v1/segments/status?segment={}", pct(&node))).assert_json(
+            200,
+            &format!(
+                r#"{{"success":true,"segment":"{node}","status":1,"status_name":"OK","error_code":0,"error_message":""}}"#
+            ),
+        );
+        s.get("/api/v1/segments/status").assert_json(
+            400,
+            r#"{"success":false,"error_code":-600,"error_message":"Missing segment query parameter"}"#,
+        );
+        s.get("/api/v1/segments/status?segment=nope:1")
+            .assert_json(404, r#"{"success":false,"error_code":-101,"error_message":"SEGMENT_NOT_FOUND"}"#);
+        // A gracefully unmounting segment: 4.
+        let id2 = s.mount(16777216)[0].clone();
+        s.post("/api/unmount", &format!(r#"{{"segment_ids":"{id2}","grace_period_seconds":60}}"#))
+            .assert_json(200, r#"{"status":"success"}"#);
+        assert_eq!(s.get(&format!("/api/v1/segments/status?segment={node}")).json()["status"], 1, "one still OK");
+
+        // remove_all: leased values are kept unless forced (raw `true` or `1` only).
+        s.put("a", "1");
+        s.put("b", "2");
+        assert_eq!(s.get_value("a").status, 200); // leases `a`
+        s.request("POST", "/api/v1/remove_all?force=yes", &[], b"")
+            .assert_json(200, r#"{"success":true,"removed_count":1}"#);
+        s.request("POST", "/api/v1/remove_all?force=1&tenant_id=other", &[], b"")
+            .assert_json(200, r#"{"success":true,"removed_count":0}"#);
+        s.request("POST", "/api/v1/remove_all?force=true&tenant_id=default", &[], b"")
+            .assert_json(200, r#"{"success":true,"removed_count":1}"#);
+        assert_eq!(s.get("/api/v1/remove_all").status, 405);
+        let m = s.metrics();
+        assert_eq!(m.val("master_remove_all_requests_total"), 3.0);
+
+        // Tenant quotas: input validated, then "not in this mode" (a single-tenant master).
+        let mode = r#"{"success":false,"error_code":-1011,"error_message":"UNAVAILABLE_IN_CURRENT_MODE: tenant quotas need multi-tenant mode, which this build does not provide"}"#;
+        s.get("/api/v1/tenant_quotas").assert_json(409, mode);
+        s.json("PUT", "/api/v1/tenant_quotas", r#"{"requested_quota_bytes":1}"#)
+            .assert_json(400, r#"{"success":false,"error_code":-600,"error_message":"Missing or invalid tenant_id"}"#);
+        s.json("PUT", "/api/v1/tenant_quotas?tenant_id=t1", "{")
+            .assert_json(400, r#"{"success":false,"error_code":-600,"error_message":"Invalid JSON body"}"#);
+        for bad in [r#"{"requested_quota_bytes":0}"#, r#"{"requested_quota_bytes":9223372036854775808}"#, "{}"] {
+            s.json("PUT", "/api/v1/tenant_quotas?tenant_id=t1", bad).assert_json(
+                400,
+                r#"{"success":false,"error_code":-600,"error_message":"Tenant quota must be in [1, 2^63 - 1] bytes"}"#,
+            );
+        }
+        s.json("PUT", "/api/v1/tenant_quotas?tenant_id=t1", r#"{"requested_quota_bytes":1048576}"#)
+            .assert_json(409, mode);
+        s.request("DELETE", "/api/v1/tenant_quotas", &[], b"")
+            .assert_json(400, r#"{"success":false,"error_code":-600,"error_message":"Missing or invalid tenant_id"}"#);
+        s.request("DELETE", "/api/v1/tenant_quotas?tenant_id=t1", &[], b"").assert_json(409, mode);
+
+        // KV events: no publisher.
+        let kv = r#"{"enabled":false,"published_batches":0,"published_events":0,"dropped_events":0,"skipped_unparsed_keys":0}"#;
+        s.get("/kv_events/status").assert_json(200, kv);
+        // Also on the admin listener, as upstream serves them on its admin port.
+        let mut c = s.admin_conn();
+        c.send(b"GET /kv_events/status HTTP/1.1\r\n\r\n");
+        c.read_response().assert_json(200, kv);
+        c.send(format!("GET /api/v1/segments/status?segment={node} HTTP/1.1\r\n\r\n").as_bytes());
+        assert_eq!(c.read_response().status, 200);
+    });
+}

@@ -54,13 +54,21 @@ pub enum Route {
     HaStatus,
     /// `/leader` (a highly available master only)
     Leader,
+    /// `/api/v1/segments/status` (upstream's admin API, api/v1.rs)
+    SegmentsStatus,
+    /// `/api/v1/tenant_quotas`
+    TenantQuotas,
+    /// `/api/v1/remove_all`
+    RemoveAllV1,
+    /// `/kv_events/status`
+    KvEventsStatus,
     /// Unknown path, `OPTIONS *`, or a request rejected before routing (400, 408, 431, 505).
     Other,
 }
 
 impl Route {
     /// All routes, in metrics index order.
-    pub const ALL: [Route; 26] = [
+    pub const ALL: [Route; 30] = [
         Route::Metrics,
         Route::MetricsSummary,
         Route::Health,
@@ -86,6 +94,10 @@ impl Route {
         Route::Role,
         Route::HaStatus,
         Route::Leader,
+        Route::SegmentsStatus,
+        Route::TenantQuotas,
+        Route::RemoveAllV1,
+        Route::KvEventsStatus,
         Route::Other,
     ];
 
@@ -117,6 +129,10 @@ impl Route {
             Route::Role => "/role",
             Route::HaStatus => "/ha_status",
             Route::Leader => "/leader",
+            Route::SegmentsStatus => "/api/v1/segments/status",
+            Route::TenantQuotas => "/api/v1/tenant_quotas",
+            Route::RemoveAllV1 => "/api/v1/remove_all",
+            Route::KvEventsStatus => "/kv_events/status",
             Route::Other => "other",
         }
     }

@@ -62,6 +62,9 @@ pub(crate) enum ApiError {
     MasterError(i32),
     /// Store-node mode: the master did not answer in time: 504, `-901` (`RPC_TIMEOUT`).
     MasterTimeout(String),
+    /// An error of upstream's `/api/v1/*` endpoints: its code and message, the status by
+    /// upstream's map (upstream-behavior §1.3).
+    Upstream(i32, Cow<'static, str>),
 }
 
 /// The body shapes of SPEC §1.4.
@@ -81,7 +84,11 @@ impl Shape {
     /// The error shape an endpoint uses.
     pub(crate) fn of(route: Route) -> Shape {
         match route {
-            Route::QueryKey => Shape::Admin,
+            Route::QueryKey
+            | Route::SegmentsStatus
+            | Route::TenantQuotas
+            | Route::RemoveAllV1
+            | Route::KvEventsStatus => Shape::Admin,
             Route::BatchQueryKeys => Shape::Batch,
             Route::GetAllKeys | Route::QuerySegment | Route::Health => Shape::Plain,
             _ => Shape::Rest,
@@ -114,6 +121,7 @@ pub(crate) fn error_name(code: i32) -> String {
         -900 => "RPC_FAIL",
         -901 => "RPC_TIMEOUT",
         -1010 => "UNAVAILABLE_IN_CURRENT_STATUS",
+        -1011 => "UNAVAILABLE_IN_CURRENT_MODE",
         _ => return format!("error code {code}"),
     };
     format!("{name} ({code})")
@@ -146,6 +154,12 @@ impl ApiError {
             ApiError::MasterUnreachable(_) => 503,
             ApiError::MasterError(_) => 502,
             ApiError::MasterTimeout(_) => 504,
+            ApiError::Upstream(code, _) => match code {
+                -600 => 400,
+                -1402 | -101 | -704 | -1701 => 404,
+                -1011 | -1010 | -1702 => 409,
+                _ => 500,
+            },
         }
     }
 
@@ -167,6 +181,7 @@ impl ApiError {
             ApiError::MasterUnreachable(_) => -900,
             ApiError::MasterError(code) => *code,
             ApiError::MasterTimeout(_) => -901,
+            ApiError::Upstream(code, _) => *code,
         }
     }
 
@@ -199,6 +214,7 @@ impl ApiError {
             ApiError::SegmentNotFound => "segment not found",
             ApiError::Http(e) => e.message(),
             ApiError::TooManyConnections => "too many connections",
+            ApiError::Upstream(_, m) => m,
         })
     }
 

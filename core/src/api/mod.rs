@@ -36,6 +36,7 @@ mod rest;
 mod router;
 #[cfg(test)]
 mod tests;
+mod v1;
 
 use std::borrow::Cow;
 use std::io::IoSlice;
@@ -329,6 +330,10 @@ impl Service {
             Route::Role => Ok(self.role(now.mono)),
             Route::HaStatus => Ok(self.ha_status()),
             Route::Leader => Ok(self.leader()),
+            Route::SegmentsStatus => self.v1_segment_status(head),
+            Route::TenantQuotas => self.v1_tenant_quotas(head, body),
+            Route::RemoveAllV1 => Ok(self.v1_remove_all(now, head)),
+            Route::KvEventsStatus => Ok(self.kv_events_status()),
             Route::Other => Err(ApiError::NotFound),
         };
         result.unwrap_or_else(|e| e.into_response(route))

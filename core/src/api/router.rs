@@ -32,6 +32,11 @@ pub(crate) fn route_of(path: &str, listener: Listener) -> (Route, &str) {
         "/get_segments_detail" => Route::GetSegmentsDetail,
         "/cluster_summary" => Route::ClusterSummary,
         "/ui" => Route::Ui,
+        // Upstream serves these on its admin port.
+        "/api/v1/segments/status" => Route::SegmentsStatus,
+        "/api/v1/tenant_quotas" => Route::TenantQuotas,
+        "/api/v1/remove_all" => Route::RemoveAllV1,
+        "/kv_events/status" => Route::KvEventsStatus,
         _ if listener == Listener::Admin => Route::Other,
         "/api/mount_shm" => Route::MountShm,
         "/api/unmount_shm" => Route::UnmountShm,
@@ -85,7 +90,11 @@ pub(crate) fn allow(route: Route) -> &'static str {
         | Route::Ui
         | Route::Role
         | Route::HaStatus
-        | Route::Leader => "GET, HEAD, OPTIONS",
+        | Route::Leader
+        | Route::SegmentsStatus
+        | Route::KvEventsStatus => "GET, HEAD, OPTIONS",
+        Route::TenantQuotas => "GET, HEAD, PUT, DELETE, OPTIONS",
+        Route::RemoveAllV1 => "POST, OPTIONS",
         Route::BatchQueryKeys => "GET, HEAD, POST, OPTIONS",
         Route::MountShm | Route::UnmountShm | Route::Mount | Route::Unmount => "POST, OPTIONS",
         Route::PutJson | Route::PutRaw => "PUT, OPTIONS",
@@ -119,10 +128,13 @@ pub(crate) fn allowed(route: Route, method: Method) -> bool {
                 | Role
                 | HaStatus
                 | Leader
+                | SegmentsStatus
+                | KvEventsStatus
+                | TenantQuotas
         ),
-        Method::Post => matches!(route, BatchQueryKeys | MountShm | UnmountShm | Mount | Unmount),
-        Method::Put => matches!(route, PutJson | PutRaw | Metadata),
-        Method::Delete => matches!(route, Remove | RemoveAll | Metadata),
+        Method::Post => matches!(route, BatchQueryKeys | MountShm | UnmountShm | Mount | Unmount | RemoveAllV1),
+        Method::Put => matches!(route, PutJson | PutRaw | Metadata | TenantQuotas),
+        Method::Delete => matches!(route, Remove | RemoveAll | Metadata | TenantQuotas),
         Method::Other => false,
     }
 }

@@ -395,7 +395,7 @@ fn routing_table() {
         "/api/",
         "/api/remove_all/x",
         "/role",
-        "/api/v1/remove_all",
+        "/api/v1/remove_all/x",
         "*",
     ] {
         assert_eq!(main(unknown).0, Route::Other, "{unknown}");
