@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use mc_core::rpc::{decode, encode, RequestHeader, ResponseHeader, Style, Value, REQ_HDR, RESP_HDR, RPCS};
+use common::rpc::{config, s, segment, uuid, Rpc};
+use mc_core::rpc::{Value, REQ_HDR};
 
 struct Server {
     child: Child,
@@ -97,70 +98,6 @@ fn get(addr: &str, target: &str) -> (u16, String) {
 }
 
 /// A blocking RPC client on one connection.
-struct Rpc {
-    sock: TcpStream,
-    seq: u32,
-}
-
-impl Rpc {
-    fn connect(addr: &str) -> Self {
-        let sock = TcpStream::connect(addr).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Self { sock, seq: 0 }
-    }
-
-    fn frame(&mut self, name: &str, args: Vec<Value>) -> Vec<u8> {
-        let def = RPCS.iter().find(|d| d.name == name).unwrap();
-        let body = match def.request_type() {
-            None => Vec::new(),
-            Some(t) => {
-                let v = if def.args.len() == 1 { args.into_iter().next().unwrap() } else { Value::Struct(args) };
-                encode(&t, &v, Style { type_info: true, len_code: 0 }).unwrap()
-            }
-        };
-        let mut out = Vec::new();
-        RequestHeader::new(self.seq, def.id, body.len() as u32).write(&mut out);
-        out.extend_from_slice(&body);
-        self.seq += 1;
-        out
-    }
-
-    /// Reads one reply: (err_code, seq, body).
-    fn read_reply(&mut self) -> (u8, u32, Vec<u8>) {
-        let mut h = [0u8; RESP_HDR];
-        self.sock.read_exact(&mut h).unwrap();
-        let h = ResponseHeader::parse(&h);
-        let mut body = vec![0u8; h.length as usize];
-        self.sock.read_exact(&mut body).unwrap();
-        (h.err_code, h.seq, body)
-    }
-
-    fn call(&mut self, name: &str, args: Vec<Value>) -> Value {
-        let f = self.frame(name, args);
-        self.sock.write_all(&f).unwrap();
-        let (code, seq, body) = self.read_reply();
-        assert_eq!((code, seq), (0, self.seq - 1), "{name}");
-        let def = RPCS.iter().find(|d| d.name == name).unwrap();
-        decode(&def.ret, &body).unwrap().0
-    }
-}
-
-fn uuid(a: u64, b: u64) -> Value {
-    Value::Struct(vec![Value::UInt(a), Value::UInt(b)])
-}
-
-fn s(x: &str) -> Value {
-    Value::str(x)
-}
-
-fn segment(id: u64, name: &str, te: &str, base: u64, size: u64) -> Value {
-    Value::Struct(vec![uuid(id, id), s(name), Value::UInt(base), Value::UInt(size), s(te), s("tcp"), s("")])
-}
-
-fn config() -> Value {
-    mc_core::rpc::client::replicate_config(1)
-}
-
 /// Mounts a 16 MiB segment for `client` and writes `key` (`len` bytes) through it.
 fn mount_and_put(rpc: &mut Rpc, client: Value, name: &str, key: &str, len: u64) {
     let seg = segment(0x1234, name, "10.0.0.9:17777", 0x7f00_0000_0000, 1 << 24);

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 pub mod etcd;
+pub mod rpc;
 pub mod upstream;
 
 /// Content type `P` of SPEC §1.4.
