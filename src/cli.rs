@@ -106,6 +106,21 @@ pub struct Args {
         value_parser = parse_duration_s
     )]
     pub client_suspicion_ttl: Duration,
+    /// Soft pin TTL of an RPC write that asks for a soft pin without a TTL (plain number =
+    /// milliseconds): soft-pinned values are evicted after every unpinned one.
+    #[arg(long = "default-kv-soft-pin-ttl", alias = "default_kv_soft_pin_ttl", default_value = "30m", value_parser = parse_duration_ms)]
+    pub default_kv_soft_pin_ttl: Duration,
+    /// The longest soft pin TTL granted (plain number = milliseconds).
+    #[arg(long = "max-kv-soft-pin-ttl", alias = "max_kv_soft_pin_ttl", default_value = "24h", value_parser = parse_duration_ms)]
+    pub max_kv_soft_pin_ttl: Duration,
+    /// Whether soft-pinned values may be evicted once no unpinned candidate is left.
+    #[arg(long = "allow-evict-soft-pinned-objects", alias = "allow_evict_soft_pinned_objects", num_args = 0..=1,
+          default_missing_value = "true", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_evict_soft_pinned_objects: bool,
+    /// Where an RPC write's first replica goes: free_ratio_first (the node with the largest
+    /// free share), random, local_first (the writer's node, then its host).
+    #[arg(long = "allocation-strategy", alias = "allocation_strategy", default_value = "free_ratio_first", value_parser = parse_strategy)]
+    pub allocation_strategy: mc_core::AllocationStrategy,
     /// The version ServiceReady answers: an upstream client refuses a master whose version
     /// differs from its own build's (INVALID_VERSION, -300).
     #[arg(long = "service-version", alias = "service_version", default_value = mc_core::rpc::SERVICE_VERSION, value_parser = parse_version)]
@@ -275,6 +290,11 @@ fn parse_duration_ms(s: &str) -> Result<Duration, String> {
 
 fn parse_duration_s(s: &str) -> Result<Duration, String> {
     parse_duration_with(s, 1.0)
+}
+
+fn parse_strategy(s: &str) -> Result<mc_core::AllocationStrategy, String> {
+    mc_core::AllocationStrategy::parse(s)
+        .ok_or_else(|| format!("{s:?} is not an allocation strategy (free_ratio_first, random, local_first)"))
 }
 
 /// A version string as upstream's builds spell theirs (`2.0.0`, `0.3.13.post1`): 1 to 64

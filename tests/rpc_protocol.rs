@@ -361,3 +361,49 @@ fn metadata_server() {
         assert!(m.contains("http_requests_total{route=\"/metadata\",method=\"GET\",code=\"200\"}"), "{m}");
     });
 }
+
+/// A `ReplicateConfig` of one replica with upstream's pin fields set.
+fn pinned_config(soft_pin_action: u64, soft_ttl_ms: Option<u64>, hard: bool) -> Value {
+    let Value::Struct(mut f) = config() else { unreachable!() };
+    f[3] = Value::UInt(soft_pin_action);
+    f[4] = Value::opt(soft_ttl_ms.map(Value::UInt));
+    f[5] = Value::Bool(hard);
+    Value::Struct(f)
+}
+
+/// Pins through the unchanged wire fields (`soft_pin_action`, `soft_pin_ttl_ms`,
+/// `with_hard_pin`): a hard-pinned value is never evicted; with
+/// `--allow_evict_soft_pinned_objects=false` neither is a soft-pinned one while its pin lasts;
+/// unpinned values make room.
+#[test]
+fn hard_and_soft_pins_hold_against_eviction() {
+    common::for_each_runtime(|_| {
+        for (label, cfg) in [("hard", pinned_config(0, None, true)), ("soft", pinned_config(1, Some(600_000), false))] {
+            let srv =
+                start(&["--rpc-port", "0", "--allow_evict_soft_pinned_objects=false", "--default-kv-lease-ttl", "0"]);
+            let h = &srv.http;
+            let mut rpc = Rpc::connect(srv.rpc.as_deref().unwrap());
+            let client = uuid(9, 9);
+            let seg = segment(0x99, "127.0.0.1:9998", "10.0.0.9:17777", 0x7f00_0000_0000, 1 << 20);
+            assert_eq!(rpc.call("MountSegment", vec![seg, client.clone()]), Value::ok_void());
+            let mut write = |key: &str, len: u64, cfg: &Value| {
+                let started =
+                    rpc.call("PutStart", vec![client.clone(), s(key), Value::UInt(len), cfg.clone(), s("default")]);
+                if !matches!(started, Value::Ok(_)) {
+                    return started;
+                }
+                let meta = Value::Struct(vec![s(key), Value::opt(None)]);
+                rpc.call("PutEnd", vec![client.clone(), meta, Value::Int(0), s("default")])
+            };
+            assert_eq!(write("pinned", 512 << 10, &cfg), Value::ok_void(), "{label}");
+            assert_eq!(write("a", 512 << 10, &config()), Value::ok_void());
+            // Full: the unpinned value makes room, the pinned one stays.
+            assert_eq!(write("b", 512 << 10, &config()), Value::ok_void());
+            assert_eq!(get(h, "/query_key?key=a").0, 404, "{label}");
+            assert_eq!(get(h, "/query_key?key=pinned").0, 200, "{label}");
+            // Nothing else can make room: NO_AVAILABLE_HANDLE, the pinned value kept.
+            assert_eq!(write("c", 768 << 10, &config()), Value::err(-200), "{label}");
+            assert_eq!(get(h, "/query_key?key=pinned").0, 200, "{label}");
+        }
+    });
+}

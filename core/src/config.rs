@@ -53,6 +53,16 @@ pub struct Config {
     /// `--service-version`: the version `ServiceReady` answers (upstream clients compare it
     /// with their own build's and refuse to start on a difference).
     pub service_version: String,
+    /// `--default-kv-soft-pin-ttl`: the soft pin TTL of a write that asks for one without a
+    /// TTL (upstream: 30 min).
+    pub soft_pin_default_ttl: Duration,
+    /// `--max-kv-soft-pin-ttl`: the longest soft pin TTL granted (upstream: 24 h).
+    pub soft_pin_max_ttl: Duration,
+    /// `--allow-evict-soft-pinned-objects`: soft-pinned values may be evicted once no unpinned
+    /// candidate is left (upstream's default: true).
+    pub allow_evict_soft_pinned: bool,
+    /// `--allocation-strategy`: how an RPC write's first replica picks its node.
+    pub allocation_strategy: AllocationStrategy,
     /// `--idle-timeout` (SPEC §2.5).
     pub idle_timeout: Duration,
     /// `--header-read-timeout` (SPEC §2.5).
@@ -71,6 +81,32 @@ pub struct Config {
     pub transfer_timeout: Duration,
 }
 
+/// `--allocation-strategy` (upstream's names): where an RPC write's first replica goes when no
+/// preferred segment takes it. Further replicas go to other nodes, best fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocationStrategy {
+    /// The node with the largest free share of its memory that can hold the value, best fit
+    /// within it (mc-master's default).
+    FreeRatioFirst,
+    /// A node picked at random among those that can hold the value (upstream's default).
+    Random,
+    /// The writer's own node, else a node on the writer's host (`host_id`), else as
+    /// `FreeRatioFirst`.
+    LocalFirst,
+}
+
+impl AllocationStrategy {
+    /// Parses upstream's spelling (`random`, `free_ratio_first`, `local_first`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "free_ratio_first" => Some(Self::FreeRatioFirst),
+            "random" => Some(Self::Random),
+            "local_first" => Some(Self::LocalFirst),
+            _ => None,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -86,6 +122,10 @@ impl Default for Config {
             client_ttl: Duration::from_secs(10),
             client_suspicion_ttl: Duration::ZERO,
             service_version: crate::rpc::SERVICE_VERSION.to_string(),
+            soft_pin_default_ttl: Duration::from_secs(30 * 60),
+            soft_pin_max_ttl: Duration::from_secs(24 * 3600),
+            allow_evict_soft_pinned: true,
+            allocation_strategy: AllocationStrategy::FreeRatioFirst,
             idle_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 0,

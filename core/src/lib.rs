@@ -80,7 +80,7 @@ pub mod time;
 pub mod transfer;
 
 pub use api::{HttpAcceptor, Listener, Service};
-pub use config::{Config, Protocol};
+pub use config::{AllocationStrategy, Config, Protocol};
 pub use master::{Master, ProcessInfo};
 pub use session::{Acceptor, Lifecycle, Link, ListenerAtShutdown, Runtime, Session, SniffAcceptor, WorkerListeners};
 pub use time::Now;

@@ -184,7 +184,7 @@ fn rpc_meta_gives_the_host_when_the_descriptor_has_none() {
         TransferOutcome::Read(b"head-era".to_vec())
     );
     let client = uuid::Uuid::from_u128(0xc3);
-    let cfg = mc_core::store::WriteConfig { replicas: 1, preferred: Vec::new() };
+    let cfg = mc_core::store::WriteConfig { replicas: 1, preferred: Vec::new(), ..Default::default() };
     let w = owner.store().client_put_start(now().mono, client, "w", 5, &cfg, false).unwrap()[0].address;
     let op = TransferOp::Write { addr: w, data: bytes::Bytes::from_static(b"v1 ok") };
     assert_eq!(run(&plane, "127.0.0.1:17006", op), TransferOutcome::Written);

@@ -114,7 +114,7 @@ fn writes_into_an_rpc_allocation_then_put_end_completes_it() {
     let store = n.master.store();
     let client = Uuid::from_u128(0xc1);
     let value = pattern(57, 3);
-    let cfg = WriteConfig { replicas: 1, preferred: Vec::new() };
+    let cfg = WriteConfig { replicas: 1, preferred: Vec::new(), ..Default::default() };
     let replicas = store.client_put_start(now().mono, client, "rpc", 57, &cfg, false).unwrap();
     assert_eq!(replicas[0].endpoint, NAME);
     let addr = replicas[0].address;
@@ -133,7 +133,7 @@ fn a_3_mib_and_a_40_mib_value_both_ways() {
     let n = node(128 * MIB);
     let store = n.master.store();
     let client = Uuid::from_u128(0xc2);
-    let cfg = WriteConfig { replicas: 1, preferred: Vec::new() };
+    let cfg = WriteConfig { replicas: 1, preferred: Vec::new(), ..Default::default() };
     for (key, len) in [("three", 3 * MIB), ("forty", 40 * MIB)] {
         let value = pattern(len as usize, len as u8);
         let before = n.plane.stats().requests;

@@ -1463,7 +1463,7 @@ mod cluster_reads {
             protocol: "tcp".into(),
         };
         master.store().client_mount(now.mono, CLIENT, &seg).unwrap();
-        let one = WriteConfig { replicas: 1, preferred: Vec::new() };
+        let one = WriteConfig { replicas: 1, preferred: Vec::new(), ..Default::default() };
         master.store().client_put_start(now.mono, CLIENT, "k", len, &one, false).unwrap();
         master.store().client_put_end(now.mono, CLIENT, "k", None).unwrap();
         let mut acceptor = HttpAcceptor::new(master.clone(), Listener::Main, master.register_worker());

@@ -22,7 +22,16 @@ fn records_round_trip_through_their_etcd_keys() {
             grace_ms: Some(5),
         }),
     );
-    let obj = HaOp::Object("k/ü".into(), Some(ObjectRecord { len: 3, checksum: None, replicas: vec![(id, 64)] }));
+    let obj = HaOp::Object(
+        "k/ü".into(),
+        Some(ObjectRecord {
+            len: 3,
+            checksum: None,
+            replicas: vec![(id, 64)],
+            soft_pin_ttl_ms: Some(60_000),
+            hard_pin: true,
+        }),
+    );
     for op in [seg, obj, HaOp::Object("gone".into(), None), HaOp::Segment(id, None)] {
         let (k, v) = encode_op(p, &op);
         assert_eq!(decode_op(p, &k, v.as_deref()), Ok(Some(op)));

@@ -18,7 +18,7 @@ use super::pack::{decode_with, encode_with, Style, Value};
 use super::types::{lookup, Rpc};
 use crate::master::Master;
 use crate::stats::{Ctr, WorkerStats};
-use crate::store::{ClientStatus, ErrorCode, RemoteSegment, ReplicaDesc, SegmentStatus, WriteConfig};
+use crate::store::{ClientStatus, ErrorCode, RemoteSegment, ReplicaDesc, SegmentStatus, SoftPin, WriteConfig};
 use crate::time::Now;
 
 /// The version `ServiceReady` answers by default (`Config::service_version`,
@@ -106,7 +106,15 @@ fn write_config(v: &Value) -> Result<WriteConfig, BadArgs> {
     if !one.is_empty() && !preferred.contains(&one) {
         preferred.insert(0, one);
     }
-    Ok(WriteConfig { replicas: u64_of(&f[0])?, preferred })
+    let soft_pin = match u64_of(&f[3])? {
+        1 => SoftPin::Enable(match &f[4] {
+            Value::Opt(Some(ms)) => Some(u64_of(ms)?),
+            _ => None,
+        }),
+        2 => SoftPin::Disable,
+        _ => SoftPin::Preserve,
+    };
+    Ok(WriteConfig { replicas: u64_of(&f[0])?, preferred, soft_pin, hard_pin: bool_of(&f[5])?, host_id: text(&f[11])? })
 }
 
 fn void(r: Result<(), ErrorCode>) -> Value {

@@ -1,8 +1,10 @@
 //! Allocation and eviction (SPEC §8.2 step 1, §8.6).
 //!
-//! - **Candidates**: complete current values with no unexpired lease, whose key has no
-//!   visible write in progress, with a replica on a MOUNTED segment; ordered by
-//!   `(lease_timeout, completion order)`. A never-read value's lease deadline is its
+//! - **Candidates**: complete current values with no unexpired lease, not hard-pinned,
+//!   whose key has no visible write in progress, with a replica on a MOUNTED segment that is
+//!   not withheld; ordered by `(soft-pinned, lease_timeout, completion order)`: values
+//!   soft-pinned past now come after every unpinned one (and are no candidates at all with
+//!   `--allow-evict-soft-pinned-objects false`). A never-read value's lease deadline is its
 //!   completion time.
 //! - **Watermark pass** after each completed write while `used > H`, evicting the first
 //!   `min(N, ceil(N × max(r, used − H + r)))` candidates; also on a periodic check
@@ -26,19 +28,21 @@ use super::segment::Placement;
 use super::state::{Inner, EVICTION_PERIOD_NS};
 use super::types::PutError;
 
-/// An eviction candidate: ordered by `(lease, seq)`.
+/// An eviction candidate: ordered by `(soft_pinned, lease, seq)`.
 #[derive(Clone, Copy)]
 struct Candidate {
+    soft_pinned: bool,
     lease: u64,
     seq: u64,
     vid: ValueId,
 }
 
-/// Puts the `k` first candidates (by `(lease, seq)`) in front, in no particular order:
-/// a selection, O(n), instead of sorting them all (the pass evicts all `k` anyway).
+/// Puts the `k` first candidates (by `(soft_pinned, lease, seq)`) in front, in no
+/// particular order: a selection, O(n), instead of sorting them all (the pass evicts all `k`
+/// anyway).
 fn select_first(cands: &mut [Candidate], k: usize) {
     if k > 0 && k < cands.len() {
-        cands.select_nth_unstable_by_key(k - 1, |c| (c.lease, c.seq));
+        cands.select_nth_unstable_by_key(k - 1, |c| (c.soft_pinned, c.lease, c.seq));
     }
 }
 
@@ -65,7 +69,7 @@ impl Inner {
         let admitted: HashSet<Uuid> = self
             .segments
             .values()
-            .filter(|s| s.is_mounted() && only.is_none_or(|p| p.admits(s)))
+            .filter(|s| s.is_mounted() && !s.withheld && only.is_none_or(|p| p.admits(s)))
             .map(|s| s.id)
             .collect();
         let mut out = Vec::new();
@@ -79,7 +83,7 @@ impl Inner {
                 continue;
             };
             debug_assert_eq!(v.state, ValueState::Complete);
-            if !v.replicas.iter().any(|l| admitted.contains(&l.seg)) {
+            if v.pins.hard || !v.replicas.iter().any(|l| admitted.contains(&l.seg)) {
                 continue;
             }
             let lease = v.shared.lease.load(Ordering::SeqCst);
@@ -87,7 +91,14 @@ impl Inner {
                 next_lease = Some(next_lease.map_or(lease, |n| n.min(lease)));
                 continue;
             }
-            out.push(Candidate { lease, seq: v.seq, vid });
+            let soft = v.shared.soft_pin.load(Ordering::SeqCst);
+            let soft_pinned = soft > now;
+            if soft_pinned && !self.params.evict_soft_pinned {
+                // A candidate again when its soft pin runs out.
+                next_lease = Some(next_lease.map_or(soft, |n| n.min(soft)));
+                continue;
+            }
+            out.push(Candidate { soft_pinned, lease, seq: v.seq, vid });
         }
         (out, next_lease)
     }

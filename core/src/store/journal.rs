@@ -33,7 +33,7 @@ use smallvec::SmallVec;
 use uuid::Uuid;
 
 use super::ids::ValueId;
-use super::object::{Loc, Value, ValueShared, ValueState};
+use super::object::{Loc, Pins, Value, ValueShared, ValueState};
 use super::segment::SegState;
 use super::state::Inner;
 use super::types::{MountKind, RemoteSegment};
@@ -121,6 +121,12 @@ pub struct ObjectRecord {
     pub checksum: Option<u64>,
     /// (segment, offset inside it) of every replica.
     pub replicas: Vec<(Uuid, u64)>,
+    /// Soft pin TTL in ms (absent: not soft-pinned); a restored value's pin starts afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_pin_ttl_ms: Option<u64>,
+    /// Hard-pinned (never evicted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hard_pin: bool,
 }
 
 /// One replicated change: the record's new state, `None` when it is gone.
@@ -232,7 +238,14 @@ impl Inner {
             .filter(|l| self.segments.get(&l.seg).is_some_and(|s| s.is_remote() && s.is_live()))
             .map(|l| (l.seg, l.off))
             .collect();
-        (!replicas.is_empty()).then_some(ObjectRecord { len: v.len, checksum: v.checksum, replicas })
+        let soft_pin_ttl_ms = (v.pins.soft_ttl > 0).then_some(v.pins.soft_ttl.div_ceil(1_000_000));
+        (!replicas.is_empty()).then_some(ObjectRecord {
+            len: v.len,
+            checksum: v.checksum,
+            replicas,
+            soft_pin_ttl_ms,
+            hard_pin: v.pins.hard,
+        })
     }
 
     /// Takes every pending change as a batch.
@@ -341,6 +354,10 @@ impl Inner {
         // A restored value starts with a lease: a reader of the former leader may still be
         // reading its bytes.
         shared.lease.store(now.saturating_add(lease_ttl), Ordering::Relaxed);
+        let pins = Pins { soft_ttl: rec.soft_pin_ttl_ms.unwrap_or(0).saturating_mul(1_000_000), hard: rec.hard_pin };
+        if pins.soft_ttl > 0 {
+            shared.soft_pin.store(now.saturating_add(pins.soft_ttl), Ordering::Relaxed);
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.values.insert(
@@ -356,6 +373,7 @@ impl Inner {
                 writer: None,
                 started: now,
                 checksum: rec.checksum,
+                pins,
             }),
         );
         self.current.insert(key.clone(), vid);

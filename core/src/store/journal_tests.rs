@@ -23,7 +23,7 @@ fn seg(id: u128) -> RemoteSegment {
 }
 
 fn one() -> WriteConfig {
-    WriteConfig { replicas: 1, preferred: Vec::new() }
+    WriteConfig { replicas: 1, preferred: Vec::new(), ..Default::default() }
 }
 
 fn leader() -> (Harness, std::sync::Arc<Journal>) {

@@ -62,6 +62,8 @@ mod metadata;
 #[cfg(test)]
 mod model_tests;
 mod object;
+#[cfg(test)]
+mod pin_tests;
 mod remote;
 #[cfg(test)]
 mod remote_tests;
@@ -377,6 +379,10 @@ impl Store {
             eviction_ratio: config.eviction_ratio,
             client_ttl: u64::try_from(config.client_ttl.as_nanos()).unwrap_or(u64::MAX),
             suspicion_ttl: u64::try_from(config.client_suspicion_ttl.as_nanos()).unwrap_or(u64::MAX),
+            soft_pin_default: u64::try_from(config.soft_pin_default_ttl.as_nanos()).unwrap_or(u64::MAX),
+            soft_pin_max: u64::try_from(config.soft_pin_max_ttl.as_nanos()).unwrap_or(u64::MAX),
+            evict_soft_pinned: config.allow_evict_soft_pinned,
+            strategy: config.allocation_strategy,
             cluster: config.cluster,
         };
         Self {
@@ -646,8 +652,8 @@ impl Store {
         debug_assert!(seg.is_live());
         v.shared.reads.fetch_add(1, Ordering::SeqCst);
         seg.shared.reads.fetch_add(1, Ordering::SeqCst);
-        if grant_lease && self.lease_ttl_ns > 0 {
-            v.shared.lease.fetch_max(self.ns(now).saturating_add(self.lease_ttl_ns), Ordering::SeqCst);
+        if grant_lease {
+            v.touch(self.ns(now), self.lease_ttl_ns);
         }
         Some(ValueRead {
             store: self.clone(),
@@ -783,8 +789,8 @@ impl Store {
             let seg = inner.segments.get(&l.seg).filter(|s| s.is_remote() && s.is_readable())?;
             Some((l, seg))
         })?;
-        if grant_lease && self.lease_ttl_ns > 0 {
-            v.shared.lease.fetch_max(self.ns(now).saturating_add(self.lease_ttl_ns), Ordering::SeqCst);
+        if grant_lease {
+            v.touch(self.ns(now), self.lease_ttl_ns);
         }
         Some(RemoteReplica {
             endpoint: inner.endpoint(seg).to_string(),

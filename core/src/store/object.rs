@@ -56,6 +56,10 @@ pub(super) struct ValueShared {
     pub(super) release_ready: AtomicBool,
     /// The write was aborted by an unmount.
     pub(super) aborted: AtomicBool,
+    /// Soft pin deadline (ns since the store epoch) of a soft-pinned value, 0 otherwise:
+    /// set at completion to `now + soft_ttl`, raised by every read like the lease. Eviction
+    /// takes values soft-pinned past `now` only after every unpinned one (`evict.rs`).
+    pub(super) soft_pin: AtomicU64,
 }
 
 /// A value record.
@@ -76,6 +80,31 @@ pub(super) struct Value {
     pub(super) started: u64,
     /// Checksum given by an RPC writer at PutEnd.
     pub(super) checksum: Option<u64>,
+    /// Soft pin TTL (ns; 0 = not soft-pinned) and hard pin (never evicted), from the write's
+    /// `ReplicateConfig`.
+    pub(super) pins: Pins,
+}
+
+/// The pins of a value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Pins {
+    /// Soft pin TTL in ns; 0 = not soft-pinned.
+    pub(super) soft_ttl: u64,
+    /// Hard-pinned: never evicted (removes, unmounts and client expiry still drop it).
+    pub(super) hard: bool,
+}
+
+impl Value {
+    /// A read at `now` (ns): the lease is raised to `now + lease_ttl` (when positive) and a
+    /// soft pin to `now + soft_ttl`.
+    pub(super) fn touch(&self, now: u64, lease_ttl: u64) {
+        if lease_ttl > 0 {
+            self.shared.lease.fetch_max(now.saturating_add(lease_ttl), std::sync::atomic::Ordering::SeqCst);
+        }
+        if self.pins.soft_ttl > 0 {
+            self.shared.soft_pin.fetch_max(now.saturating_add(self.pins.soft_ttl), std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 /// An object record: exists while it has a complete value or a visible write in progress.

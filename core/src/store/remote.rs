@@ -28,7 +28,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,12 +36,12 @@ use uuid::Uuid;
 
 use super::alloc::Allocator;
 use super::ids::{NodeId, ValueId};
-use super::object::{Loc, Value, ValueShared, ValueState};
+use super::object::{Loc, Pins, Value, ValueShared, ValueState};
 use super::segment::{Liveness, Node, Placement, SegShared, SegState, Segment};
 use super::state::Inner;
 use super::types::*;
 use super::Store;
-use crate::config::Protocol;
+use crate::config::{AllocationStrategy, Protocol};
 
 /// A PutStart whose write is still in progress after this long may be discarded by a new
 /// PutStart of the same key (upstream `--put_start_discard_timeout_sec`, 30 s).
@@ -288,7 +287,13 @@ impl Inner {
 
     /// Replica placement of an RPC write: up to `cfg.replicas` ranges on distinct remote
     /// nodes, preferred names first; the first one may evict (SPEC §8.2, §8.6).
-    fn place_remote(&mut self, now: u64, len: u64, cfg: &WriteConfig) -> Result<Vec<(Uuid, u64)>, ErrorCode> {
+    fn place_remote(
+        &mut self,
+        now: u64,
+        client: Uuid,
+        len: u64,
+        cfg: &WriteConfig,
+    ) -> Result<Vec<(Uuid, u64)>, ErrorCode> {
         // With a data plane, RPC writers reach this process's segments too (its TE target).
         let place = if self.params.cluster { Placement::Any } else { Placement::Remote };
         let want = cfg.replicas.clamp(1, 64) as usize;
@@ -309,10 +314,18 @@ impl Inner {
             }
         }
         if out.is_empty() {
-            // Spread writers over the nodes: the first copy goes to the node with the largest
-            // free share of its memory that can hold it (upstream's FREE_RATIO_FIRST idea),
-            // best-fit within it; eviction only when no node has room.
-            if let Some(node) = self.roomiest_node(len, place) {
+            // The first copy goes to the node `--allocation-strategy` picks among those that
+            // can hold it (FREE_RATIO_FIRST by default: the largest free share of its memory,
+            // spreading writers over the nodes), best fit within it; eviction only when no
+            // node has room.
+            let node = match self.params.strategy {
+                AllocationStrategy::FreeRatioFirst => self.roomiest_node(len, place),
+                AllocationStrategy::Random => self.random_node(len, place),
+                AllocationStrategy::LocalFirst => {
+                    self.local_node(client, &cfg.host_id, len, place).or_else(|| self.roomiest_node(len, place))
+                }
+            };
+            if let Some(node) = node {
                 if let Some(spot) = self.try_place(len, place, &|s: &Segment| s.node == node) {
                     used.push(node);
                     out.push(spot);
@@ -331,6 +344,48 @@ impl Inner {
             out.push(spot);
         }
         Ok(out)
+    }
+
+    /// The nodes with a mounted segment (that `place` admits) that could hold `len` bytes now,
+    /// without repeats, in segment order.
+    fn nodes_with_room(&self, len: u64, place: Placement) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = Vec::new();
+        for s in self.segments.values().filter(|s| s.is_mounted() && place.admits(s)) {
+            if !out.contains(&s.node) && s.allocator().and_then(|a| a.best_fit(len)).is_some() {
+                out.push(s.node);
+            }
+        }
+        out
+    }
+
+    /// A node with room picked at random (`--allocation-strategy random`).
+    fn random_node(&mut self, len: u64, place: Placement) -> Option<NodeId> {
+        let nodes = self.nodes_with_room(len, place);
+        if nodes.is_empty() {
+            return None;
+        }
+        // xorshift64: the core has no clock or entropy of its own; seeded from the store's
+        // random client id.
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        Some(nodes[(x % nodes.len() as u64) as usize])
+    }
+
+    /// `--allocation-strategy local_first`: the writer's own node if it has room, else a node
+    /// with room on the writer's host (`host_id`, compared with the host part of node names).
+    fn local_node(&self, client: Uuid, host_id: &str, len: u64, place: Placement) -> Option<NodeId> {
+        let nodes = self.nodes_with_room(len, place);
+        if let Some(&own) = self.clients.get(&client).filter(|id| nodes.contains(id)) {
+            return Some(own);
+        }
+        if host_id.is_empty() {
+            return None;
+        }
+        let host_of = |name: &str| name.rsplit_once(':').map_or(name, |(h, _)| h).to_string();
+        nodes.into_iter().find(|n| host_of(&self.nodes[n.0].name) == host_of(host_id))
     }
 
     /// The node whose mounted segments (that `place` admits) have the largest free share of
@@ -360,6 +415,19 @@ impl Inner {
                 (fa * u128::from(b.1)).cmp(&(fb * u128::from(a.1))).then(b.0 .0.cmp(&a.0 .0))
             })
             .map(|p| p.0)
+    }
+
+    /// The pins of a write with `cfg`; `previous`: those of the value an upsert replaces.
+    fn pins_of(&self, cfg: &WriteConfig, previous: Option<Pins>) -> Pins {
+        let p = &self.params;
+        let soft_ttl = match cfg.soft_pin {
+            SoftPin::Preserve => previous.map_or(0, |q| q.soft_ttl),
+            SoftPin::Enable(ms) => {
+                ms.map_or(p.soft_pin_default, |ms| ms.saturating_mul(1_000_000)).min(p.soft_pin_max).max(1)
+            }
+            SoftPin::Disable => 0,
+        };
+        Pins { soft_ttl, hard: cfg.hard_pin }
     }
 
     /// The descriptor of one replica of a value of `len` bytes.
@@ -412,7 +480,9 @@ impl Inner {
                 self.abort(w, true);
             }
         }
-        let spots = self.place_remote(now, len, cfg)?;
+        let previous = if upsert { self.current(key).map(|(_, v)| v.pins) } else { None };
+        let pins = self.pins_of(cfg, previous);
+        let spots = self.place_remote(now, client, len, cfg)?;
         let vid = self.next_value.take_next();
         let mut replicas = SmallVec::with_capacity(spots.len());
         for (seg, off) in spots {
@@ -439,6 +509,7 @@ impl Inner {
                 writer: Some(client),
                 started: now,
                 checksum: None,
+                pins,
             }),
         );
         Ok(descs)
@@ -471,6 +542,7 @@ impl Inner {
                 writer: None,
                 started: now,
                 checksum: None,
+                pins: Pins::default(),
             }),
         );
         Ok(RemotePut { id: vid.0, endpoint: desc.endpoint, address: desc.address })
@@ -698,10 +770,8 @@ impl Store {
     pub fn client_get(&self, now: Instant, key: &str) -> Result<ReplicaList, ErrorCode> {
         let inner = self.read();
         let (vid, list) = inner.remote_replicas(key)?;
-        if self.lease_ttl_ns > 0 {
-            if let Some(v) = inner.values.get(&vid) {
-                v.shared.lease.fetch_max(self.ns(now).saturating_add(self.lease_ttl_ns), Ordering::SeqCst);
-            }
+        if let Some(v) = inner.values.get(&vid) {
+            v.touch(self.ns(now), self.lease_ttl_ns);
         }
         Ok(list)
     }

@@ -23,7 +23,7 @@ fn seg(id: u128, name: &str, base: u64, size: u64) -> RemoteSegment {
 }
 
 fn one() -> WriteConfig {
-    WriteConfig { replicas: 1, preferred: Vec::new() }
+    WriteConfig { replicas: 1, preferred: Vec::new(), ..Default::default() }
 }
 
 const C1: Uuid = Uuid::from_u128(0xc1);
@@ -112,7 +112,7 @@ fn put_start_end_get_and_the_descriptor_invariants() {
     assert!(!h.store.exists("k"));
     // Invalid puts.
     assert_eq!(h.store.client_put_start(h.now, C2, "z", 0, &one(), false), Err(ErrorCode::InvalidParams));
-    let none = WriteConfig { replicas: 0, preferred: vec![] };
+    let none = WriteConfig { replicas: 0, preferred: vec![], ..Default::default() };
     assert_eq!(h.store.client_put_start(h.now, C2, "z", 1, &none, false), Err(ErrorCode::InvalidParams));
     assert_eq!(h.store.client_put_start(h.now, C2, "z", 17 * MIB, &one(), false), Err(ErrorCode::NoAvailableHandle));
 }
@@ -235,7 +235,7 @@ fn placement_follows_the_writer() {
 fn replicas_on_distinct_nodes_preferred_first() {
     let h = mounted();
     h.store.client_mount(h.now, C2, &seg(0x61, "n2", BASE * 2, 16 * MIB)).unwrap();
-    let cfg = WriteConfig { replicas: 3, preferred: vec!["n2".to_string()] };
+    let cfg = WriteConfig { replicas: 3, preferred: vec!["n2".to_string()], ..Default::default() };
     let d = h.store.client_put_start(h.now, C1, "k", 4, &cfg, false).unwrap();
     let eps: Vec<&str> = d.iter().map(|r| r.endpoint.as_str()).collect();
     assert_eq!(eps, ["te-n2", "te-n1"], "two nodes: two replicas, the preferred one first");
@@ -257,11 +257,11 @@ fn client_expiry_unmounts_drops_objects_aborts_writes_and_cleans_metadata() {
     md.put("mooncake/rpc_meta/n1", b"{}");
     md.put("mooncake/ram/n2", b"{}");
     h.store.client_mount(h.now, C2, &seg(0x61, "n2", BASE * 2, 16 * MIB)).unwrap();
-    let cfg = WriteConfig { replicas: 1, preferred: vec!["n1".to_string()] };
+    let cfg = WriteConfig { replicas: 1, preferred: vec!["n1".to_string()], ..Default::default() };
     h.store.client_put_start(h.now, C2, "on-n1", 4, &cfg, false).unwrap();
     h.store.client_put_end(h.now, C2, "on-n1", None).unwrap();
     h.store.client_get(h.now, "on-n1").unwrap(); // leased: expiry ignores it
-    let cfg2 = WriteConfig { replicas: 1, preferred: vec!["n2".to_string()] };
+    let cfg2 = WriteConfig { replicas: 1, preferred: vec!["n2".to_string()], ..Default::default() };
     h.store.client_put_start(h.now, C1, "by-c1", 4, &cfg2, false).unwrap();
     assert_eq!(h.store.gauges().active_clients, 3);
     // C2 keeps pinging, C1 goes silent.
@@ -434,7 +434,7 @@ fn suspicion_setup() -> Harness {
     });
     h.store.client_mount(h.now, C1, &seg(0x51, "n1", BASE, 16 * MIB)).unwrap();
     h.store.client_mount(h.now, C2, &seg(0x61, "n2", BASE * 2, MIB)).unwrap();
-    let on_n1 = WriteConfig { replicas: 1, preferred: vec!["n1".to_string()] };
+    let on_n1 = WriteConfig { replicas: 1, preferred: vec!["n1".to_string()], ..Default::default() };
     h.store.client_put_start(h.now, C1, "k", 4096, &on_n1, false).unwrap();
     h.store.client_put_end(h.now, C1, "k", None).unwrap();
     h.store.client_put_start(h.now, C1, "w", 4096, &on_n1, false).unwrap();
@@ -469,7 +469,7 @@ fn a_silent_client_is_suspected_its_replicas_withheld_and_a_ping_restores_them()
     // Withheld from allocation: a write that only fits on n1 has nowhere to go, a small
     // one goes to n2 even when n1 is preferred.
     assert_eq!(h.store.client_put_start(h.now, C2, "big", 2 * MIB, &one(), false), Err(ErrorCode::NoAvailableHandle));
-    let on_n1 = WriteConfig { replicas: 1, preferred: vec!["n1".to_string()] };
+    let on_n1 = WriteConfig { replicas: 1, preferred: vec!["n1".to_string()], ..Default::default() };
     let d = h.store.client_put_start(h.now, C2, "small", 4096, &on_n1, false).unwrap();
     assert_eq!(d[0].endpoint, "te-n2");
     // The next Ping makes it Active again: everything readable, its write still completes.

@@ -30,6 +30,13 @@ pub(super) struct Params {
     pub(super) client_ttl: u64,
     /// `--client-suspicion-ttl` in ns: how long a suspected node keeps its resources.
     pub(super) suspicion_ttl: u64,
+    /// `--default-kv-soft-pin-ttl` and `--max-kv-soft-pin-ttl` in ns.
+    pub(super) soft_pin_default: u64,
+    pub(super) soft_pin_max: u64,
+    /// `--allow-evict-soft-pinned-objects`.
+    pub(super) evict_soft_pinned: bool,
+    /// `--allocation-strategy`.
+    pub(super) strategy: crate::config::AllocationStrategy,
     /// `Config::cluster`: placement and visibility across nodes.
     pub(super) cluster: bool,
 }
@@ -62,6 +69,8 @@ pub(super) struct Inner {
     pub(super) evict_at: Option<u64>,
     pub(super) counters: StoreCounters,
     pub(super) next_value: ValueId,
+    /// State of the xorshift generator of `--allocation-strategy random` (never 0).
+    pub(super) rng: u64,
     pub(super) next_seq: u64,
     /// Latest `now` seen by a mutation (for mutations that have no clock: drops).
     pub(super) last_now: u64,
@@ -110,6 +119,7 @@ impl Inner {
             evict_at: None,
             counters: StoreCounters::default(),
             next_value: ValueId(1),
+            rng: client_id.as_u64_pair().0 | 1,
             next_seq: 1,
             last_now: 0,
             garbage: Vec::new(),

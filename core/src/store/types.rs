@@ -347,6 +347,25 @@ pub struct WriteConfig {
     pub replicas: u64,
     /// Node names tried first, in order.
     pub preferred: Vec<String>,
+    /// `soft_pin_action` with `soft_pin_ttl_ms`.
+    pub soft_pin: SoftPin,
+    /// `with_hard_pin`: never evicted.
+    pub hard_pin: bool,
+    /// `host_id`: the writer's host, preferred by `--allocation-strategy local_first`.
+    pub host_id: String,
+}
+
+/// `ReplicateConfig.soft_pin_action` (upstream's PRESERVE 0, ENABLE 1, DISABLE 2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SoftPin {
+    /// Keep the pin of the value replaced (an upsert), none for a new key.
+    #[default]
+    Preserve,
+    /// Soft-pin it, for this long (ms; `None`: `--default-kv-soft-pin-ttl`), at most
+    /// `--max-kv-soft-pin-ttl`.
+    Enable(Option<u64>),
+    /// Not soft-pinned.
+    Disable,
 }
 
 /// A GetReplicaList answer.

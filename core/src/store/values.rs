@@ -52,6 +52,7 @@ impl Inner {
                 writer: None,
                 started: now,
                 checksum: None,
+                pins: Pins::default(),
             }),
         );
         Ok(out)
@@ -78,6 +79,9 @@ impl Inner {
         // SeqCst store is an `xchg` that waits for every earlier store to drain, including
         // the value's bytes just copied into the segment: 8% of a 64-byte put.
         v.shared.lease.store(now, Ordering::Relaxed);
+        if v.pins.soft_ttl > 0 {
+            v.shared.soft_pin.store(now.saturating_add(v.pins.soft_ttl), Ordering::Relaxed);
+        }
         let key = v.key.clone();
         self.current.insert(key.clone(), vid);
         let obj = self.objects.entry(key).or_default();
