@@ -121,6 +121,34 @@ pub struct Args {
     /// free share), random, local_first (the writer's node, then its host).
     #[arg(long = "allocation-strategy", alias = "allocation_strategy", default_value = "free_ratio_first", value_parser = parse_strategy)]
     pub allocation_strategy: mc_core::AllocationStrategy,
+    /// Publish KV events (upstream's format: ZMQ PUB, msgpack batches) for every value
+    /// stored and removed; `--kv-events-bind-endpoint` says where.
+    #[arg(long = "enable-kv-events", alias = "enable_kv_events", num_args = 0..=1, default_missing_value = "true",
+          default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub enable_kv_events: bool,
+    /// The ZMQ PUB endpoint the KV event publisher binds, `tcp://HOST:PORT` (default:
+    /// tcp://<--host>:5557; port 0 = ephemeral).
+    #[arg(long = "kv-events-bind-endpoint", alias = "kv_events_bind_endpoint", value_parser = parse_kv_endpoint)]
+    pub kv_events_bind_endpoint: Option<String>,
+    /// `backend_id` of every KV event (default: the node name).
+    #[arg(long = "kv-events-backend-id", alias = "kv_events_backend_id")]
+    pub kv_events_backend_id: Option<String>,
+    /// Add the vLLM/SGLang aliases `type`, `block_hashes`, `parent_block_hash`.
+    #[arg(long = "kv-events-emit-legacy-compat", alias = "kv_events_emit_legacy_compat", num_args = 0..=1,
+          default_missing_value = "true", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub kv_events_emit_legacy_compat: bool,
+    /// Add `object_key` (without it, events of keys that are not one u64 are dropped).
+    #[arg(long = "kv-events-emit-object-key", alias = "kv_events_emit_object_key", num_args = 0..=1,
+          default_missing_value = "true", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub kv_events_emit_object_key: bool,
+    /// Events waiting for the publisher before the oldest is dropped (0 = unbounded).
+    #[arg(long = "kv-events-queue-capacity", alias = "kv_events_queue_capacity", default_value_t = 65536)]
+    pub kv_events_queue_capacity: u32,
+    /// Upstream's deprecated KV event flags, accepted and ignored as upstream does.
+    #[arg(long = "kv-events-model-name", aliases = ["kv_events_model_name", "kv_events_tenant_id", "kv-events-tenant-id",
+          "kv_events_additional_salt", "kv-events-additional-salt", "kv_events_lora_name", "kv-events-lora-name",
+          "kv_events_block_size", "kv-events-block-size", "kv_events_dp_rank", "kv-events-dp-rank"], hide = true)]
+    pub kv_events_deprecated: Vec<String>,
     /// The version ServiceReady answers: an upstream client refuses a master whose version
     /// differs from its own build's (INVALID_VERSION, -300).
     #[arg(long = "service-version", alias = "service_version", default_value = mc_core::rpc::SERVICE_VERSION, value_parser = parse_version)]
@@ -290,6 +318,10 @@ fn parse_duration_ms(s: &str) -> Result<Duration, String> {
 
 fn parse_duration_s(s: &str) -> Result<Duration, String> {
     parse_duration_with(s, 1.0)
+}
+
+fn parse_kv_endpoint(s: &str) -> Result<String, String> {
+    crate::kv_events::parse_endpoint(s).map(|_| s.to_string())
 }
 
 fn parse_strategy(s: &str) -> Result<mc_core::AllocationStrategy, String> {

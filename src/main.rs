@@ -7,6 +7,7 @@
 mod cli;
 mod dataplane;
 mod ha;
+mod kv_events;
 mod net;
 mod node;
 mod platform;
@@ -340,6 +341,25 @@ fn run(args: Args) -> Result<(), Fatal> {
 
     // Handlers first: a signal that arrives once the address is printed must shut down
     // gracefully, not kill the process.
+    // The KV event publisher, before the address lines: a subscriber may connect as soon as
+    // they are printed.
+    let kv_addr = if args.enable_kv_events {
+        let endpoint = args.kv_events_bind_endpoint.clone().unwrap_or_else(|| match args.host {
+            std::net::IpAddr::V6(h) => format!("tcp://[{h}]:5557"),
+            h => format!("tcp://{h}:5557"),
+        });
+        master.store().enable_kv_events(args.kv_events_queue_capacity as usize);
+        let events = mc_core::kv_events::KvEventConfig {
+            backend_id: args.kv_events_backend_id.clone().unwrap_or_else(|| master.config().node_name.clone()),
+            emit_legacy_compat: args.kv_events_emit_legacy_compat,
+            emit_object_key: args.kv_events_emit_object_key,
+        };
+        let (addr, _thread) =
+            kv_events::start(master.clone(), kv_events::Options { endpoint, events }).map_err(|e| Fatal(1, e))?;
+        Some(addr)
+    } else {
+        None
+    };
     spawn_signal_thread(master.clone(), runtime.waker())?;
     {
         let mut out = std::io::stdout().lock();
@@ -352,6 +372,9 @@ fn run(args: Args) -> Result<(), Fatal> {
         }
         if let Some(a) = te_addr {
             let _ = writeln!(out, "te listening on {a}");
+        }
+        if let Some(a) = kv_addr {
+            let _ = writeln!(out, "kv events listening on tcp://{a}");
         }
         if let Some(m) = &master_addr {
             let _ = writeln!(out, "store node of master {m}");

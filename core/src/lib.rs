@@ -68,6 +68,7 @@ pub mod api;
 pub mod config;
 pub mod ha;
 pub mod http;
+pub mod kv_events;
 pub mod master;
 pub mod node;
 pub mod platform;

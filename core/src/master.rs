@@ -60,6 +60,8 @@ pub struct Master {
     data_plane: std::sync::OnceLock<Arc<dyn DataPlane>>,
     /// Store-node mode: the node's shared state (installed by the binary before serving).
     node: std::sync::OnceLock<Arc<crate::node::NodeState>>,
+    /// The KV event publisher's counters (`--enable-kv-events`, installed by the binary).
+    kv_events: std::sync::OnceLock<Arc<crate::kv_events::KvStats>>,
     /// The shutdown flag and the count of open connections of every kind.
     lifecycle: Arc<Lifecycle>,
     /// Open HTTP client connections on all listeners (`http_connections_open`).
@@ -103,6 +105,7 @@ impl Master {
             lifecycle: Lifecycle::new(),
             data_plane: std::sync::OnceLock::new(),
             node: std::sync::OnceLock::new(),
+            kv_events: std::sync::OnceLock::new(),
             connections_open: Arc::new(AtomicI64::new(0)),
             start: now.mono,
             snapshot: Mutex::new(Snapshot::of(&Totals::default(), now.mono)),
@@ -173,6 +176,16 @@ impl Master {
     /// registration and `/metrics` adds the node's series. Set once, before serving.
     pub fn set_node(&self, node: Arc<crate::node::NodeState>) {
         let _ = self.node.set(node);
+    }
+
+    /// Installs the KV event publisher's counters (what `/kv_events/status` shows).
+    pub fn set_kv_events(&self, stats: Arc<crate::kv_events::KvStats>) {
+        let _ = self.kv_events.set(stats);
+    }
+
+    /// The KV event publisher's counters, when one runs.
+    pub fn kv_events(&self) -> Option<&Arc<crate::kv_events::KvStats>> {
+        self.kv_events.get()
     }
 
     /// The node state, in store-node mode.

@@ -82,3 +82,47 @@ pub fn python_or_skip(name: &str) -> Option<PathBuf> {
     }
     environment().map_err(|why| println!("SKIP {name}: {why}")).ok()
 }
+
+/// A Python with pyzmq and msgpack (a real ZMQ subscriber for the KV event tests), or `None`
+/// after printing why test `name` is skipped. Cached in `target/tmp/kv-events-venv`.
+pub fn pyzmq_or_skip(name: &str) -> Option<PathBuf> {
+    // Tests of one binary run in parallel: one installs, the others wait for it.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if std::env::var("MC_SKIP_UPSTREAM").is_ok_and(|v| v == "1") {
+        println!("SKIP {name}: MC_SKIP_UPSTREAM=1");
+        return None;
+    }
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kv-events-venv");
+    let py = venv.join("bin/python");
+    let ok = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import zmq, msgpack"])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ok(&py) {
+        if !py.exists() && run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).is_none() {
+            println!("SKIP {name}: cannot create a virtual environment");
+            return None;
+        }
+        eprintln!("installing pyzmq and msgpack into {} ...", venv.display());
+        if run(Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "pyzmq",
+            "msgpack",
+        ]))
+        .is_none()
+            || !ok(&py)
+        {
+            println!("SKIP {name}: cannot install pyzmq and msgpack (no network?)");
+            return None;
+        }
+    }
+    Some(py)
+}

@@ -58,6 +58,8 @@ mod ids;
 mod journal;
 #[cfg(test)]
 mod journal_tests;
+#[cfg(test)]
+mod kv_tests;
 mod metadata;
 #[cfg(test)]
 mod model_tests;
@@ -734,6 +736,26 @@ impl Store {
             value: v.shared.clone(),
             seg_shared: seg.shared.clone(),
         }
+    }
+
+    /// Starts recording KV events (`--enable-kv-events`) in a queue of at most `capacity`
+    /// (0: unbounded); see [`crate::kv_events`].
+    pub fn enable_kv_events(&self, capacity: usize) {
+        let mut inner = self.write();
+        if inner.kv.is_none() {
+            inner.kv = Some(crate::kv_events::KvQueue::new(capacity));
+        }
+    }
+
+    /// Up to `max` recorded KV events, oldest first, and how many were dropped from the full
+    /// queue since the last call.
+    pub fn take_kv_events(&self, max: usize) -> (Vec<crate::kv_events::KvEvent>, u64) {
+        self.write().kv.as_mut().map_or((Vec::new(), 0), |q| q.take(max))
+    }
+
+    /// KV events waiting.
+    pub fn kv_events_pending(&self) -> usize {
+        self.read().kv.as_ref().map_or(0, |q| q.len())
     }
 
     /// The live segments of this process as `(base address, size)`, in base order: the

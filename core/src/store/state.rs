@@ -71,6 +71,8 @@ pub(super) struct Inner {
     pub(super) next_value: ValueId,
     /// State of the xorshift generator of `--allocation-strategy random` (never 0).
     pub(super) rng: u64,
+    /// KV events waiting for the publisher (`--enable-kv-events`), if on.
+    pub(super) kv: Option<crate::kv_events::KvQueue>,
     pub(super) next_seq: u64,
     /// Latest `now` seen by a mutation (for mutations that have no clock: drops).
     pub(super) last_now: u64,
@@ -120,6 +122,7 @@ impl Inner {
             counters: StoreCounters::default(),
             next_value: ValueId(1),
             rng: client_id.as_u64_pair().0 | 1,
+            kv: None,
             next_seq: 1,
             last_now: 0,
             garbage: Vec::new(),

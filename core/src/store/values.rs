@@ -13,6 +13,7 @@ use super::object::*;
 use super::segment::Placement;
 use super::state::Inner;
 use super::types::{PutError, RemoveError, WriteAborted};
+use crate::kv_events::{KvEvent, KvEventKind};
 
 impl Inner {
     /// Allocates `len` bytes for a write of `key` (SPEC §8.2 step 1), evicting if needed.
@@ -83,6 +84,9 @@ impl Inner {
             v.shared.soft_pin.store(now.saturating_add(v.pins.soft_ttl), Ordering::Relaxed);
         }
         let key = v.key.clone();
+        if let Some(q) = self.kv.as_mut() {
+            q.push(KvEvent { kind: KvEventKind::Stored, key: key.clone() });
+        }
         self.current.insert(key.clone(), vid);
         let obj = self.objects.entry(key).or_default();
         if visible {
@@ -169,9 +173,19 @@ impl Inner {
         debug_assert_eq!(v.state, ValueState::Complete);
         v.state = ValueState::Retired;
         // Leave the point index unless a newer value of the key already took its place.
-        if let Some(slot) = self.current.get(&*v.key) {
-            if *slot == vid {
+        let replaced = match self.current.get(&*v.key) {
+            Some(slot) if *slot == vid => {
                 self.current.remove(&*v.key);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if !replaced {
+            // The key lost its value (a replaced value is reported by its successor's
+            // `stored`).
+            if let Some(q) = self.kv.as_mut() {
+                q.push(KvEvent { kind: KvEventKind::Removed, key: v.key.clone() });
             }
         }
         let lease = v.shared.lease.load(Ordering::SeqCst);
