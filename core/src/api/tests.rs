@@ -532,6 +532,8 @@ fn synthetic_gauges() -> crate::store::Gauges {
         total_capacity_bytes: 100663296,
         active_clients: 1,
         suspected_clients: 1,
+        segments_draining: 0,
+        segments_drained: 0,
         nodes: vec![
             crate::store::NodeGauge { name: "127.0.0.1:8080".into(), allocated: 11, capacity: 16777216 },
             crate::store::NodeGauge { name: "we\"ird\\no\nde".into(), allocated: 0, capacity: 1 },

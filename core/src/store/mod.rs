@@ -53,6 +53,9 @@
 //! reported by [`Store::poll_timeout`] and applied by [`Store::handle_timeout`].
 
 mod alloc;
+mod drain;
+#[cfg(test)]
+mod drain_tests;
 mod evict;
 mod ids;
 mod journal;
@@ -93,6 +96,7 @@ use object::ValueShared;
 use segment::{split_chunks, Mapping, SegShared};
 use state::{Inner, NewSegment, Params};
 
+pub use drain::{parse_job_id, DrainError, DrainJobView, DrainPlace, DrainRequest, DrainUnit, JobStatus};
 pub use journal::{HaBatch, HaOp, Journal, ObjectRecord, SegmentRecord};
 pub use metadata::{Metadata, MetadataPut};
 pub use types::*;

@@ -138,6 +138,7 @@ impl Inner {
                 te_endpoint: Some(seg.te_endpoint.clone()),
                 state: SegState::Mounted { alloc: Allocator::new(seg.size) },
                 withheld: false,
+                drain: super::segment::SegDrain::None,
                 shared: Arc::new(SegShared::default()),
                 values: Default::default(),
                 allocs: Default::default(),

@@ -147,6 +147,17 @@ pub(super) enum SegState {
     Unmounting,
 }
 
+/// A segment's place in a drain job (`drain.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SegDrain {
+    /// Not drained.
+    None,
+    /// A source of running job `.0`: readable, out of allocation.
+    Draining(u64),
+    /// Emptied by a drain job: out of allocation until unmounted.
+    Drained,
+}
+
 /// The part of a segment that reads in flight touch without the store lock.
 #[derive(Debug, Default)]
 pub(super) struct SegShared {
@@ -178,6 +189,8 @@ pub(super) struct Segment {
     /// Its node is Suspected: replicas here are not handed to readers and nothing new is
     /// placed here, until the node is heard from again (or goes offline).
     pub(super) withheld: bool,
+    /// Drain state: a draining or drained segment takes no new allocation.
+    pub(super) drain: SegDrain,
     pub(super) shared: Arc<SegShared>,
     /// Values with a replica (or a write in progress) on this segment.
     /// Values with a replica here (dropped when the segment starts unmounting). Hashed by
@@ -326,7 +339,7 @@ pub(super) enum Placement {
 
 impl Placement {
     pub(super) fn admits(self, seg: &Segment) -> bool {
-        if seg.withheld {
+        if seg.withheld || seg.drain != SegDrain::None {
             return false;
         }
         match self {

@@ -73,6 +73,8 @@ pub(super) struct Inner {
     pub(super) rng: u64,
     /// KV events waiting for the publisher (`--enable-kv-events`), if on.
     pub(super) kv: Option<crate::kv_events::KvQueue>,
+    /// Drain jobs, once one was created.
+    pub(super) drains: Option<super::drain::Drains>,
     pub(super) next_seq: u64,
     /// Latest `now` seen by a mutation (for mutations that have no clock: drops).
     pub(super) last_now: u64,
@@ -123,6 +125,7 @@ impl Inner {
             next_value: ValueId(1),
             rng: client_id.as_u64_pair().0 | 1,
             kv: None,
+            drains: None,
             next_seq: 1,
             last_now: 0,
             garbage: Vec::new(),
@@ -192,6 +195,7 @@ impl Inner {
                 size: c.size,
                 state: SegState::Mounted { alloc: Allocator::new(c.size) },
                 withheld: false,
+                drain: super::segment::SegDrain::None,
                 shared: Arc::new(SegShared::default()),
                 values: Default::default(),
                 allocs: Default::default(),
@@ -368,6 +372,11 @@ impl Inner {
                     status: s.status(),
                     used: s.used(),
                     grace_deadline_ns: s.deadline(),
+                    drain: match s.drain {
+                        super::segment::SegDrain::Draining(_) => Some("DRAINING"),
+                        super::segment::SegDrain::Drained => Some("DRAINED"),
+                        super::segment::SegDrain::None => None,
+                    },
                 }
             })
             .collect();
@@ -403,6 +412,11 @@ impl Inner {
         };
         for s in self.segments.values() {
             g.segments_total += 1;
+            match s.drain {
+                super::segment::SegDrain::Draining(_) => g.segments_draining += 1,
+                super::segment::SegDrain::Drained => g.segments_drained += 1,
+                super::segment::SegDrain::None => {}
+            }
             if s.is_mounted() {
                 g.segments_mounted += 1;
             } else {

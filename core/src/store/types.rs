@@ -168,6 +168,8 @@ pub struct SegmentInfo {
     /// End of the grace period, while GRACEFULLY_UNMOUNTING (ns since the store epoch;
     /// [`crate::store::Store::remaining`] turns it into a duration).
     pub grace_deadline_ns: Option<u64>,
+    /// `DRAINING` or `DRAINED` while a drain job has it (out of allocation).
+    pub drain: Option<&'static str>,
 }
 
 /// Per-node gauges (`segment_*` series, SPEC §9).
@@ -194,6 +196,10 @@ pub struct Gauges {
     pub active_clients: u64,
     /// `master_suspected_clients`: remote nodes Suspected now (counted in `active_clients`).
     pub suspected_clients: u64,
+    /// Segments a running drain job is emptying (`master_draining_segments`).
+    pub segments_draining: u64,
+    /// Segments a drain job emptied (`master_drained_segments`).
+    pub segments_drained: u64,
     /// Per node with at least one MOUNTED or GRACEFULLY_UNMOUNTING segment, sorted by name.
     pub nodes: Vec<NodeGauge>,
     /// Segment records of any status.
