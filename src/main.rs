@@ -6,6 +6,7 @@
 
 mod cli;
 mod dataplane;
+mod drain;
 mod ha;
 mod kv_events;
 mod net;
@@ -360,6 +361,7 @@ fn run(args: Args) -> Result<(), Fatal> {
     } else {
         None
     };
+    drain::start(master.clone()).map_err(|e| Fatal(1, format!("cannot start the drain driver: {e}")))?;
     spawn_signal_thread(master.clone(), runtime.waker())?;
     {
         let mut out = std::io::stdout().lock();

@@ -9,7 +9,10 @@
 //! - values a client put into its own memory are returned by `GET /api/get` of a master that
 //!   has none, read through mc-master's TE initiator from the client's transfer engine;
 //! - a value PUT through that master's REST API is written into the client's memory by the
-//!   initiator (acknowledged before the 200) and the client reads it back.
+//!   initiator (acknowledged before the 200) and the client reads it back;
+//! - a drain job (`POST /api/v1/drain_jobs`) moves the values out of the client's memory into
+//!   mc-master's, read through the initiator; afterwards the client reads them from there,
+//!   byte for byte, and its segment is DRAINED.
 //!
 //! Skips (prints why, passes) when the wheel cannot be had, or with `MC_SKIP_UPSTREAM=1`.
 
@@ -128,6 +131,8 @@ fn unchanged_upstream_client_and_rest_read_each_others_values() {
             rest_values_to_the_client_and_back(&py, &rt, mode);
             client_memory_to_rest(&py, &rt, mode);
         }
+        println!("=== runtime {rt}, drain of a client's segment");
+        drain_a_clients_segment_into_mc_master(&py, &rt);
         println!("=== runtime {rt}, transfer_engine_bench");
         bench_initiator_against_the_target(&py, &rt);
     }
@@ -228,6 +233,85 @@ fn client_memory_to_rest(py: &Path, rt: &str, mode: &str) {
     assert_eq!(got, format!("{} {}", value.len(), sha256_hex(&value)), "{rt}/{mode}");
     let (st, back) = request(&m.http, "GET", "/api/get/from-rest", b"");
     assert!(st == 200 && back == value, "REST reads it back from the client ({st}, {} bytes)", back.len());
+    let _ = stdin.write_all(b"done\n");
+    drop(stdin);
+    let _ = c.0.wait();
+}
+
+fn json_of(http: &str, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let (st, b) = request(http, method, path, body);
+    (st, serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&b))))
+}
+
+fn drain_a_clients_segment_into_mc_master(py: &Path, rt: &str) {
+    // No memory of its own yet: the client's puts land in the client's memory.
+    let m = start(rt, &[]);
+    let mut c = Kill(client(py, &m, &metadata(&m, "http"), "b"));
+    let lines = lines_of(&mut c.0);
+    assert_eq!(line_of(&lines, "READY "), r#"{"setup": 0, "put_own": 0, "put_small": 0}"#, "{rt}");
+    let owner = endpoint_of(&m.http, "own");
+    assert_ne!(owner, m.http, "the value starts in the client's memory");
+    assert_eq!(request(&m.http, "POST", "/api/mount", br#"{"size":16777216}"#).0, 200);
+    let (_, segs) = request(&m.http, "GET", "/get_all_segments", b"");
+    let client_seg =
+        String::from_utf8(segs).unwrap().lines().find(|l| *l != m.http).expect("the client's segment").to_string();
+    // Draining into a segment that is not there, or into itself, is refused.
+    let body =
+        |src: &str, dst: &str| format!(r#"{{"segments":["{src}"],"target_segments":["{dst}"],"max_concurrency":2}}"#);
+    let (st, v) = json_of(&m.http, "POST", "/api/v1/drain_jobs", body(&client_seg, "nope:1").as_bytes());
+    assert_eq!((st, v["error_code"].as_i64()), (404, Some(-101)), "{v}");
+    let (st, v) = json_of(&m.http, "POST", "/api/v1/drain_jobs", body(&client_seg, &client_seg).as_bytes());
+    assert_eq!((st, v["error_code"].as_i64()), (400, Some(-600)), "{v}");
+    let (st, v) = json_of(&m.http, "POST", "/api/v1/drain_jobs", b"{");
+    assert_eq!((st, v["error_code"].as_i64()), (400, Some(-600)), "{v}");
+    // The drain: the client's values move into mc-master's memory.
+    let (st, v) = json_of(&m.http, "POST", "/api/v1/drain_jobs", body(&client_seg, &m.http).as_bytes());
+    assert_eq!((st, &v["status"]), (200, &serde_json::json!("CREATED")), "{v}");
+    let job = v["job_id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let (st, q) = json_of(&m.http, "GET", &format!("/api/v1/drain_jobs/query?job_id={job}"), b"");
+        assert_eq!(st, 200, "{q}");
+        if q["status_name"] != "RUNNING" && q["status_name"] != "CREATED" {
+            break q;
+        }
+        assert!(std::time::Instant::now() < deadline, "the drain never ended: {q}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(done["status_name"], "SUCCEEDED", "{rt}: {done}");
+    assert_eq!(done["succeeded_units"], 2, "{done}");
+    assert_eq!(done["failed_units"], 0, "{done}");
+    let small = b"tiny-value-in-client-memory";
+    assert_eq!(done["migrated_bytes"].as_u64(), Some((1 << 20) + small.len() as u64), "{done}");
+    assert_eq!(endpoint_of(&m.http, "own"), m.http, "moved into mc-master's memory");
+    assert_eq!(endpoint_of(&m.http, "small"), m.http);
+    let (st, own) = request(&m.http, "GET", "/api/get/own", b"");
+    assert!(st == 200 && own == pattern(1 << 20, 7, 3), "{rt}: the moved value differs ({st}, {} bytes)", own.len());
+    // The client reads them from their new place (mc-master's TE target), byte for byte.
+    let mut stdin = c.0.stdin.take().unwrap();
+    stdin.write_all(b"get own\n").unwrap();
+    assert_eq!(line_of(&lines, "GOT own "), format!("{} {}", 1 << 20, sha256_hex(&pattern(1 << 20, 7, 3))));
+    stdin.write_all(b"get small\n").unwrap();
+    assert_eq!(line_of(&lines, "GOT small "), format!("{} {}", small.len(), sha256_hex(small)));
+    // The source is DRAINED: in the status endpoint, the segment detail and the metrics; a
+    // drained segment is no target, and a finished job cannot be canceled.
+    let (_, st) = json_of(&m.http, "GET", &format!("/api/v1/segments/status?segment={client_seg}"), b"");
+    assert_eq!((st["status"].as_u64(), st["status_name"].as_str()), (Some(3), Some("DRAINED")), "{st}");
+    let (_, detail) = json_of(&m.http, "GET", "/get_segments_detail", b"");
+    let seg = detail["segments"].as_array().unwrap().iter().find(|s| s["segment_name"] == client_seg.as_str()).unwrap();
+    assert_eq!((seg["status"].as_str(), seg["drain_status"].as_str()), (Some("MOUNTED"), Some("DRAINED")), "{seg}");
+    let (_, metrics) = request(&m.http, "GET", "/metrics", b"");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.lines().any(|l| l == "master_drained_segments 1"), "{rt}");
+    assert!(metrics.lines().any(|l| l == "master_drain_units_succeeded_total 2"), "{rt}");
+    let (st, v) = json_of(&m.http, "POST", "/api/v1/drain_jobs", body(&m.http, &client_seg).as_bytes());
+    assert_eq!((st, v["error_code"].as_i64()), (409, Some(-1010)), "{v}");
+    let (st, v) = json_of(&m.http, "POST", &format!("/api/v1/drain_jobs/cancel?job_id={job}"), b"");
+    assert_eq!((st, v["error_code"].as_i64()), (409, Some(-1010)), "{v}");
+    let (st, v) = json_of(&m.http, "GET", "/api/v1/drain_jobs/query?job_id=1-2", b"");
+    assert_eq!((st, v["error_code"].as_i64()), (404, Some(-1402)), "{v}");
+    let (st, _) = json_of(&m.http, "GET", "/api/v1/drain_jobs/query?job_id=x", b"");
+    assert_eq!(st, 400);
     let _ = stdin.write_all(b"done\n");
     drop(stdin);
     let _ = c.0.wait();

@@ -62,13 +62,19 @@ pub enum Route {
     RemoveAllV1,
     /// `/kv_events/status`
     KvEventsStatus,
+    /// `/api/v1/drain_jobs`
+    DrainJobs,
+    /// `/api/v1/drain_jobs/query`
+    DrainJobsQuery,
+    /// `/api/v1/drain_jobs/cancel`
+    DrainJobsCancel,
     /// Unknown path, `OPTIONS *`, or a request rejected before routing (400, 408, 431, 505).
     Other,
 }
 
 impl Route {
     /// All routes, in metrics index order.
-    pub const ALL: [Route; 30] = [
+    pub const ALL: [Route; 33] = [
         Route::Metrics,
         Route::MetricsSummary,
         Route::Health,
@@ -98,6 +104,9 @@ impl Route {
         Route::TenantQuotas,
         Route::RemoveAllV1,
         Route::KvEventsStatus,
+        Route::DrainJobs,
+        Route::DrainJobsQuery,
+        Route::DrainJobsCancel,
         Route::Other,
     ];
 
@@ -133,6 +142,9 @@ impl Route {
             Route::TenantQuotas => "/api/v1/tenant_quotas",
             Route::RemoveAllV1 => "/api/v1/remove_all",
             Route::KvEventsStatus => "/kv_events/status",
+            Route::DrainJobs => "/api/v1/drain_jobs",
+            Route::DrainJobsQuery => "/api/v1/drain_jobs/query",
+            Route::DrainJobsCancel => "/api/v1/drain_jobs/cancel",
             Route::Other => "other",
         }
     }

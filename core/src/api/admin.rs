@@ -238,6 +238,11 @@ impl Service {
             out.extend_from_slice(s.protocol.as_str().as_bytes());
             out.extend_from_slice(b"\",\"status\":\"");
             out.extend_from_slice(s.status.as_str().as_bytes());
+            if let Some(d) = s.drain {
+                // Only while a drain job has the segment (docs/api.md §4.13).
+                out.extend_from_slice(b"\",\"drain_status\":\"");
+                out.extend_from_slice(d.as_bytes());
+            }
             out.extend_from_slice(b"\",\"allocator_used_bytes\":");
             push_u64(&mut out, s.used);
             out.extend_from_slice(b",\"allocator_capacity_bytes\":");

@@ -88,7 +88,10 @@ impl Shape {
             | Route::SegmentsStatus
             | Route::TenantQuotas
             | Route::RemoveAllV1
-            | Route::KvEventsStatus => Shape::Admin,
+            | Route::KvEventsStatus
+            | Route::DrainJobs
+            | Route::DrainJobsQuery
+            | Route::DrainJobsCancel => Shape::Admin,
             Route::BatchQueryKeys => Shape::Batch,
             Route::GetAllKeys | Route::QuerySegment | Route::Health => Shape::Plain,
             _ => Shape::Rest,

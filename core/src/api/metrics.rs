@@ -34,6 +34,7 @@ pub(crate) fn metrics_text(m: &Master, now: Now) -> Vec<u8> {
             process: m.platform.process_sample(),
             client_ttl: m.config.client_ttl,
             suspicion_ttl: m.config.client_suspicion_ttl,
+            drain: m.store.drain_counters(),
             oldest_heartbeat_age,
         },
     );
@@ -128,6 +129,8 @@ pub(crate) struct Scrape<'a> {
     pub(crate) client_ttl: Duration,
     /// `master_client_suspicion_ttl_seconds`.
     pub(crate) suspicion_ttl: Duration,
+    /// (`master_drain_migrated_bytes_total`, `..._units_succeeded_total`, `..._failed_total`).
+    pub(crate) drain: (u64, u64, u64),
     /// `master_client_oldest_heartbeat_age_seconds`.
     pub(crate) oldest_heartbeat_age: Duration,
 }
@@ -398,6 +401,17 @@ pub(crate) fn render_metrics(out: &mut Vec<u8>, s: &Scrape<'_>) {
     );
     scalar(
         out,
+        "master_draining_segments",
+        "gauge",
+        "Segments a running drain job is emptying (out of allocation, readable)",
+        s.gauges.segments_draining,
+    );
+    scalar(out, "master_drained_segments", "gauge", "Segments a drain job emptied", s.gauges.segments_drained);
+    scalar(out, "master_drain_migrated_bytes_total", "counter", "Bytes of replicas moved by drain jobs", s.drain.0);
+    scalar(out, "master_drain_units_succeeded_total", "counter", "Replicas moved by drain jobs", s.drain.1);
+    scalar(out, "master_drain_units_failed_total", "counter", "Replicas drain jobs could not move", s.drain.2);
+    scalar(
+        out,
         "master_recovered_clients_total",
         "counter",
         "Suspected RPC clients heard from again (Suspected to Active)",
@@ -497,9 +511,14 @@ pub(crate) fn render_summary(
     }
     let _ = writeln!(s);
     let _ = writeln!(s, "Keys: {}", g.key_count);
+    let drains = if g.segments_draining + g.segments_drained > 0 {
+        format!(", draining: {}, drained: {}", g.segments_draining, g.segments_drained)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "Segments: {} (mounted: {}, unmounting: {}), nodes: {}",
+        "Segments: {} (mounted: {}, unmounting: {}{drains}), nodes: {}",
         g.segments_total, g.segments_mounted, g.segments_unmounting, g.nodes_mounted
     );
     let _ = writeln!(s, "Clients: {}", g.active_clients);

@@ -334,6 +334,9 @@ impl Service {
             Route::TenantQuotas => self.v1_tenant_quotas(head, body),
             Route::RemoveAllV1 => Ok(self.v1_remove_all(now, head)),
             Route::KvEventsStatus => Ok(self.kv_events_status()),
+            Route::DrainJobs => self.v1_drain_create(now, body),
+            Route::DrainJobsQuery => self.v1_drain_query(head),
+            Route::DrainJobsCancel => self.v1_drain_cancel(now, head),
             Route::Other => Err(ApiError::NotFound),
         };
         result.unwrap_or_else(|e| e.into_response(route))

@@ -37,6 +37,9 @@ pub(crate) fn route_of(path: &str, listener: Listener) -> (Route, &str) {
         "/api/v1/tenant_quotas" => Route::TenantQuotas,
         "/api/v1/remove_all" => Route::RemoveAllV1,
         "/kv_events/status" => Route::KvEventsStatus,
+        "/api/v1/drain_jobs" => Route::DrainJobs,
+        "/api/v1/drain_jobs/query" => Route::DrainJobsQuery,
+        "/api/v1/drain_jobs/cancel" => Route::DrainJobsCancel,
         _ if listener == Listener::Admin => Route::Other,
         "/api/mount_shm" => Route::MountShm,
         "/api/unmount_shm" => Route::UnmountShm,
@@ -92,7 +95,9 @@ pub(crate) fn allow(route: Route) -> &'static str {
         | Route::HaStatus
         | Route::Leader
         | Route::SegmentsStatus
-        | Route::KvEventsStatus => "GET, HEAD, OPTIONS",
+        | Route::KvEventsStatus
+        | Route::DrainJobsQuery => "GET, HEAD, OPTIONS",
+        Route::DrainJobs | Route::DrainJobsCancel => "POST, OPTIONS",
         Route::TenantQuotas => "GET, HEAD, PUT, DELETE, OPTIONS",
         Route::RemoveAllV1 => "POST, OPTIONS",
         Route::BatchQueryKeys => "GET, HEAD, POST, OPTIONS",
@@ -131,8 +136,12 @@ pub(crate) fn allowed(route: Route, method: Method) -> bool {
                 | SegmentsStatus
                 | KvEventsStatus
                 | TenantQuotas
+                | DrainJobsQuery
         ),
-        Method::Post => matches!(route, BatchQueryKeys | MountShm | UnmountShm | Mount | Unmount | RemoveAllV1),
+        Method::Post => matches!(
+            route,
+            BatchQueryKeys | MountShm | UnmountShm | Mount | Unmount | RemoveAllV1 | DrainJobs | DrainJobsCancel
+        ),
         Method::Put => matches!(route, PutJson | PutRaw | Metadata | TenantQuotas),
         Method::Delete => matches!(route, Remove | RemoveAll | Metadata | TenantQuotas),
         Method::Other => false,

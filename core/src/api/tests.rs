@@ -577,6 +577,7 @@ fn metrics_text() {
             process: crate::platform::ProcessSample { resident_bytes: 1 << 20, cpu_seconds: 0.5 },
             client_ttl: Duration::from_secs(10),
             suspicion_ttl: Duration::from_secs(20),
+            drain: (4096, 1, 0),
             oldest_heartbeat_age: Duration::from_millis(2500),
         },
     );

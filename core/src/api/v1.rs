@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use crate::http::{Method, RequestHead, Response};
 use crate::stats::Ctr;
-use crate::store::SegmentStatus;
+use crate::store::{parse_job_id, DrainError, DrainRequest, SegmentStatus};
 use crate::time::Now;
 
 use super::error::ApiError;
@@ -27,6 +27,50 @@ const MAX_TENANT: usize = 256;
 
 /// The tenant every object belongs to.
 const DEFAULT_TENANT: &str = "default";
+
+/// The error of a drain call, as upstream answers it.
+fn drain_error(e: DrainError) -> ApiError {
+    match e {
+        DrainError::InvalidParams(m) => ApiError::InvalidParams(Cow::Borrowed(m)),
+        DrainError::SegmentNotFound(name) => ApiError::Upstream(-101, Cow::Owned(format!("SEGMENT_NOT_FOUND: {name}"))),
+        DrainError::Unavailable(m) => {
+            ApiError::Upstream(-1010, Cow::Owned(format!("UNAVAILABLE_IN_CURRENT_STATUS: {m}")))
+        }
+        DrainError::JobNotFound => ApiError::Upstream(-1402, Cow::Borrowed("JOB_NOT_FOUND")),
+    }
+}
+
+/// A list of names: absent → empty; anything but an array of strings is an error.
+fn names(doc: &json::Json<'_>, member: &str) -> Result<Vec<String>, ApiError> {
+    match doc.member(member) {
+        None => Ok(Vec::new()),
+        Some(json::Json::Array(items)) => {
+            items.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().ok_or_else(|| {
+                ApiError::InvalidParams(Cow::Owned(format!("Invalid JSON body: {member} must be an array of strings")))
+            })
+        }
+        Some(_) => {
+            Err(ApiError::InvalidParams(Cow::Owned(format!("Invalid JSON body: {member} must be an array of strings"))))
+        }
+    }
+}
+
+fn job_id_of(head: &RequestHead) -> Result<(u64, u64), ApiError> {
+    query_param(head.query.as_deref(), "job_id")
+        .and_then(|v| std::str::from_utf8(&v).ok().and_then(parse_job_id))
+        .ok_or(ApiError::invalid("Missing or invalid job_id"))
+}
+
+fn push_names(out: &mut Vec<u8>, names: &[String]) {
+    out.push(b'[');
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_str(out, n);
+    }
+    out.push(b']');
+}
 
 /// Upstream's `SegmentStatus` numbers and names of `/api/v1/segments/status`.
 fn status_number(s: SegmentStatus) -> (u64, &'static str) {
@@ -65,7 +109,11 @@ impl Service {
         let not_found = ApiError::Upstream(-101, Cow::Borrowed("SEGMENT_NOT_FOUND"));
         let text = std::str::from_utf8(&name).map_err(|_| not_found.clone())?;
         let status = self.master.store.segment_status_by_name(text).ok_or(not_found)?;
-        let (n, label) = status_number(status);
+        let (n, label) = match (status, self.master.store.segment_drain(text)) {
+            (SegmentStatus::Mounted, Some("DRAINING")) => (2, "DRAINING"),
+            (SegmentStatus::Mounted, Some(_)) => (3, "DRAINED"),
+            (s, _) => status_number(s),
+        };
         let mut out = b"{\"success\":true,\"segment\":".to_vec();
         push_str(&mut out, text);
         out.extend_from_slice(b",\"status\":");
@@ -73,6 +121,72 @@ impl Service {
         out.extend_from_slice(b",\"status_name\":");
         push_str(&mut out, label);
         out.extend_from_slice(b",\"error_code\":0,\"error_message\":\"\"}");
+        Ok(json_reply(200, out))
+    }
+
+    /// `POST /api/v1/drain_jobs`: `{"segments":[..],"target_segments":[..],"max_concurrency":4}`.
+    pub(super) fn v1_drain_create(&self, now: Now, body: &[u8]) -> Result<Response, ApiError> {
+        let doc = json::parse(body).map_err(|_| ApiError::invalid("Invalid JSON body: not one JSON object"))?;
+        if !matches!(doc, json::Json::Object(_)) {
+            return Err(ApiError::invalid("Invalid JSON body: not one JSON object"));
+        }
+        let max_concurrency = match doc.member("max_concurrency").map(|v| v.as_uint()) {
+            None => 4,
+            Some(UInt::Value(n)) => n,
+            Some(UInt::Invalid) => {
+                return Err(ApiError::invalid("Invalid JSON body: max_concurrency must be a non-negative integer"))
+            }
+        };
+        let req = DrainRequest {
+            segments: names(&doc, "segments")?,
+            targets: names(&doc, "target_segments")?,
+            max_concurrency,
+        };
+        let id = self.master.store.drain_create(&req, now.wall_unix_secs * 1000).map_err(drain_error)?;
+        let mut out = b"{\"success\":true,\"job_id\":".to_vec();
+        push_str(&mut out, &id);
+        out.extend_from_slice(b",\"status\":\"CREATED\",\"error_code\":0,\"error_message\":\"\"}");
+        Ok(json_reply(200, out))
+    }
+
+    /// `GET /api/v1/drain_jobs/query?job_id=A-B`.
+    pub(super) fn v1_drain_query(&self, head: &RequestHead) -> Result<Response, ApiError> {
+        let v = self.master.store.drain_view(job_id_of(head)?).map_err(drain_error)?;
+        let mut out = b"{\"success\":true,\"job_id\":".to_vec();
+        push_str(&mut out, &v.job_id);
+        out.extend_from_slice(b",\"type\":0,\"type_name\":\"DRAIN\",\"status\":");
+        push_u64(&mut out, v.status as u64);
+        out.extend_from_slice(b",\"status_name\":");
+        push_str(&mut out, v.status.name());
+        for (k, n) in [("created_at_ms_epoch", v.created_ms), ("last_updated_at_ms_epoch", v.updated_ms)] {
+            out.extend_from_slice(format!(",\"{k}\":").as_bytes());
+            push_u64(&mut out, n);
+        }
+        out.extend_from_slice(b",\"segments\":");
+        push_names(&mut out, &v.segments);
+        for (k, n) in [
+            ("succeeded_units", v.succeeded_units),
+            ("failed_units", v.failed_units),
+            ("blocked_units", v.blocked_units),
+            ("active_units", v.active_units),
+            ("migrated_bytes", v.migrated_bytes),
+        ] {
+            out.extend_from_slice(format!(",\"{k}\":").as_bytes());
+            push_u64(&mut out, n);
+        }
+        out.extend_from_slice(b",\"message\":");
+        push_str(&mut out, &v.message);
+        out.extend_from_slice(b",\"error_code\":0,\"error_message\":\"\"}");
+        Ok(json_reply(200, out))
+    }
+
+    /// `POST /api/v1/drain_jobs/cancel?job_id=A-B` (the body is ignored).
+    pub(super) fn v1_drain_cancel(&self, now: Now, head: &RequestHead) -> Result<Response, ApiError> {
+        let id = job_id_of(head)?;
+        self.master.store.drain_cancel(id, now.wall_unix_secs * 1000).map_err(drain_error)?;
+        let mut out = b"{\"success\":true,\"job_id\":".to_vec();
+        push_str(&mut out, &format!("{}-{}", id.0, id.1));
+        out.extend_from_slice(b",\"status\":\"CANCELED\",\"error_code\":0,\"error_message\":\"\"}");
         Ok(json_reply(200, out))
     }
 
