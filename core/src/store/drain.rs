@@ -28,7 +28,6 @@ use super::ids::ValueId;
 use super::object::{Loc, ValueState};
 use super::segment::{Placement, SegDrain};
 use super::state::Inner;
-use super::Store;
 
 /// Upstream's drain job status numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -517,7 +516,7 @@ impl Inner {
     }
 }
 
-impl Store {
+impl super::Store {
     /// Starts a drain job (sources become DRAINING); its id.
     pub fn drain_create(&self, req: &DrainRequest, wall_ms: u64) -> Result<String, DrainError> {
         self.write().drain_create(req, wall_ms)
