@@ -25,7 +25,7 @@ FUZZ_RUNS=${FUZZ_RUNS:-300000}
 FUZZ_SEED=${FUZZ_SEED:-1}
 ST_SEED=${ST_SEED:-1}
 if [ "$ST_SEED" = random ]; then ST_SEED=; fi
-FUZZ_TARGETS=${FUZZ_TARGETS:-"http_conn http_split store_ops json_api rpc_codec rpc_conn te_codec node_client"}
+FUZZ_TARGETS=${FUZZ_TARGETS:-"http_conn http_split store_ops json_api rpc_codec rpc_conn te_codec node_client zmtp_pub"}
 ST_MAX_EXAMPLES=${ST_MAX_EXAMPLES:-50}
 CARGO_FUZZ_VERSION=0.13.2
 SCHEMATHESIS_VERSION=4.32.5

@@ -63,6 +63,7 @@ impl World {
             client_id: Uuid::from_u64_pair(7, 7),
             name: "127.0.0.1:9100".into(),
             tenant: "default".into(),
+            version: mc_core::rpc::SERVICE_VERSION.into(),
         };
         let seg = NodeSegment { id: Uuid::from_u64_pair(8, 8), base: 1 << 30, size: 1 << 20, protocol: "tcp".into() };
         let membership = Membership::new(id.clone(), "master", vec![seg], at(Duration::ZERO).mono);
