@@ -6,23 +6,13 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::remote_tests::seg;
 use super::tests::{config, Harness, MIB};
 use super::*;
 
 const C1: Uuid = Uuid::from_u128(0xc1);
 const C2: Uuid = Uuid::from_u128(0xc2);
 const C3: Uuid = Uuid::from_u128(0xc3);
-
-fn seg(id: u128, name: &str, base: u64, size: u64) -> RemoteSegment {
-    RemoteSegment {
-        id: Uuid::from_u128(id),
-        name: name.to_string(),
-        base,
-        size,
-        te_endpoint: format!("te-{name}"),
-        protocol: "tcp".to_string(),
-    }
-}
 
 /// n1 (C1) with `n` values of 4 KiB, n2 (C2) with room; leases of 1 s.
 fn setup(n: usize) -> Harness {

@@ -73,15 +73,7 @@ fn eviction_and_unmount_record_removed() {
 #[test]
 fn rpc_writes_aborts_and_client_expiry() {
     let mut h = harness(Config { client_ttl: Duration::from_secs(1), ..config() });
-    let seg = RemoteSegment {
-        id: Uuid::from_u128(0x51),
-        name: "n1".into(),
-        base: 0x7f00_0000_0000,
-        size: 16 * MIB,
-        te_endpoint: "te-n1".into(),
-        protocol: "tcp".into(),
-    };
-    h.store.client_mount(h.now, C1, &seg).unwrap();
+    h.store.client_mount(h.now, C1, &super::remote_tests::seg(0x51, "n1", 0x7f00_0000_0000, 16 * MIB)).unwrap();
     let one = WriteConfig { replicas: 1, ..Default::default() };
     h.store.client_put_start(h.now, C1, "k", 10, &one, false).unwrap();
     assert!(events(&h).is_empty(), "a write in progress is no event");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::remote_tests::seg;
 use super::tests::{config, Harness, MIB};
 use super::*;
 use crate::config::AllocationStrategy;
@@ -14,17 +15,6 @@ use crate::config::AllocationStrategy;
 const C1: Uuid = Uuid::from_u128(0xc1);
 const C2: Uuid = Uuid::from_u128(0xc2);
 const KIB: u64 = 1024;
-
-fn seg(id: u128, name: &str, base: u64, size: u64) -> RemoteSegment {
-    RemoteSegment {
-        id: Uuid::from_u128(id),
-        name: name.to_string(),
-        base,
-        size,
-        te_endpoint: format!("te-{name}"),
-        protocol: "tcp".to_string(),
-    }
-}
 
 /// A store with one 1 MiB segment of C1; leases of 10 s.
 fn one_segment(c: Config) -> Harness {

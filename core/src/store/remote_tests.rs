@@ -11,7 +11,7 @@ use super::*;
 
 const BASE: u64 = 0x7f00_0000_0000;
 
-fn seg(id: u128, name: &str, base: u64, size: u64) -> RemoteSegment {
+pub(super) fn seg(id: u128, name: &str, base: u64, size: u64) -> RemoteSegment {
     RemoteSegment {
         id: Uuid::from_u128(id),
         name: name.to_string(),
