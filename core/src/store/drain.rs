@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use super::ids::ValueId;
+use super::ids::{NodeId, ValueId};
 use super::object::{Loc, ValueState};
 use super::segment::{Placement, SegDrain};
 use super::state::Inner;
@@ -336,8 +336,13 @@ impl Inner {
         out
     }
 
+    /// Running job `key` (the caller knows it exists).
+    fn drain_job(&mut self, key: u64) -> &mut Job {
+        self.drains.as_mut().and_then(|d| d.job_mut(key)).expect("a known job")
+    }
+
     fn drain_poll_job(&mut self, key: u64, now: u64, wall_ms: u64, out: &mut Vec<DrainUnit>) {
-        let job = self.drains.as_mut().and_then(|d| d.job_mut(key)).expect("running job");
+        let job = self.drain_job(key);
         if job.status == JobStatus::Created {
             job.status = JobStatus::Running;
             job.updated_ms = wall_ms;
@@ -345,7 +350,7 @@ impl Inner {
         if job.queue.is_empty() && job.active == 0 {
             let ids = job.source_ids.clone();
             let (mut found, writing) = self.values_on_sources(&ids);
-            let job = self.drains.as_mut().and_then(|d| d.job_mut(key)).expect("running job");
+            let job = self.drain_job(key);
             found.retain(|(vid, _)| !job.failed_vids.contains(vid));
             if found.is_empty() {
                 if !writing {
@@ -355,44 +360,47 @@ impl Inner {
             }
             job.queue.extend(found);
         }
-        let mut tries = self.drains.as_mut().and_then(|d| d.job_mut(key)).map_or(0, |j| j.queue.len());
+        // The nodes the job may write to, once (None: any).
+        let job = self.drain_job(key);
+        let targets = (!job.targets.is_empty()).then(|| job.targets.clone());
+        let target_nodes: Option<Vec<NodeId>> =
+            targets.map(|t| (0..self.nodes.len()).filter(|&i| t.contains(&self.nodes[i].name)).map(NodeId).collect());
+        let mut tries = self.drain_job(key).queue.len();
         while tries > 0 {
             tries -= 1;
-            let job = self.drains.as_mut().and_then(|d| d.job_mut(key)).expect("running job");
+            let job = self.drain_job(key);
             if job.active >= job.max_concurrency {
                 return;
             }
             let Some((vid, src_seg)) = job.queue.pop_front() else { return };
-            let targets = job.targets.clone();
             let Some(v) = self.values.get(&vid).filter(|v| v.state == ValueState::Complete) else { continue };
             let Some(src) = v.replicas.iter().copied().find(|l| l.seg == src_seg) else { continue };
             let len = v.len;
-            let key_name = v.key.to_string();
             if v.shared.lease.load(Ordering::SeqCst) > now || v.shared.reads.load(Ordering::SeqCst) > 0 {
                 // A reader may still be using the old place: later.
-                let job = self.drains.as_mut().and_then(|d| d.job_mut(key)).expect("running job");
+                let job = self.drain_job(key);
                 job.queue.push_back((vid, src_seg));
                 job.blocked += 1;
                 continue;
             }
-            let holders: Vec<_> = v.replicas.iter().filter_map(|l| self.segments.get(&l.seg).map(|s| s.node)).collect();
-            let src_remote = self.segments.get(&src_seg).is_some_and(|s| s.is_remote());
+            let holders: Vec<NodeId> =
+                v.replicas.iter().filter_map(|l| self.segments.get(&l.seg).map(|s| s.node)).collect();
             let place = if self.params.cluster {
                 Placement::Any
-            } else if src_remote {
+            } else if self.segments.get(&src_seg).is_some_and(|s| s.is_remote()) {
                 Placement::Remote
             } else {
                 Placement::Local
             };
-            let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
             let pick = |s: &super::segment::Segment| {
-                !holders.contains(&s.node) && (targets.is_empty() || targets.contains(&names[s.node.0]))
+                !holders.contains(&s.node) && target_nodes.as_ref().is_none_or(|t| t.contains(&s.node))
             };
             let Some(dst) = self.try_place(len, place, &pick) else {
-                let job = self.drains.as_mut().and_then(|d| d.job_mut(key)).expect("running job");
+                let message = format!("no target segment has room for {:?} ({len} bytes)", &*self.values[&vid].key);
+                let job = self.drain_job(key);
                 job.failed += 1;
                 job.failed_vids.insert(vid);
-                job.message = format!("no target segment has room for {key_name:?} ({len} bytes)");
+                job.message = message;
                 job.updated_ms = wall_ms;
                 if let Some(d) = self.drains.as_mut() {
                     d.units_failed += 1;
@@ -405,8 +413,7 @@ impl Inner {
             d.next_unit += 1;
             let id = d.next_unit;
             d.units.insert(id, Unit { job: key, vid, src, dst, len });
-            let job = d.job_mut(key).expect("running job");
-            job.active += 1;
+            d.job_mut(key).expect("running job").active += 1;
             out.push(DrainUnit { id, len, from, to });
         }
     }
@@ -426,7 +433,7 @@ impl Inner {
     fn drain_finish(&mut self, unit: u64, result: Result<(), String>, wall_ms: u64) {
         let Some(u) = self.drains.as_mut().and_then(|d| d.units.remove(&unit)) else { return };
         let canceled = {
-            let job = self.drains.as_mut().and_then(|d| d.job_mut(u.job)).expect("job of a unit");
+            let job = self.drain_job(u.job);
             job.active -= 1;
             job.updated_ms = wall_ms;
             job.status == JobStatus::Canceled
