@@ -8,7 +8,7 @@ use mc_core::kv_events::zmtp::{encode_message, PubSession};
 
 fuzz_target!(|data: &[u8]| {
     let mut s = PubSession::new(8);
-    let msg = encode_message(&[b"", &7u64.to_be_bytes(), b"payload"]);
+    let msg = bytes::Bytes::from(encode_message(&[b"", &7u64.to_be_bytes(), b"payload"]));
     for chunk in data.split(|&b| b == 0xa5) {
         s.handle_input(chunk);
         s.offer(b"", &msg);

@@ -81,6 +81,11 @@ impl KvQueue {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
+
+    /// Events were dropped since the last take.
+    pub fn has_dropped(&self) -> bool {
+        self.dropped > 0
+    }
 }
 
 /// The publisher's counters, as `/kv_events/status` shows them.
@@ -180,8 +185,8 @@ pub struct KvBatch {
 impl KvBatch {
     /// The three frames of its ZMQ message: empty topic, sequence (8 bytes big-endian),
     /// payload.
-    pub fn message(&self) -> Vec<u8> {
-        zmtp::encode_message(&[b"", &self.seq.to_be_bytes(), &self.payload])
+    pub fn message(&self) -> bytes::Bytes {
+        zmtp::encode_message(&[b"", &self.seq.to_be_bytes(), &self.payload]).into()
     }
 }
 

@@ -56,8 +56,8 @@ pub struct PubSession {
     input: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
-    /// Encoded messages waiting behind `out`.
-    queue: VecDeque<Vec<u8>>,
+    /// Encoded messages waiting behind `out` (shared by every subscriber they went to).
+    queue: VecDeque<bytes::Bytes>,
     hwm: usize,
     prefixes: Vec<Vec<u8>>,
     /// Messages dropped for the high-water mark.
@@ -255,9 +255,10 @@ impl PubSession {
     }
 
     /// Offers a message (`topic` is its first frame; `encoded` the whole message from
-    /// [`encode_message`]): queued when the subscriber wants the topic, else dropped as a PUB
-    /// socket drops unsubscribed topics. Returns whether it was queued.
-    pub fn offer(&mut self, topic: &[u8], encoded: &[u8]) -> bool {
+    /// [`encode_message`], shared, not copied, per subscriber): queued when the subscriber
+    /// wants the topic, else dropped as a PUB socket drops unsubscribed topics. Returns
+    /// whether it was queued.
+    pub fn offer(&mut self, topic: &[u8], encoded: &bytes::Bytes) -> bool {
         if self.phase != Phase::Ready || !self.prefixes.iter().any(|p| topic.starts_with(p)) {
             return false;
         }
@@ -265,7 +266,7 @@ impl PubSession {
             self.dropped += 1;
             return false;
         }
-        self.queue.push_back(encoded.to_vec());
+        self.queue.push_back(encoded.clone());
         true
     }
 
@@ -337,7 +338,7 @@ mod tests {
         let ready_out = drain(&mut s);
         assert_eq!(ready_out[0], COMMAND);
         assert_eq!(socket_type(&ready_out[2..]), Some(&b"PUB"[..]));
-        let msg = encode_message(&[b"", b"12345678", b"payload"]);
+        let msg = bytes::Bytes::from(encode_message(&[b"", b"12345678", b"payload"]));
         assert!(!s.offer(b"", &msg), "nothing subscribed yet");
         // A 3.1 SUBSCRIBE command for the empty prefix.
         let mut sub = Vec::new();
@@ -360,7 +361,7 @@ mod tests {
         frame(&mut sub, 0, b"\x01kv");
         s.handle_input(&sub);
         drain(&mut s);
-        let m = encode_message(&[b"kv-a", b"x"]);
+        let m = bytes::Bytes::from(encode_message(&[b"kv-a", b"x"]));
         assert!(s.offer(b"kv-a", &m));
         assert!(!s.offer(b"other", &m));
         assert_eq!(drain(&mut s), m);
@@ -373,7 +374,7 @@ mod tests {
         let mut sub = Vec::new();
         frame(&mut sub, 0, b"\x01");
         s.handle_input(&sub);
-        let m = encode_message(&[b"", b"x"]);
+        let m = bytes::Bytes::from(encode_message(&[b"", b"x"]));
         assert!(s.offer(b"", &m) && s.offer(b"", &m));
         assert!(!s.offer(b"", &m));
         assert_eq!(s.dropped, 1);

@@ -186,7 +186,10 @@ impl RpcConnection {
                 self.stop_reading();
                 break;
             }
-            self.ready_only &= lookup(h.function_id).is_some_and(|i| i.def.rpc == Rpc::ServiceReady);
+            // Looked up only until the first other call (then it stays false).
+            if self.ready_only && lookup(h.function_id).is_none_or(|i| i.def.rpc != Rpc::ServiceReady) {
+                self.ready_only = false;
+            }
             let body = &avail[REQ_HDR..REQ_HDR + h.length as usize];
             self.svc.call_into(now, &h, body, &mut self.out);
             self.answered += 1;

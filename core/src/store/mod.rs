@@ -754,6 +754,10 @@ impl Store {
     /// Up to `max` recorded KV events, oldest first, and how many were dropped from the full
     /// queue since the last call.
     pub fn take_kv_events(&self, max: usize) -> (Vec<crate::kv_events::KvEvent>, u64) {
+        // An idle publisher polls often: it takes the write lock only when there is something.
+        if self.read().kv.as_ref().is_none_or(|q| q.is_empty() && !q.has_dropped()) {
+            return (Vec::new(), 0);
+        }
         self.write().kv.as_mut().map_or((Vec::new(), 0), |q| q.take(max))
     }
 
