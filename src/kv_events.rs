@@ -47,6 +47,73 @@ struct Subscriber {
     peer: SocketAddr,
 }
 
+/// What one nonblocking read or write came to.
+enum Io {
+    /// `n` bytes moved (0: the peer closed, for a read).
+    Moved(usize),
+    /// Nothing more now.
+    Again,
+    /// Interrupted: try again at once.
+    Retry,
+    /// The connection is broken.
+    Broken(String),
+}
+
+fn io_step(r: std::io::Result<usize>) -> Io {
+    match r {
+        Ok(n) => Io::Moved(n),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Io::Again,
+        Err(e) if e.kind() == ErrorKind::Interrupted => Io::Retry,
+        Err(e) => Io::Broken(e.to_string()),
+    }
+}
+
+impl Subscriber {
+    /// Feeds what the subscriber sent to its session; whether anything arrived.
+    fn read_input(&mut self, buf: &mut [u8]) -> bool {
+        let mut any = false;
+        loop {
+            match io_step(self.stream.read(buf)) {
+                Io::Retry => continue,
+                Io::Moved(0) => {
+                    self.session.why = Some("closed by the subscriber".into());
+                    return any;
+                }
+                Io::Moved(n) => {
+                    self.session.handle_input(&buf[..n]);
+                    any = true;
+                }
+                Io::Again => return any,
+                Io::Broken(why) => {
+                    self.session.why = Some(why);
+                    return any;
+                }
+            }
+        }
+    }
+
+    /// Writes what the session has queued, as far as the socket takes it; whether anything
+    /// went out.
+    fn write_output(&mut self) -> bool {
+        let mut any = false;
+        while let Some(out) = self.session.poll_transmit() {
+            match io_step(self.stream.write(out)) {
+                Io::Retry => continue,
+                Io::Moved(0) | Io::Again => break,
+                Io::Moved(n) => {
+                    self.session.consume(n);
+                    any = true;
+                }
+                Io::Broken(why) => {
+                    self.session.why = Some(why);
+                    break;
+                }
+            }
+        }
+        any
+    }
+}
+
 /// Binds `opts.endpoint` and starts the publisher thread; returns the bound address.
 pub fn start(master: Arc<Master>, opts: Options) -> Result<(SocketAddr, JoinHandle<()>), String> {
     let addr = parse_endpoint(&opts.endpoint)?;
@@ -87,24 +154,7 @@ fn run(master: &Master, listener: &TcpListener, mut publisher: KvPublisher) {
         }
         // Their handshakes and subscriptions.
         for s in &mut subs {
-            loop {
-                match s.stream.read(&mut buf) {
-                    Ok(0) => {
-                        s.session.why = Some("closed by the subscriber".into());
-                        break;
-                    }
-                    Ok(n) => {
-                        s.session.handle_input(&buf[..n]);
-                        busy = true;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        s.session.why = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
+            busy |= s.read_input(&mut buf);
         }
         // Events: batches of up to 64, each offered to every subscriber.
         for _ in 0..BATCHES_PER_TURN {
@@ -126,21 +176,7 @@ fn run(master: &Master, listener: &TcpListener, mut publisher: KvPublisher) {
         }
         // Writes.
         for s in &mut subs {
-            while let Some(out) = s.session.poll_transmit() {
-                match s.stream.write(out) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        s.session.consume(n);
-                        busy = true;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        s.session.why = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
+            busy |= s.write_output();
         }
         subs.retain(|s| {
             let gone = s.session.is_closed() || s.session.why.is_some();
