@@ -117,6 +117,11 @@ pub struct Args {
     #[arg(long = "allow-evict-soft-pinned-objects", alias = "allow_evict_soft_pinned_objects", num_args = 0..=1,
           default_missing_value = "true", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_evict_soft_pinned_objects: bool,
+    /// Multi-tenant mode: the `tenant` of each RPC scopes its keys, /api/v1/tenant_quotas sets
+    /// per-tenant memory quotas that writes are admitted against (docs/operations.md).
+    #[arg(long = "enable-multi-tenants", alias = "enable_multi_tenants", num_args = 0..=1,
+          default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub enable_multi_tenants: bool,
     /// Where an RPC write's first replica goes: free_ratio_first (the node with the largest
     /// free share), random, local_first (the writer's node, then its host).
     #[arg(long = "allocation-strategy", alias = "allocation_strategy", default_value = "free_ratio_first", value_parser = parse_strategy)]

@@ -141,6 +141,7 @@ fn run(args: Args) -> Result<(), Fatal> {
         soft_pin_default_ttl: args.default_kv_soft_pin_ttl,
         soft_pin_max_ttl: args.max_kv_soft_pin_ttl,
         allow_evict_soft_pinned: args.allow_evict_soft_pinned_objects,
+        multi_tenants: args.enable_multi_tenants,
         allocation_strategy: args.allocation_strategy,
         idle_timeout: args.idle_timeout,
         header_read_timeout: args.header_read_timeout,

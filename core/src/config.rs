@@ -61,6 +61,9 @@ pub struct Config {
     /// `--allow-evict-soft-pinned-objects`: soft-pinned values may be evicted once no unpinned
     /// candidate is left (upstream's default: true).
     pub allow_evict_soft_pinned: bool,
+    /// `--enable-multi-tenants`: RPC keys scoped by their `tenant`, per-tenant quotas
+    /// (`store/tenant.rs`).
+    pub multi_tenants: bool,
     /// `--allocation-strategy`: how an RPC write's first replica picks its node.
     pub allocation_strategy: AllocationStrategy,
     /// `--idle-timeout` (SPEC §2.5).
@@ -125,6 +128,7 @@ impl Default for Config {
             soft_pin_default_ttl: Duration::from_secs(30 * 60),
             soft_pin_max_ttl: Duration::from_secs(24 * 3600),
             allow_evict_soft_pinned: true,
+            multi_tenants: false,
             allocation_strategy: AllocationStrategy::FreeRatioFirst,
             idle_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),

@@ -29,6 +29,8 @@ pub(crate) enum ApiError {
     HasLease,
     /// No space even after eviction: 507, `-200`.
     InsufficientStorage,
+    /// The tenant's quota is used up (`--enable-multi-tenants`): 507, `-1700`.
+    QuotaExceeded,
     /// `/api/mount` allocation refused: 507, `-200`.
     MountNoMemory,
     /// `/dev/shm/<name>` missing: 404, `-1100`.
@@ -125,6 +127,9 @@ pub(crate) fn error_name(code: i32) -> String {
         -901 => "RPC_TIMEOUT",
         -1010 => "UNAVAILABLE_IN_CURRENT_STATUS",
         -1011 => "UNAVAILABLE_IN_CURRENT_MODE",
+        -1700 => "TENANT_QUOTA_EXCEEDED",
+        -1701 => "TENANT_NOT_REGISTERED",
+        -1702 => "TENANT_NOT_EMPTY",
         _ => return format!("error code {code}"),
     };
     format!("{name} ({code})")
@@ -148,7 +153,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => 405,
             ApiError::InvalidParams(_) => 400,
             ApiError::BeingWritten | ApiError::HasLease => 409,
-            ApiError::InsufficientStorage | ApiError::MountNoMemory => 507,
+            ApiError::InsufficientStorage | ApiError::MountNoMemory | ApiError::QuotaExceeded => 507,
             ApiError::MountFailed(_) => 500,
             ApiError::WriteAborted | ApiError::TooManyConnections => 503,
             ApiError::Http(e) => e.status(),
@@ -174,6 +179,7 @@ impl ApiError {
             ApiError::ReplicaNotReady | ApiError::BeingWritten => -703,
             ApiError::HasLease => -706,
             ApiError::InsufficientStorage | ApiError::MountNoMemory => -200,
+            ApiError::QuotaExceeded => -1700,
             ApiError::ShmNotFound(_) => -1100,
             ApiError::MountFailed(_) | ApiError::WriteAborted | ApiError::TooManyConnections => -1,
             ApiError::UnmountFailed(_) | ApiError::SegmentNotFound => -101,
@@ -202,6 +208,8 @@ impl ApiError {
             ApiError::BeingWritten => "Key is being written",
             ApiError::HasLease => "Key has an active lease",
             ApiError::InsufficientStorage => "Insufficient storage",
+            ApiError::QuotaExceeded if admin => "TENANT_QUOTA_EXCEEDED",
+            ApiError::QuotaExceeded => "Tenant quota exceeded",
             ApiError::MountNoMemory => "Allocate and mount failed: insufficient memory",
             ApiError::ShmNotFound(name) => return Cow::Owned(format!("Shared memory object not found: {name}")),
             ApiError::MountFailed(text) => return Cow::Owned(format!("Mount failed: {text}")),

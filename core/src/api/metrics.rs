@@ -12,7 +12,7 @@ use crate::node::{Histogram, NodeState, NODE_RPCS};
 use crate::platform::ProcessSample;
 use crate::route::Route;
 use crate::stats::{Ctr, Snapshot, Totals, DURATION_BOUNDS_NS, DURATION_LABELS, NDUR, VALUE_BOUNDS};
-use crate::store::{Gauges, NodeGauge, StoreCounters};
+use crate::store::{Gauges, NodeGauge, StoreCounters, TenantMetrics, TenantQuota};
 use crate::time::Now;
 
 use super::json::push_u64;
@@ -38,10 +38,76 @@ pub(crate) fn metrics_text(m: &Master, now: Now) -> Vec<u8> {
             oldest_heartbeat_age,
         },
     );
+    if let Some(t) = m.store.tenant_metrics() {
+        render_tenants(&mut out, &t);
+    }
     if let Some(node) = m.node() {
         render_node(&mut out, node);
     }
     out
+}
+
+/// One sample `name{tenant_id="t"[,extra]} v`.
+fn tenant_sample(out: &mut Vec<u8>, name: &str, tenant: &str, extra: &str, v: u64) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"{tenant_id=\"");
+    push_label_value(out, tenant);
+    out.push(b'"');
+    out.extend_from_slice(extra.as_bytes());
+    out.extend_from_slice(b"} ");
+    push_u64(out, v);
+    out.push(b'\n');
+}
+
+/// The tenant-quota families of a multi-tenant master (upstream-behavior §2), after the
+/// master's own.
+fn render_tenants(out: &mut Vec<u8>, t: &TenantMetrics) {
+    type Pick = fn(&TenantQuota) -> u64;
+    let gauges: [(&str, &str, Pick); 6] = [
+        ("requested_bytes", "Requested quota of the tenant's policy (0 without one)", |q| q.requested_quota_bytes),
+        ("effective_bytes", "Quota the tenant may use now", |q| q.effective_quota_bytes),
+        ("charged_bytes", "Bytes of the tenant's values in memory (length x replicas)", |q| q.charged_bytes),
+        ("admission_closed", "1 when no write of the tenant is admitted (charged >= effective)", |q| {
+            u64::from(q.admission_closed)
+        }),
+        ("over_quota", "1 when the tenant uses more than its effective quota", |q| u64::from(q.over_quota)),
+        ("explicit_policy", "1 when the tenant has a quota policy", |q| u64::from(q.has_explicit_policy)),
+    ];
+    for (suffix, help, pick) in gauges {
+        let name = format!("mooncake_tenant_quota_{suffix}");
+        family(out, &name, "gauge", help);
+        for q in &t.quotas {
+            tenant_sample(out, &name, &q.tenant_id, "", pick(q));
+        }
+    }
+    scalar(
+        out,
+        "mooncake_tenant_quota_allocatable_capacity_bytes",
+        "gauge",
+        "Capacity the tenants' quotas share (memory of the mounted segments)",
+        t.capacity,
+    );
+    scalar(out, "mooncake_tenant_quota_requested_bytes_sum", "gauge", "Sum of the policies' quotas", t.requested_sum);
+    scalar(
+        out,
+        "mooncake_tenant_quota_effective_bytes_sum",
+        "gauge",
+        "Sum of the policies' effective quotas",
+        t.effective_sum,
+    );
+    family(out, "mooncake_tenant_quota_reject_total", "counter", "Writes refused for the tenant's quota");
+    for (tenant, n) in &t.rejects {
+        tenant_sample(out, "mooncake_tenant_quota_reject_total", tenant, ",reason=\"quota_exceeded\"", *n);
+    }
+    family(
+        out,
+        "mooncake_tenant_evict_bytes_total",
+        "counter",
+        "Bytes of the tenant's values evicted to admit its own writes",
+    );
+    for (tenant, n) in &t.evicted_bytes {
+        tenant_sample(out, "mooncake_tenant_evict_bytes_total", tenant, "", *n);
+    }
 }
 
 /// A histogram of `h` as `name` with `labels` (`k="v"` pairs, already escaped, or empty).

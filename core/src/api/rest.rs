@@ -272,11 +272,15 @@ impl Service {
             Err(PutError::InsufficientStorage) => {
                 match self.master.store.begin_remote_put(now.mono, key, value.len() as u64) {
                     Ok(put) => Ok(self.write_remote(now, put, value)),
-                    Err(PutError::InsufficientStorage) => {
+                    Err(e) => {
                         self.stats.bump(Ctr::PutStartFail, 1);
-                        Err(ApiError::InsufficientStorage)
+                        Err(put_error(e))
                     }
                 }
+            }
+            Err(e @ PutError::QuotaExceeded) => {
+                self.stats.bump(Ctr::PutStartFail, 1);
+                Err(put_error(e))
             }
         }
     }
@@ -314,10 +318,10 @@ impl Service {
                 req.stream = Some(StreamState::Collect(Vec::new()));
                 HeadDecision::Stream
             }
-            Err(PutError::InsufficientStorage) => {
+            Err(e) => {
                 self.stats.bump(Ctr::PutStart, 1);
                 self.stats.bump(Ctr::PutStartFail, 1);
-                let mut resp = ApiError::InsufficientStorage.into_response(Route::PutRaw);
+                let mut resp = put_error(e).into_response(Route::PutRaw);
                 resp.close = true;
                 HeadDecision::RespondNow(resp)
             }
@@ -407,4 +411,12 @@ impl ValueBytes for ValueRead {
 /// `200 {"status":"success"}`.
 pub(super) fn success() -> Response {
     json_reply(200, SUCCESS)
+}
+
+/// The API error of a refused write.
+fn put_error(e: PutError) -> ApiError {
+    match e {
+        PutError::InsufficientStorage => ApiError::InsufficientStorage,
+        PutError::QuotaExceeded => ApiError::QuotaExceeded,
+    }
 }

@@ -3,17 +3,20 @@
 //! `{"success":false,"error_code":N,"error_message":"..."}` on errors, statuses by upstream's
 //! code map (§1.3, [`ApiError::Upstream`]). Served on the main and the admin listener.
 //!
-//! Tenants are not provided (docs/upstream-compatibility.md): every object belongs to the
-//! default tenant, `/api/v1/tenant_quotas` answers as upstream's master does without
-//! `--enable_multi_tenants` (409, `UNAVAILABLE_IN_CURRENT_MODE`) after validating its input,
-//! and `/api/v1/remove_all?tenant_id=T` removes nothing for a tenant other than `default`.
+//! Tenants (`store/tenant.rs`): with `--enable-multi-tenants`, `/api/v1/tenant_quotas` lists,
+//! sets and deletes per-tenant quotas and `/api/v1/remove_all?tenant_id=T` empties tenant `T`
+//! (every tenant when `T` is empty). Without it every object belongs to the default tenant,
+//! `/api/v1/tenant_quotas` answers as upstream's master does then (409,
+//! `UNAVAILABLE_IN_CURRENT_MODE`) after validating its input, and `remove_all` of a tenant
+//! other than `default` removes nothing.
 //! `/kv_events/status` shows the KV event publisher's counters (`--enable-kv-events`).
 
 use std::borrow::Cow;
 
 use crate::http::{Method, RequestHead, Response};
 use crate::stats::Ctr;
-use crate::store::{parse_job_id, DrainError, DrainRequest, SegmentStatus};
+use crate::store::DEFAULT_TENANT;
+use crate::store::{parse_job_id, valid_tenant, DrainError, DrainRequest, SegmentStatus, TenantError, TenantQuota};
 use crate::time::Now;
 
 use super::error::ApiError;
@@ -22,11 +25,37 @@ use super::params::{percent_decode, query_param};
 use super::reply::json_reply;
 use super::Service;
 
-/// Longest `tenant_id` accepted.
-const MAX_TENANT: usize = 256;
+/// The error of a tenant quota call, as upstream answers it.
+fn tenant_error(e: TenantError) -> ApiError {
+    let text = match e {
+        TenantError::Disabled => "UNAVAILABLE_IN_CURRENT_MODE: tenant quotas need --enable-multi-tenants",
+        TenantError::NotRegistered => "TENANT_NOT_REGISTERED",
+        TenantError::NotEmpty => "TENANT_NOT_EMPTY",
+    };
+    ApiError::Upstream(e.code(), Cow::Borrowed(text))
+}
 
-/// The tenant every object belongs to.
-const DEFAULT_TENANT: &str = "default";
+/// A tenant's quota as JSON (upstream-behavior §1.4.9).
+fn push_quota(out: &mut Vec<u8>, q: &TenantQuota) {
+    out.extend_from_slice(b"{\"tenant_id\":");
+    push_str(out, &q.tenant_id);
+    for (k, n) in [
+        ("requested_quota_bytes", q.requested_quota_bytes),
+        ("effective_quota_bytes", q.effective_quota_bytes),
+        ("charged_bytes", q.charged_bytes),
+    ] {
+        out.extend_from_slice(format!(",\"{k}\":").as_bytes());
+        push_u64(out, n);
+    }
+    for (k, b) in [
+        ("admission_closed", q.admission_closed),
+        ("over_quota", q.over_quota),
+        ("has_explicit_policy", q.has_explicit_policy),
+    ] {
+        out.extend_from_slice(format!(",\"{k}\":{b}").as_bytes());
+    }
+    out.push(b'}');
+}
 
 /// The error of a drain call, as upstream answers it.
 fn drain_error(e: DrainError) -> ApiError {
@@ -95,7 +124,7 @@ fn tenant_of(head: &RequestHead) -> Result<String, ApiError> {
     let bad = || ApiError::invalid("Missing or invalid tenant_id");
     let raw = query_param(head.query.as_deref(), "tenant_id").ok_or_else(bad)?;
     let t = std::str::from_utf8(&raw).map_err(|_| bad())?;
-    if t.len() > MAX_TENANT || t.chars().any(char::is_control) {
+    if !valid_tenant(t) {
         return Err(bad());
     }
     Ok(t.to_string())
@@ -199,41 +228,72 @@ impl Service {
         }
     }
 
-    /// `GET|PUT|DELETE /api/v1/tenant_quotas`: input validated as upstream does, then 409
-    /// `UNAVAILABLE_IN_CURRENT_MODE` (a single-tenant master).
+    /// `GET|PUT|DELETE /api/v1/tenant_quotas`: input validated as upstream does, then (with
+    /// `--enable-multi-tenants`) the quotas listed, set or deleted; without it 409
+    /// `UNAVAILABLE_IN_CURRENT_MODE`.
     pub(super) fn v1_tenant_quotas(&self, head: &RequestHead, body: &[u8]) -> Result<Response, ApiError> {
+        let store = &self.master.store;
+        let mut out = b"{\"success\":true,\"data\":".to_vec();
         match head.method {
             Method::Put => {
-                tenant_of(head)?;
+                let tenant = tenant_of(head)?;
                 let doc = json::parse(body).map_err(|_| ApiError::invalid("Invalid JSON body"))?;
                 let quota = doc.member("requested_quota_bytes").map(|v| v.as_uint());
-                if !matches!(quota, Some(UInt::Value(n)) if (1..=i64::MAX as u64).contains(&n)) {
+                let Some(UInt::Value(n)) =
+                    quota.filter(|q| matches!(q, UInt::Value(n) if (1..=i64::MAX as u64).contains(n)))
+                else {
                     return Err(ApiError::invalid("Tenant quota must be in [1, 2^63 - 1] bytes"));
-                }
+                };
+                let q = store.set_tenant_quota(&tenant, n).map_err(tenant_error)?;
+                log::info!("tenant {tenant:?}: quota set to {n} bytes (effective {})", q.effective_quota_bytes);
+                push_quota(&mut out, &q);
             }
             Method::Delete => {
-                tenant_of(head)?;
+                let tenant = tenant_of(head)?;
+                match store.delete_tenant_quota(&tenant).map_err(tenant_error)? {
+                    Some(q) => push_quota(&mut out, &q),
+                    None => out.extend_from_slice(b"null"),
+                }
+                log::info!("tenant {tenant:?}: quota policy deleted");
             }
-            _ => {}
+            _ => match query_param(head.query.as_deref(), "tenant_id").filter(|t| !t.is_empty()) {
+                Some(raw) => {
+                    let t = std::str::from_utf8(&raw)
+                        .ok()
+                        .filter(|t| valid_tenant(t))
+                        .ok_or(ApiError::invalid("Missing or invalid tenant_id"))?;
+                    push_quota(&mut out, &store.tenant_quota(t).map_err(tenant_error)?);
+                }
+                None => {
+                    out.push(b'[');
+                    for (i, q) in store.tenant_quotas().map_err(tenant_error)?.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        push_quota(&mut out, q);
+                    }
+                    out.push(b']');
+                }
+            },
         }
-        Err(ApiError::Upstream(
-            -1011,
-            Cow::Borrowed(
-                "UNAVAILABLE_IN_CURRENT_MODE: tenant quotas need multi-tenant mode, which this build does not provide",
-            ),
-        ))
+        out.push(b'}');
+        Ok(json_reply(200, out))
     }
 
     /// `POST /api/v1/remove_all?force=&tenant_id=`: `{"success":true,"removed_count":N}`.
-    /// `force` is true only for the raw values `true` and `1`; an empty `tenant_id` (or
-    /// `default`) means every object, another tenant has none.
+    /// `force` is true only for the raw values `true` and `1`; an empty `tenant_id` means
+    /// every object (of every tenant). In single-tenant mode `default` means every object too
+    /// and another tenant has none.
     pub(super) fn v1_remove_all(&self, now: Now, head: &RequestHead) -> Response {
         let q = head.query.as_deref();
         let force = matches!(raw_param(q, "force"), Some("true" | "1"));
         let tenant = raw_param(q, "tenant_id").unwrap_or("");
         self.stats.bump(Ctr::RemoveAllReq, 1);
-        let n = if tenant.is_empty() || tenant == DEFAULT_TENANT {
-            self.master.store.remove_where(now.mono, force, &|_| true)
+        let store = &self.master.store;
+        let n = if store.multi_tenant() {
+            store.remove_tenant(now.mono, tenant, force)
+        } else if tenant.is_empty() || tenant == DEFAULT_TENANT {
+            store.remove_where(now.mono, force, &|_| true)
         } else {
             0
         };

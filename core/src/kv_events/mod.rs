@@ -229,7 +229,7 @@ impl KvPublisher {
         }
         let mut kept: Vec<(&KvEvent, Option<u64>)> = Vec::with_capacity(events.len());
         for ev in events {
-            let hash = parse_seq_hash(&ev.key);
+            let hash = parse_seq_hash(crate::store::split_key(&ev.key).1);
             if hash.is_none() {
                 self.stats.skipped_unparsed_keys.fetch_add(1, Ordering::Relaxed);
                 if !self.config.emit_object_key || ev.key.is_empty() {
@@ -285,8 +285,11 @@ impl KvPublisher {
             w_key(p, k);
             w_nil(p);
         }
+        // A multi-tenant store's key carries its tenant (`store/tenant.rs`); events name the
+        // tenant and the tenant-local key, as upstream's do.
+        let (tenant, local) = crate::store::split_key(&ev.key);
         w_key(p, "tenant_id");
-        w_str(p, "default");
+        w_str(p, tenant);
         w_key(p, "backend_id");
         w_str(p, &self.config.backend_id);
         w_key(p, "group_id");
@@ -297,7 +300,7 @@ impl KvPublisher {
         w_nil(p);
         if object_key {
             w_key(p, "object_key");
-            w_str(p, &ev.key);
+            w_str(p, local);
         }
         w_key(p, "seq_hashes");
         let _ = rmp::encode::write_array_len(p, u32::from(hash.is_some()));

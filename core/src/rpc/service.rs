@@ -18,6 +18,7 @@ use super::pack::{decode_with, encode_with, Style, Value};
 use super::types::{lookup, Rpc};
 use crate::master::Master;
 use crate::stats::{Ctr, WorkerStats};
+use crate::store::{scoped_key, split_key, valid_tenant, DEFAULT_TENANT};
 use crate::store::{ClientStatus, ErrorCode, RemoteSegment, ReplicaDesc, SegmentStatus, SoftPin, WriteConfig};
 use crate::time::Now;
 
@@ -80,6 +81,40 @@ fn key(v: &Value) -> Result<Result<&str, ErrorCode>, BadArgs> {
         Ok(s) if !s.is_empty() && s.len() <= MAX_KEY && !s.chars().any(char::is_control) => Ok(s),
         _ => Err(ErrorCode::InvalidParams),
     })
+}
+
+/// The tenant of a request (its last argument). Without `--enable-multi-tenants` it is
+/// ignored: `""`, every key in the one key space. With it: `default` for an empty tenant, and
+/// `INVALID_PARAMS` for one that is not 1 to 256 bytes of UTF-8 without control characters.
+fn tenant_of(multi: bool, v: &Value) -> Result<Result<&str, ErrorCode>, BadArgs> {
+    if !multi {
+        return Ok(Ok(""));
+    }
+    let b = v.as_bytes().ok_or(BadArgs)?;
+    Ok(match std::str::from_utf8(b) {
+        Ok("") => Ok(DEFAULT_TENANT),
+        Ok(t) if valid_tenant(t) => Ok(t),
+        _ => Err(ErrorCode::InvalidParams),
+    })
+}
+
+/// The tenant-local key of a store key `k` when it belongs to `tenant` (`""`: single-tenant
+/// mode, every key).
+fn local_key<'k>(tenant: &str, k: &'k str) -> Option<&'k str> {
+    if tenant.is_empty() {
+        return Some(k);
+    }
+    let (t, local) = split_key(k);
+    (t == tenant).then_some(local)
+}
+
+/// A valid key (see [`key`]) of `tenant`, as the store keeps it.
+fn scoped<'v>(
+    tenant: Result<&str, ErrorCode>,
+    v: &'v Value,
+) -> Result<Result<std::borrow::Cow<'v, str>, ErrorCode>, BadArgs> {
+    let k = key(v)?;
+    Ok(tenant.and_then(|t| k.map(|k| scoped_key(t, k))))
 }
 
 fn segment(v: &Value) -> Result<RemoteSegment, BadArgs> {
@@ -232,6 +267,9 @@ impl RpcService {
     fn handle<'a>(&mut self, now: Now, rpc: Rpc, arg: &dyn Fn(usize) -> Result<&'a Value, BadArgs>) -> Handled {
         let store = self.master.store().clone();
         let t = now.mono;
+        let multi = self.master.config.multi_tenants;
+        // The tenant argument of keyed methods (always the last one).
+        let tenant_at = |i: usize| -> Result<Result<&'a str, ErrorCode>, BadArgs> { tenant_of(multi, arg(i)?) };
         Ok(match rpc {
             Rpc::ServiceReady => Value::ok(Value::str(&self.master.config.service_version)),
             Rpc::GetStorageConfig => Value::ok(Value::Struct(vec![Value::str(""), Value::Bool(true), Value::UInt(0)])),
@@ -281,67 +319,91 @@ impl RpcService {
             Rpc::QuerySegmentStatus => segment_status(store.segment_status_by_name(&text(arg(0)?)?)),
             // ExistKey grants no lease here, so ProbeKey (a newer client's lease-free check)
             // is the same question; both count as existence checks.
-            Rpc::ExistKey | Rpc::ProbeKey => self.exist(arg(0)?)?,
+            Rpc::ExistKey | Rpc::ProbeKey => self.exist(tenant_at(1)?, arg(0)?)?,
             Rpc::BatchExistKey | Rpc::BatchProbeKey => {
-                Value::List(list(arg(0)?)?.iter().map(|k| self.exist(k)).collect::<Result<_, _>>()?)
+                let tenant = tenant_at(1)?;
+                Value::List(list(arg(0)?)?.iter().map(|k| self.exist(tenant, k)).collect::<Result<_, _>>()?)
             }
-            Rpc::GetReplicaList => self.get(now, arg(0)?)?,
+            Rpc::GetReplicaList => self.get(now, tenant_at(1)?, arg(0)?)?,
             Rpc::BatchGetReplicaList => {
-                Value::List(list(arg(0)?)?.iter().map(|k| self.get(now, k)).collect::<Result<_, _>>()?)
+                let tenant = tenant_at(1)?;
+                Value::List(list(arg(0)?)?.iter().map(|k| self.get(now, tenant, k)).collect::<Result<_, _>>()?)
             }
-            Rpc::GetReplicaListByRegex => match regex(arg(0)?)? {
-                None => Value::err(ErrorCode::InvalidParams.code()),
-                Some(re) => {
-                    let keys = store.keys_where(&|k| re.is_match(k));
+            Rpc::GetReplicaListByRegex => match (regex(arg(0)?)?, tenant_at(1)?) {
+                (None, _) | (_, Err(_)) => Value::err(ErrorCode::InvalidParams.code()),
+                (Some(re), Ok(tenant)) => {
+                    let keys = store.keys_where(&|k| local_key(tenant, k).is_some_and(|l| re.is_match(l)));
                     let pairs = keys
                         .iter()
-                        .filter_map(|k| Some((Value::str(k), descriptors(&store.client_get(t, k).ok()?.replicas))))
+                        .filter_map(|k| {
+                            let local = local_key(tenant, k)?;
+                            Some((Value::str(local), descriptors(&store.client_get(t, k).ok()?.replicas)))
+                        })
                         .collect();
                     Value::ok(Value::Map(pairs))
                 }
             },
             Rpc::PutStart | Rpc::UpsertStart => {
                 let (client, cfg) = (uuid(arg(0)?)?, write_config(arg(3)?)?);
-                self.put_start(now, client, arg(1)?, u64_of(arg(2)?)?, &cfg, rpc == Rpc::UpsertStart)?
+                let tenant = tenant_at(4)?;
+                self.put_start(now, client, tenant, arg(1)?, u64_of(arg(2)?)?, &cfg, rpc == Rpc::UpsertStart)?
             }
             Rpc::BatchPutStart | Rpc::BatchUpsertStart => {
                 let (client, cfg) = (uuid(arg(0)?)?, write_config(arg(3)?)?);
                 let (keys, lens) = (list(arg(1)?)?, list(arg(2)?)?);
+                let tenant = tenant_at(4)?;
                 let upsert = rpc == Rpc::BatchUpsertStart;
                 let mut out = Vec::with_capacity(keys.len());
                 for (i, k) in keys.iter().enumerate() {
                     out.push(match lens.get(i) {
-                        Some(len) => self.put_start(now, client, k, u64_of(len)?, &cfg, upsert)?,
+                        Some(len) => self.put_start(now, client, tenant, k, u64_of(len)?, &cfg, upsert)?,
                         None => Value::err(ErrorCode::InvalidParams.code()),
                     });
                 }
                 Value::List(out)
             }
-            Rpc::PutEnd | Rpc::UpsertEnd => self.put_end(now, uuid(arg(0)?)?, arg(1)?)?,
+            Rpc::PutEnd | Rpc::UpsertEnd => self.put_end(now, uuid(arg(0)?)?, tenant_at(3)?, arg(1)?)?,
             Rpc::BatchPutEnd | Rpc::BatchUpsertEnd => {
                 let client = uuid(arg(0)?)?;
-                Value::List(list(arg(1)?)?.iter().map(|m| self.put_end(now, client, m)).collect::<Result<_, _>>()?)
+                let tenant = tenant_at(if rpc == Rpc::BatchPutEnd { 3 } else { 2 })?;
+                Value::List(
+                    list(arg(1)?)?.iter().map(|m| self.put_end(now, client, tenant, m)).collect::<Result<_, _>>()?,
+                )
             }
-            Rpc::PutRevoke | Rpc::UpsertRevoke => self.put_revoke(now, uuid(arg(0)?)?, arg(1)?)?,
+            Rpc::PutRevoke | Rpc::UpsertRevoke => self.put_revoke(now, uuid(arg(0)?)?, tenant_at(3)?, arg(1)?)?,
             Rpc::BatchPutRevoke | Rpc::BatchUpsertRevoke => {
                 let client = uuid(arg(0)?)?;
-                Value::List(list(arg(1)?)?.iter().map(|k| self.put_revoke(now, client, k)).collect::<Result<_, _>>()?)
+                let tenant = tenant_at(if rpc == Rpc::BatchPutRevoke { 3 } else { 2 })?;
+                Value::List(
+                    list(arg(1)?)?.iter().map(|k| self.put_revoke(now, client, tenant, k)).collect::<Result<_, _>>()?,
+                )
             }
-            Rpc::Remove => self.remove(now, arg(0)?, bool_of(arg(1)?)?)?,
+            Rpc::Remove => self.remove(now, tenant_at(2)?, arg(0)?, bool_of(arg(1)?)?)?,
             Rpc::BatchRemove => {
                 let force = bool_of(arg(1)?)?;
-                Value::List(list(arg(0)?)?.iter().map(|k| self.remove(now, k, force)).collect::<Result<_, _>>()?)
+                let tenant = tenant_at(2)?;
+                Value::List(
+                    list(arg(0)?)?.iter().map(|k| self.remove(now, tenant, k, force)).collect::<Result<_, _>>()?,
+                )
             }
-            Rpc::RemoveByRegex => match regex(arg(0)?)? {
-                None => Value::err(ErrorCode::InvalidParams.code()),
-                Some(re) => {
-                    let n = store.remove_where(t, bool_of(arg(1)?)?, &|k| re.is_match(k));
+            Rpc::RemoveByRegex => match (regex(arg(0)?)?, tenant_at(2)?) {
+                (None, _) | (_, Err(_)) => Value::err(ErrorCode::InvalidParams.code()),
+                (Some(re), Ok(tenant)) => {
+                    let pick = |k: &str| local_key(tenant, k).is_some_and(|l| re.is_match(l));
+                    let n = store.remove_where(t, bool_of(arg(1)?)?, &pick);
                     Value::ok(Value::Int(n as i64))
                 }
             },
             Rpc::RemoveAll => {
                 self.bump(Ctr::RemoveAllReq);
-                Value::Int(store.remove_where(t, bool_of(arg(0)?)?, &|_| true) as i64)
+                let force = bool_of(arg(0)?)?;
+                // A client's RemoveAll empties its own tenant; an invalid tenant removes nothing.
+                let n = match tenant_at(1)? {
+                    Ok("") => store.remove_where(t, force, &|_| true),
+                    Ok(tenant) => store.remove_where(t, force, &|k| split_key(k).0 == tenant),
+                    Err(_) => 0,
+                };
+                Value::Int(n as i64)
             }
             Rpc::BatchQueryIp
             | Rpc::BatchReplicaClear
@@ -359,21 +421,22 @@ impl RpcService {
         }
     }
 
-    fn exist(&self, k: &Value) -> Handled {
-        Ok(match key(k)? {
+    fn exist(&self, tenant: Result<&str, ErrorCode>, k: &Value) -> Handled {
+        Ok(match scoped(tenant, k)? {
             Ok(k) => {
                 self.bump(Ctr::ExistReq);
-                Value::ok(Value::Bool(self.master.store().client_exists(k)))
+                Value::ok(Value::Bool(self.master.store().client_exists(&k)))
             }
             Err(e) => Value::err(e.code()),
         })
     }
 
-    fn get(&self, now: Now, k: &Value) -> Handled {
-        let k = match key(k)? {
+    fn get(&self, now: Now, tenant: Result<&str, ErrorCode>, k: &Value) -> Handled {
+        let k = match scoped(tenant, k)? {
             Ok(k) => k,
             Err(e) => return Ok(Value::err(e.code())),
         };
+        let k = &*k;
         self.bump(Ctr::GetReq);
         let store = self.master.store();
         Ok(match store.client_get(now.mono, k) {
@@ -389,12 +452,22 @@ impl RpcService {
         })
     }
 
-    fn put_start(&self, now: Now, client: Uuid, k: &Value, len: u64, cfg: &WriteConfig, upsert: bool) -> Handled {
-        let k = match key(k)? {
+    #[allow(clippy::too_many_arguments)]
+    fn put_start(
+        &self,
+        now: Now,
+        client: Uuid,
+        tenant: Result<&str, ErrorCode>,
+        k: &Value,
+        len: u64,
+        cfg: &WriteConfig,
+        upsert: bool,
+    ) -> Handled {
+        let k = match scoped(tenant, k)? {
             Ok(k) => k,
             Err(e) => return Ok(Value::err(e.code())),
         };
-        let r = self.master.store().client_put_start(now.mono, client, k, len, cfg, upsert);
+        let r = self.master.store().client_put_start(now.mono, client, &k, len, cfg, upsert);
         // `master_put_start_*` count writes that reached allocation (SPEC §9).
         match &r {
             Ok(_) => self.bump(Ctr::PutStart),
@@ -410,16 +483,16 @@ impl RpcService {
         })
     }
 
-    fn put_end(&self, now: Now, client: Uuid, meta: &Value) -> Handled {
+    fn put_end(&self, now: Now, client: Uuid, tenant: Result<&str, ErrorCode>, meta: &Value) -> Handled {
         let (k, checksum) = match meta.as_fields() {
             Some([k, c]) => (k, c.as_opt().ok_or(BadArgs)?.map(u64_of).transpose()?),
             _ => return Err(BadArgs),
         };
-        let k = match key(k)? {
+        let k = match scoped(tenant, k)? {
             Ok(k) => k,
             Err(e) => return Ok(Value::err(e.code())),
         };
-        let r = self.master.store().client_put_end(now.mono, client, k, checksum);
+        let r = self.master.store().client_put_end(now.mono, client, &k, checksum);
         if let Ok(Some(len)) = r {
             self.bump(Ctr::PutEnd);
             self.stats.observe_value(len);
@@ -427,20 +500,20 @@ impl RpcService {
         Ok(void(r.map(|_| ())))
     }
 
-    fn put_revoke(&self, now: Now, client: Uuid, k: &Value) -> Handled {
-        Ok(match key(k)? {
-            Ok(k) => void(self.master.store().client_put_revoke(now.mono, client, k)),
+    fn put_revoke(&self, now: Now, client: Uuid, tenant: Result<&str, ErrorCode>, k: &Value) -> Handled {
+        Ok(match scoped(tenant, k)? {
+            Ok(k) => void(self.master.store().client_put_revoke(now.mono, client, &k)),
             Err(e) => Value::err(e.code()),
         })
     }
 
-    fn remove(&self, now: Now, k: &Value, force: bool) -> Handled {
-        let k = match key(k)? {
+    fn remove(&self, now: Now, tenant: Result<&str, ErrorCode>, k: &Value, force: bool) -> Handled {
+        let k = match scoped(tenant, k)? {
             Ok(k) => k,
             Err(e) => return Ok(Value::err(e.code())),
         };
         self.bump(Ctr::RemoveReq);
-        let r = self.master.store().remove_forced(now.mono, k, force).map_err(ErrorCode::from);
+        let r = self.master.store().remove_forced(now.mono, &k, force).map_err(ErrorCode::from);
         if r.is_err() {
             self.bump(Ctr::RemoveFail);
         }

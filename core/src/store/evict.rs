@@ -30,11 +30,11 @@ use super::types::PutError;
 
 /// An eviction candidate: ordered by `(soft_pinned, lease, seq)`.
 #[derive(Clone, Copy)]
-struct Candidate {
-    soft_pinned: bool,
-    lease: u64,
-    seq: u64,
-    vid: ValueId,
+pub(super) struct Candidate {
+    pub(super) soft_pinned: bool,
+    pub(super) lease: u64,
+    pub(super) seq: u64,
+    pub(super) vid: ValueId,
 }
 
 /// Puts the `k` first candidates (by `(soft_pinned, lease, seq)`) in front, in no
@@ -64,7 +64,12 @@ impl Inner {
     /// Complete values of keys without a visible write, with a replica on a MOUNTED
     /// segment (of the `only` kind, if given). Returns (candidates at `now`, unordered:
     /// see [`select_first`]; earliest lease of the leased ones).
-    fn candidates(&self, now: u64, only: Option<Placement>) -> (Vec<Candidate>, Option<u64>) {
+    pub(super) fn candidates(
+        &self,
+        now: u64,
+        only: Option<Placement>,
+        tenant: Option<&str>,
+    ) -> (Vec<Candidate>, Option<u64>) {
         // The admitted segments once, not one B-tree search per replica.
         let admitted: HashSet<Uuid> = self
             .segments
@@ -83,7 +88,10 @@ impl Inner {
                 continue;
             };
             debug_assert_eq!(v.state, ValueState::Complete);
-            if v.pins.hard || !v.replicas.iter().any(|l| admitted.contains(&l.seg)) {
+            if v.pins.hard
+                || !v.replicas.iter().any(|l| admitted.contains(&l.seg))
+                || tenant.is_some_and(|t| super::tenant::split_key(&v.key).0 != t)
+            {
                 continue;
             }
             let lease = v.shared.lease.load(Ordering::SeqCst);
@@ -104,7 +112,7 @@ impl Inner {
     }
 
     /// One pass evicting the first `k` candidates; updates the counters.
-    fn eviction_pass(&mut self, now: u64, cands: &mut [Candidate], k: usize) {
+    pub(super) fn eviction_pass(&mut self, now: u64, cands: &mut [Candidate], k: usize) {
         let mut keys = 0;
         let mut bytes = 0;
         select_first(cands, k);
@@ -145,7 +153,7 @@ impl Inner {
         let used = self.used_ratio();
         let (h, r) = (self.params.high_watermark, self.params.eviction_ratio);
         if used > h {
-            let (mut cands, _) = self.candidates(now, None);
+            let (mut cands, _) = self.candidates(now, None, None);
             let f = r.max(used - h + r);
             let k = Self::share(cands.len(), f);
             self.eviction_pass(now, &mut cands, k);
@@ -161,7 +169,7 @@ impl Inner {
         if !self.above_watermark() {
             return;
         }
-        let (mut cands, next_lease) = self.candidates(now, None);
+        let (mut cands, next_lease) = self.candidates(now, None, None);
         let mut left = cands.len();
         if !cands.is_empty() {
             let used = self.used_ratio();
@@ -222,7 +230,7 @@ impl Inner {
             if r.is_nan() || r <= 0.0 {
                 return Err(PutError::InsufficientStorage);
             }
-            let (mut cands, _) = self.candidates(now, Some(place));
+            let (mut cands, _) = self.candidates(now, Some(place), None);
             if cands.is_empty() {
                 return Err(PutError::InsufficientStorage);
             }

@@ -360,7 +360,7 @@ impl Inner {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.values.insert(
+        self.insert_value(
             vid,
             Box::new(Value {
                 key: key.clone(),

@@ -75,6 +75,9 @@ mod remote_tests;
 mod segment;
 mod shard;
 mod state;
+mod tenant;
+#[cfg(test)]
+mod tenant_tests;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -99,6 +102,9 @@ use state::{Inner, NewSegment, Params};
 pub use drain::{parse_job_id, DrainError, DrainJobView, DrainPlace, DrainRequest, DrainUnit, JobStatus};
 pub use journal::{HaBatch, HaOp, Journal, ObjectRecord, SegmentRecord};
 pub use metadata::{Metadata, MetadataPut};
+pub use tenant::{
+    is_default_key, scoped_key, split_key, valid_tenant, TenantError, TenantMetrics, TenantQuota, DEFAULT_TENANT,
+};
 pub use types::*;
 
 /// Largest value `put` copies while holding the write lock; larger ones are copied
@@ -391,8 +397,12 @@ impl Store {
             strategy: config.allocation_strategy,
             cluster: config.cluster,
         };
+        let mut inner = Inner::new(params, config.node_name.clone(), client_id);
+        if config.multi_tenants {
+            inner.tenants = Some(tenant::Tenants::default());
+        }
         Self {
-            inner: RwLock::new(Inner::new(params, config.node_name.clone(), client_id)),
+            inner: RwLock::new(inner),
             waiting: AtomicUsize::new(0),
             platform,
             epoch: now,
@@ -934,11 +944,16 @@ impl Store {
         let inner = self.read();
         let start = match after {
             Some(a) if a >= prefix => Bound::Excluded(a),
+            // Other tenants' keys (`tenant.rs`) sort first: start past them.
+            _ if prefix.is_empty() => Bound::Included(tenant::TENANT_KEYS_END),
             _ => Bound::Included(prefix),
         };
         let mut n = 0;
         let mut last: Option<&str> = None;
         for (key, obj) in inner.objects.range::<str, _>((start, Bound::Unbounded)) {
+            if !is_default_key(key) {
+                continue;
+            }
             // `is_empty` first: a zero-length compare still calls memcmp, which can cost
             // ~100 ns on an empty string's dangling pointer (docs/benchmarks.md).
             if !prefix.is_empty() && !key.starts_with(prefix) {

@@ -106,6 +106,9 @@ impl Model {
             lease_ttl: LEASE,
             eviction_high_watermark_ratio: 0.7,
             eviction_ratio: 0.3,
+            // Charges are checked after every step (`check_inner`); with no policy the one
+            // tenant's quota is the capacity, so admission never refuses.
+            multi_tenants: true,
             ..super::tests::config()
         };
         let h = Harness::with_platform(config, FakePlatform::new(42));
@@ -476,6 +479,16 @@ pub(super) fn check_inner(inner: &Inner) {
         }
     }
     assert!(per_seg.is_empty());
+    // Each tenant is charged exactly its records' length × replicas.
+    if let Some(t) = &inner.tenants {
+        let mut sums: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for (_, v) in &inner.values {
+            let e = sums.entry(super::tenant::split_key(&v.key).0).or_default();
+            e.0 += v.len * v.replicas.len() as u64;
+            e.1 += 1;
+        }
+        assert_eq!(t.usage_table(), sums.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Vec<_>>());
+    }
 }
 
 proptest! {

@@ -483,6 +483,9 @@ impl Inner {
         }
         let previous = if upsert { self.current(key).map(|(_, v)| v.pins) } else { None };
         let pins = self.pins_of(cfg, previous);
+        if !self.admit(now, key, len.saturating_mul(cfg.replicas)) {
+            return Err(ErrorCode::TenantQuotaExceeded);
+        }
         let spots = self.place_remote(now, client, len, cfg)?;
         let vid = self.next_value.take_next();
         let mut replicas = SmallVec::with_capacity(spots.len());
@@ -497,7 +500,7 @@ impl Inner {
         };
         self.objects.entry(key.clone()).or_default().writes.push(vid);
         let descs = replicas.iter().filter_map(|l| self.describe(l, len, false)).collect();
-        self.values.insert(
+        self.insert_value(
             vid,
             Box::new(Value {
                 key,
@@ -520,6 +523,9 @@ impl Inner {
     /// when this process has no room): allocated like any value (evicting there if needed),
     /// invisible until complete, written by this process's data plane.
     pub(super) fn begin_remote_put(&mut self, now: u64, key: &str, len: u64) -> Result<RemotePut, PutError> {
+        if !self.admit(now, key, len) {
+            return Err(PutError::QuotaExceeded);
+        }
         let (seg, off) = self.allocate_space(now, len, Placement::Remote)?;
         let vid = self.next_value.take_next();
         let loc = Loc { seg, off, rid: self.next_replica };
@@ -530,7 +536,7 @@ impl Inner {
             Some((k, _)) => k.clone(),
             None => Arc::from(key),
         };
-        self.values.insert(
+        self.insert_value(
             vid,
             Box::new(Value {
                 key,

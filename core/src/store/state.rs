@@ -91,6 +91,8 @@ pub(super) struct Inner {
     pub(super) grace_hint: Option<u64>,
     /// The replication journal of a highly available master (`journal.rs`); None without HA.
     pub(super) ha: Option<super::journal::HaLog>,
+    /// Tenants' usage and quotas (`--enable-multi-tenants`); None in single-tenant mode.
+    pub(super) tenants: Option<super::tenant::Tenants>,
 }
 
 /// A new segment to register.
@@ -133,6 +135,7 @@ impl Inner {
             expiry_hint: None,
             grace_hint: None,
             ha: None,
+            tenants: None,
         }
     }
 

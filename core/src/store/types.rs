@@ -86,6 +86,10 @@ pub enum PutError {
     /// No space even after eviction (507).
     #[error("insufficient storage")]
     InsufficientStorage,
+    /// The tenant's quota is used up and nothing of its own can be evicted (507, -1700;
+    /// `--enable-multi-tenants`).
+    #[error("tenant quota exceeded")]
+    QuotaExceeded,
 }
 
 /// A write in progress was aborted because its segment became UNMOUNTING.
@@ -290,6 +294,9 @@ pub enum ErrorCode {
     /// -1010
     #[error("UNAVAILABLE_IN_CURRENT_STATUS")]
     UnavailableInCurrentStatus,
+    /// -1700
+    #[error("TENANT_QUOTA_EXCEEDED")]
+    TenantQuotaExceeded,
 }
 
 impl ErrorCode {
@@ -307,6 +314,7 @@ impl ErrorCode {
             ErrorCode::ObjectHasLease => -706,
             ErrorCode::ObjectReplicaBusy => -714,
             ErrorCode::UnavailableInCurrentStatus => -1010,
+            ErrorCode::TenantQuotaExceeded => -1700,
         }
     }
 }

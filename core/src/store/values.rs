@@ -19,6 +19,9 @@ impl Inner {
     /// Allocates `len` bytes for a write of `key` (SPEC §8.2 step 1), evicting if needed.
     pub(super) fn begin_value(&mut self, now: u64, key: &str, len: u64, visible: bool) -> Result<NewValue, PutError> {
         debug_assert!(len > 0);
+        if !self.admit(now, key, len) {
+            return Err(PutError::QuotaExceeded);
+        }
         let (seg_id, off) = self.allocate_space(now, len, Placement::Local)?;
         let rid = self.next_replica;
         self.next_replica += 1;
@@ -40,7 +43,7 @@ impl Inner {
             map_off: seg.map_off + off,
             shared: shared.clone(),
         };
-        self.values.insert(
+        self.insert_value(
             vid,
             Box::new(Value {
                 key,
@@ -129,7 +132,7 @@ impl Inner {
             }
             return;
         }
-        let v = self.values.remove(&vid).expect("present");
+        let v = self.take_value(vid).expect("present");
         v.shared.aborted.store(true, Ordering::SeqCst);
         self.free_replicas(vid, &v);
         if visible {
@@ -215,7 +218,7 @@ impl Inner {
 
     /// Frees a retired value's memory. Idempotent (the record goes).
     pub(super) fn release(&mut self, vid: ValueId) {
-        let Some(v) = self.values.remove(&vid) else {
+        let Some(v) = self.take_value(vid) else {
             return;
         };
         debug_assert_eq!(v.state, ValueState::Retired);
@@ -322,7 +325,11 @@ impl Inner {
                 self.abort(vid, true);
             }
             ValueState::Complete => {
+                let before = v.replicas.len();
                 v.replicas.retain(|l| l.seg != seg);
+                if let Some(t) = self.tenants.as_mut() {
+                    t.uncharge(&v.key, v.len * (before - v.replicas.len()) as u64, 0);
+                }
                 if v.replicas.is_empty() {
                     let key = v.key.clone();
                     if let Some(obj) = self.objects.get_mut(&*key) {
@@ -335,10 +342,14 @@ impl Inner {
                 }
             }
             ValueState::Retired => {
+                let before = v.replicas.len();
                 v.replicas.retain(|l| l.seg != seg);
+                if let Some(t) = self.tenants.as_mut() {
+                    t.uncharge(&v.key, v.len * (before - v.replicas.len()) as u64, 0);
+                }
                 if v.replicas.is_empty() {
                     // Nothing left to free: readers in flight keep the mapping themselves.
-                    let v = self.values.remove(&vid).expect("present");
+                    let v = self.take_value(vid).expect("present");
                     if let Some(at) = v.pending_at {
                         self.pending.remove(&(at, vid));
                     }
