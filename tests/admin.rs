@@ -1054,7 +1054,7 @@ fn upstream_v1_segment_status_remove_all_tenant_quotas_and_kv_events_status() {
         assert_eq!(m.val("master_remove_all_requests_total"), 3.0);
 
         // Tenant quotas: input validated, then "not in this mode" (a single-tenant master).
-        let mode = r#"{"success":false,"error_code":-1011,"error_message":"UNAVAILABLE_IN_CURRENT_MODE: tenant quotas need multi-tenant mode, which this build does not provide"}"#;
+        let mode = r#"{"success":false,"error_code":-1011,"error_message":"UNAVAILABLE_IN_CURRENT_MODE: tenant quotas need --enable-multi-tenants"}"#;
         s.get("/api/v1/tenant_quotas").assert_json(409, mode);
         s.json("PUT", "/api/v1/tenant_quotas", r#"{"requested_quota_bytes":1}"#)
             .assert_json(400, r#"{"success":false,"error_code":-600,"error_message":"Missing or invalid tenant_id"}"#);

@@ -407,3 +407,64 @@ fn hard_and_soft_pins_hold_against_eviction() {
         }
     });
 }
+
+/// `--enable-multi-tenants` end to end: the RPC `tenant` scopes keys, REST sets a quota,
+/// writes over it evict the tenant's own values, then are refused with -1700; the quota,
+/// metrics, tenant remove_all and the policy's deletion rules over real sockets.
+#[test]
+fn tenants_scope_keys_and_quotas_admit_writes() {
+    common::for_each_runtime(|_| {
+        let srv = start(&["--rpc-port", "0", "--enable-multi-tenants", "--default-kv-lease-ttl", "0"]);
+        let h = &srv.http;
+        let mut rpc = Rpc::connect(srv.rpc.as_deref().unwrap());
+        let client = uuid(7, 7);
+        let seg = segment(0x77, "127.0.0.1:9997", "10.0.0.9:17777", 0x7f00_0000_0000, 16 << 20);
+        assert_eq!(rpc.call("MountSegment", vec![seg, client.clone()]), Value::ok_void());
+        let write = |rpc: &mut Rpc, tenant: &str, key: &str, len: u64| {
+            let started = rpc.call("PutStart", vec![client.clone(), s(key), Value::UInt(len), config(), s(tenant)]);
+            if !matches!(started, Value::Ok(_)) {
+                return started;
+            }
+            let meta = Value::Struct(vec![s(key), Value::opt(None)]);
+            rpc.call("PutEnd", vec![client.clone(), meta, Value::Int(0), s(tenant)])
+        };
+        let exists = |rpc: &mut Rpc, tenant: &str, key: &str| rpc.call("ExistKey", vec![s(key), s(tenant)]);
+        assert_eq!(write(&mut rpc, "t1", "k", 1000), Value::ok_void());
+        assert_eq!(write(&mut rpc, "t2", "k", 10), Value::ok_void(), "the same key in another tenant");
+        assert_eq!(exists(&mut rpc, "t1", "k"), Value::ok(Value::Bool(true)));
+        assert_eq!(exists(&mut rpc, "", "k"), Value::ok(Value::Bool(false)), "not in the default tenant");
+        assert_eq!(get(h, "/get_all_keys").1, "", "REST lists the default tenant only");
+        let (st, body) = get(h, "/api/v1/tenant_quotas?tenant_id=t1");
+        assert_eq!(st, 200, "{body}");
+        assert!(body.contains(r#""charged_bytes":1000,"#) && body.contains(r#""has_explicit_policy":false"#), "{body}");
+        // A quota of 1 MiB: filling it exactly is admitted; more evicts t1's own values.
+        let (st, body) = http(h, "PUT", "/api/v1/tenant_quotas?tenant_id=t1", br#"{"requested_quota_bytes":1048576}"#);
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(write(&mut rpc, "t1", "a", (1 << 20) - 1000), Value::ok_void());
+        assert_eq!(write(&mut rpc, "t1", "b", 512 << 10), Value::ok_void());
+        assert_eq!(exists(&mut rpc, "t1", "k"), Value::ok(Value::Bool(false)), "evicted for its own tenant");
+        assert_eq!(exists(&mut rpc, "t2", "k"), Value::ok(Value::Bool(true)), "never another tenant's");
+        // Larger than the quota: refused, nothing lost.
+        assert_eq!(write(&mut rpc, "t1", "huge", 2 << 20), Value::err(-1700));
+        assert_eq!(exists(&mut rpc, "t1", "b"), Value::ok(Value::Bool(true)));
+        let (_, m) = get(h, "/metrics");
+        assert!(
+            m.contains("mooncake_tenant_quota_reject_total{tenant_id=\"t1\",reason=\"quota_exceeded\"} 1\n"),
+            "{m}"
+        );
+        assert!(m.contains("mooncake_tenant_quota_charged_bytes{tenant_id=\"t1\"} 524288\n"), "{m}");
+        assert!(m.contains("mooncake_tenant_evict_bytes_total{tenant_id=\"t1\"} 1048576\n"), "{m}");
+        assert!(m.contains("mooncake_tenant_quota_effective_bytes{tenant_id=\"t2\"} 15728640\n"), "{m}");
+        // The policy goes only once the tenant is empty; remove_all of t1 leaves t2.
+        let (st, body) = http(h, "DELETE", "/api/v1/tenant_quotas?tenant_id=t1", b"");
+        assert_eq!((st, String::from_utf8_lossy(&body).contains("-1702")), (409, true));
+        let (st, body) = http(h, "POST", "/api/v1/remove_all?force=1&tenant_id=t1", b"");
+        assert_eq!((st, String::from_utf8(body).unwrap()), (200, r#"{"success":true,"removed_count":1}"#.to_string()));
+        let (st, body) = http(h, "DELETE", "/api/v1/tenant_quotas?tenant_id=t1", b"");
+        assert_eq!((st, String::from_utf8(body).unwrap()), (200, r#"{"success":true,"data":null}"#.to_string()));
+        assert_eq!(get(h, "/api/v1/tenant_quotas?tenant_id=t1").0, 404);
+        // A client's RemoveAll empties its own tenant.
+        assert_eq!(rpc.call("RemoveAll", vec![Value::Bool(true), s("t2")]), Value::Int(1));
+        assert_eq!(exists(&mut rpc, "t2", "k"), Value::ok(Value::Bool(false)));
+    });
+}

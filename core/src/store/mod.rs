@@ -69,6 +69,7 @@ mod model_tests;
 mod object;
 #[cfg(test)]
 mod pin_tests;
+mod quota;
 mod remote;
 #[cfg(test)]
 mod remote_tests;
