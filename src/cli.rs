@@ -203,6 +203,20 @@ pub struct Args {
     /// `master_server_address` of the config file.
     #[arg(long = "master", alias = "master_server_address", alias = "master-server-address")]
     pub master: Option<String>,
+    /// Store node: on SIGTERM, before unmounting, ask the master (at `--master-http`) for a
+    /// drain job of this node's segments and wait until every value was moved to other nodes
+    /// (at most `--drain-timeout`; docs/cluster.md).
+    #[arg(long = "drain-on-shutdown", alias = "drain_on_shutdown", num_args = 0..=1, default_missing_value = "true",
+          default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub drain_on_shutdown: bool,
+    /// The master's HTTP listener, `HOST:PORT` (its `--port` or `--admin-port`), which serves
+    /// `/api/v1/drain_jobs`: needed by `--drain-on-shutdown`.
+    #[arg(long = "master-http", alias = "master_http")]
+    pub master_http: Option<String>,
+    /// How long the drain before shutdown may take before it is canceled and the node leaves
+    /// anyway (plain number = seconds).
+    #[arg(long = "drain-timeout", alias = "drain_timeout", default_value = "60s", value_parser = parse_duration_s)]
+    pub drain_timeout: Duration,
     /// How long a REST read of a value held by another node may take (plain number = seconds).
     #[arg(long = "transfer-timeout", default_value = "5s", value_parser = parse_duration_s)]
     pub transfer_timeout: Duration,

@@ -12,6 +12,7 @@ mod kv_events;
 mod net;
 mod node;
 mod platform;
+mod self_drain;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -92,6 +93,17 @@ fn run(args: Args) -> Result<(), Fatal> {
     if master_addr.is_some() && args.te_port == RpcPort::Off {
         return Err(usage_error("a store node (--master) moves values over the data plane: --te-port cannot be off"));
     }
+    let drain_base = match (args.drain_on_shutdown, &master_addr, &args.master_http) {
+        (false, _, _) => None,
+        (true, None, _) => return Err(usage_error("--drain-on-shutdown is for a store node (--master)")),
+        (true, Some(_), None) => {
+            return Err(usage_error(
+                "--drain-on-shutdown needs --master-http HOST:PORT (the master's HTTP listener, which serves \
+                 /api/v1/drain_jobs)",
+            ))
+        }
+        (true, Some(_), Some(h)) => Some(self_drain::base_url(h).map_err(usage_error)?),
+    };
     let metadata_server = match &args.metadata_server {
         Some(m) => cli::parse_metadata_server(m).map_err(usage_error)?,
         None => file.metadata_server.clone(),
@@ -363,7 +375,12 @@ fn run(args: Args) -> Result<(), Fatal> {
         None
     };
     drain::start(master.clone()).map_err(|e| Fatal(1, format!("cannot start the drain driver: {e}")))?;
-    spawn_signal_thread(master.clone(), runtime.waker())?;
+    // With --drain-on-shutdown the first signal drains this node before the shutdown starts.
+    let before_shutdown: Option<Box<dyn FnOnce() + Send>> = drain_base.map(|base| {
+        let opts = self_drain::Options { base, name: master.config().node_name.clone(), timeout: args.drain_timeout };
+        Box::new(move || drop(self_drain::run(&opts))) as Box<dyn FnOnce() + Send>
+    });
+    spawn_signal_thread(master.clone(), runtime.waker(), before_shutdown)?;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on http://{main_addr}");
@@ -410,8 +427,14 @@ fn run(args: Args) -> Result<(), Fatal> {
 }
 
 /// SIGTERM/SIGINT handling (SPEC §2.7): the first signal starts the shutdown (and a 5 s
-/// deadline), the second exits at once.
-fn spawn_signal_thread(master: Arc<Master>, wake: Arc<dyn Fn() + Send + Sync>) -> Result<(), Fatal> {
+/// deadline), the second exits at once. `before` (the drain of `--drain-on-shutdown`) runs
+/// first, on a thread of its own, while the process still serves; a second signal meanwhile
+/// exits at once too.
+fn spawn_signal_thread(
+    master: Arc<Master>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    mut before: Option<Box<dyn FnOnce() + Send>>,
+) -> Result<(), Fatal> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .map_err(|e| Fatal(1, format!("cannot install signal handlers: {e}")))?;
@@ -425,14 +448,24 @@ fn spawn_signal_thread(master: Arc<Master>, wake: Arc<dyn Fn() + Send + Sync>) -
                     log::info!("second signal {sig}: exiting now");
                     std::process::exit(0);
                 }
-                log::info!("signal {sig}: shutting down");
-                master.begin_shutdown();
-                wake();
-                std::thread::spawn(|| {
+                let before = before.take();
+                let master = master.clone();
+                let wake = wake.clone();
+                let shut_down = move || {
+                    if let Some(f) = before {
+                        f();
+                    }
+                    log::info!("signal {sig}: shutting down");
+                    master.begin_shutdown();
+                    wake();
                     std::thread::sleep(Duration::from_secs(5));
                     log::warn!("shutdown deadline reached with connections open; exiting");
                     std::process::exit(0);
-                });
+                };
+                if let Err(e) = std::thread::Builder::new().name("shutdown".into()).spawn(shut_down) {
+                    log::error!("cannot start the shutdown: {e}; exiting now");
+                    std::process::exit(1);
+                }
             }
         })
         .map_err(|e| Fatal(1, e.to_string()))?;

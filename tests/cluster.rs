@@ -231,6 +231,80 @@ fn sigterm_unmounts_from_the_master_then_exits() {
 }
 
 #[test]
+fn with_drain_on_shutdown_a_sigtermed_node_moves_its_values_to_the_others_first() {
+    for_each_runtime(|_| {
+        // The master moves the bytes through its own data plane (its --te-port is on).
+        let m = Server::start(&["--rpc-port", "0", "--client-ttl", "60"]);
+        let line = m.lines_until(|l| l.starts_with("rpc listening on ")).expect("rpc line");
+        let rpc = line.trim_start_matches("rpc listening on ").to_string();
+        let http = format!("127.0.0.1:{}", m.port());
+        let keep = node(&rpc, "64MiB", &[]);
+        let mut leaving =
+            node(&rpc, "64MiB", &["--drain-on-shutdown", "--master-http", &http, "--drain-timeout", "20"]);
+        let gone = leaving.default_node_name();
+        // Values written through the leaving node, until a few of them live on it.
+        let mut on_leaving = Vec::new();
+        for i in 0..40 {
+            let key = format!("d{i}");
+            let v = value(4096 + i * 1000, i as u8);
+            assert_eq!(leaving.put_raw(&key, &v).status, 200);
+            if holders(&m, &key).contains(&gone) {
+                on_leaving.push((key, v));
+            }
+        }
+        assert!(on_leaving.len() >= 3, "placed on the leaving node: {}", on_leaving.len());
+        leaving.signal(libc::SIGTERM);
+        let status = leaving.wait_exit(Duration::from_secs(25)).expect("the node exits");
+        assert!(status.success(), "{status:?}");
+        let log = leaving.stderr_tail();
+        assert!(log.contains("drain before shutdown: job "), "{log}");
+        assert!(log.contains(&format!("moved {} replicas", on_leaving.len())), "{log}");
+        // It left the master, and every value it held is on the other node, byte for byte.
+        assert!(!segment_names(&m).contains(&gone));
+        for (key, v) in &on_leaving {
+            assert_eq!(holders(&m, key), vec![keep.default_node_name()], "{key}");
+            let g = keep.get_value(key);
+            assert_eq!(g.status, 200, "{key}: {}", g.text());
+            assert!(g.body == *v, "{key} differs after the drain");
+        }
+        let metrics = m.get("/metrics").text();
+        assert!(
+            metrics.lines().any(|l| l == format!("master_drain_units_succeeded_total {}", on_leaving.len())),
+            "{metrics}"
+        );
+    });
+}
+
+#[test]
+fn a_drain_on_shutdown_the_master_cannot_do_still_leaves_in_time() {
+    for_each_runtime(|_| {
+        // The only node: no other node can take its values; the job fails and the node leaves.
+        let (m, rpc) = master(&["--client-ttl", "60"], 0);
+        let http = format!("127.0.0.1:{}", m.port());
+        let mut n = node(&rpc, "32MiB", &["--drain-on-shutdown", "--master-http", &http, "--drain-timeout", "5"]);
+        n.put("k", "v");
+        n.signal(libc::SIGTERM);
+        let status = n.wait_exit(Duration::from_secs(15)).expect("the node exits");
+        assert!(status.success(), "{status:?}");
+        let log = n.stderr_tail();
+        assert!(log.contains("drain before shutdown") && log.contains("leaving"), "{log}");
+        assert!(!log.contains("moved 1 replicas"), "{log}");
+        assert!(!segment_names(&m).contains(&n.default_node_name()));
+        // A master HTTP address that does not answer: the node gives up at its deadline.
+        let mut n = node(
+            &rpc,
+            "32MiB",
+            &["--drain-on-shutdown", "--master-http", &format!("127.0.0.1:{}", free_port()), "--drain-timeout", "2"],
+        );
+        let t = Instant::now();
+        n.signal(libc::SIGTERM);
+        assert!(n.wait_exit(Duration::from_secs(12)).expect("the node exits").success());
+        assert!(t.elapsed() >= Duration::from_secs(2), "it tried until its deadline");
+        assert!(n.stderr_tail().contains("no answer from the master"), "{}", n.stderr_tail());
+    });
+}
+
+#[test]
 fn upstreams_config_file_runs_a_node_and_mounts_and_unmounts_go_to_the_master() {
     for_each_runtime(|_| {
         let (m, rpc) = master(&[], 0);
@@ -266,10 +340,17 @@ fn upstreams_config_file_runs_a_node_and_mounts_and_unmounts_go_to_the_master() 
 
 #[test]
 fn a_node_refuses_settings_it_cannot_serve_with_a_clear_error() {
-    let cases: [(&[&str], i32, &str); 3] = [
+    let cases: [(&[&str], i32, &str); 6] = [
         (&["--port", "0", "--master", "127.0.0.1:1", "--te-port", "off"], 2, "--te-port cannot be off"),
         (&["--port", "0", "--master", "127.0.0.1:1", "--metadata-server", "etcd://127.0.0.1:2379"], 2, "not supported"),
         (&["--port", "0", "--master", "127.0.0.1:1", "--protocol", "rdma"], 1, "--protocol rdma"),
+        (&["--port", "0", "--master", "127.0.0.1:1", "--drain-on-shutdown"], 2, "needs --master-http"),
+        (&["--port", "0", "--drain-on-shutdown", "--master-http", "127.0.0.1:1"], 2, "is for a store node"),
+        (
+            &["--port", "0", "--master", "127.0.0.1:1", "--drain-on-shutdown", "--master-http", "x"],
+            2,
+            "expected HOST:PORT",
+        ),
     ];
     for (args, code, msg) in cases {
         let out = common::run_cli(args, Duration::from_secs(10));

@@ -15,10 +15,12 @@
 //! ```
 //!
 //! Layout: `op` (one request's RPCs and moves), `membership` (registration and heartbeat),
+//! `self_drain` (the drain job a node asks for before it leaves, `--drain-on-shutdown`),
 //! and here [`NodeState`], what the driver shares with the HTTP side: health and counters.
 
 pub mod membership;
 pub mod op;
+pub mod self_drain;
 #[cfg(test)]
 mod tests;
 
