@@ -33,9 +33,23 @@ fn start_masters_n(rt: &str, endpoint: &str, n: usize) -> (Vec<u16>, Vec<Server>
 }
 
 fn start_master(rt: &str, endpoint: &str, rpc_port: u16) -> Server {
+    start_master_with(rt, endpoint, rpc_port, &[])
+}
+
+fn start_master_with(rt: &str, endpoint: &str, rpc_port: u16, extra: &[&str]) -> Server {
     let p = rpc_port.to_string();
-    let args =
-        ["--host", "127.0.0.1", "--rpc-port", &p, "--enable-ha", "--etcd-endpoints", endpoint, "--ha-lease-ttl", "2"];
+    let mut args = vec![
+        "--host",
+        "127.0.0.1",
+        "--rpc-port",
+        &p,
+        "--enable-ha",
+        "--etcd-endpoints",
+        endpoint,
+        "--ha-lease-ttl",
+        "2",
+    ];
+    args.extend_from_slice(extra);
     Server::start_rt(rt, &args)
 }
 
@@ -225,6 +239,45 @@ fn two_masters_elect_one_leader_and_the_standby_takes_over_after_kill_9() {
         assert_eq!(etcd.master_view("mooncake_cluster").as_deref(), Some(new_addr.as_str()));
         assert_eq!(survivor.get("/api/get/k").status, 404);
         masters.clear();
+    });
+}
+
+#[test]
+fn tenant_quota_policies_survive_a_failover() {
+    for_each_runtime(|rt| {
+        let Some(etcd) = etcd_or_skip("tenant_quota_policies_survive_a_failover") else { return };
+        let mt = ["--enable-multi-tenants"];
+        let mut masters: Vec<Server> =
+            (0..2).map(|_| start_master_with(rt, &etcd.endpoint(), free_port(), &mt)).collect();
+        let leader = one_leader(&masters.iter().collect::<Vec<_>>());
+        let quota = |m: &Server, t: &str| m.get(&format!("/api/v1/tenant_quotas?tenant_id={t}"));
+        for (t, n) in [("a", 1u64 << 30), ("b", 1 << 20), ("c", 5000)] {
+            let r = masters[leader].request(
+                "PUT",
+                &format!("/api/v1/tenant_quotas?tenant_id={t}"),
+                &[],
+                format!(r#"{{"requested_quota_bytes":{n}}}"#).as_bytes(),
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        assert_eq!(masters[leader].request("DELETE", "/api/v1/tenant_quotas?tenant_id=b", &[], b"").status, 200);
+        // The PUT's answer came once the policy was durable: the standby has it on taking over.
+        masters[leader].signal(9);
+        masters[leader].wait_exit(Duration::from_secs(5));
+        let survivor = masters.remove(1 - leader);
+        masters.clear();
+        assert!(
+            wait_until(Duration::from_secs(15), || role(&survivor) == "leader"),
+            "the standby did not take over: {}",
+            survivor.stderr_tail()
+        );
+        let a = quota(&survivor, "a");
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.json()["data"]["requested_quota_bytes"], 1u64 << 30, "{}", a.text());
+        assert_eq!(quota(&survivor, "c").json()["data"]["requested_quota_bytes"], 5000);
+        assert_eq!(quota(&survivor, "b").status, 404, "a deleted policy stays deleted");
+        let all = survivor.get("/api/v1/tenant_quotas").json();
+        assert_eq!(all["data"].as_array().map(Vec::len), Some(2), "{all}");
     });
 }
 

@@ -165,7 +165,8 @@ pub fn view_key(cluster_id: &str) -> String {
 }
 
 /// One replicated change as an etcd key (under `prefix`, see [`HaState::state_prefix`])
-/// and value (None: delete). Segments live under `s/<uuid>`, objects under `o/<key>`.
+/// and value (None: delete). Segments live under `s/<uuid>`, objects under `o/<key>`, tenant
+/// quota policies under `t/<tenant>` (`{"requested_quota_bytes":N}`).
 pub fn encode_op(prefix: &str, op: &HaOp) -> (Vec<u8>, Option<Vec<u8>>) {
     match op {
         HaOp::Segment(id, rec) => (
@@ -176,6 +177,11 @@ pub fn encode_op(prefix: &str, op: &HaOp) -> (Vec<u8>, Option<Vec<u8>>) {
             let mut k = format!("{prefix}o/").into_bytes();
             k.extend_from_slice(key.as_bytes());
             (k, rec.as_ref().map(|r| serde_json::to_vec(r).expect("a record serializes")))
+        }
+        HaOp::TenantPolicy(tenant, bytes) => {
+            let mut k = format!("{prefix}t/").into_bytes();
+            k.extend_from_slice(tenant.as_bytes());
+            (k, bytes.map(|b| format!("{{\"requested_quota_bytes\":{b}}}").into_bytes()))
         }
     }
 }
@@ -207,6 +213,18 @@ pub fn decode_op(prefix: &str, key: &[u8], value: Option<&[u8]>) -> Result<Optio
         let rec =
             value.map(|v| serde_json::from_slice::<ObjectRecord>(v).map_err(|e| err(e.to_string()))).transpose()?;
         return Ok(Some(HaOp::Object(k, rec)));
+    }
+    if let Some(t) = rest.strip_prefix(b"t/") {
+        let t = String::from_utf8(t.to_vec()).map_err(|_| err("tenant is not UTF-8".into()))?;
+        let bytes = value
+            .map(|v| {
+                let doc: serde_json::Value = serde_json::from_slice(v).map_err(|e| err(e.to_string()))?;
+                doc.get("requested_quota_bytes")
+                    .and_then(serde_json::Value::as_u64)
+                    .ok_or_else(|| err("no requested_quota_bytes".into()))
+            })
+            .transpose()?;
+        return Ok(Some(HaOp::TenantPolicy(t, bytes)));
     }
     Ok(None)
 }

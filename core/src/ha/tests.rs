@@ -32,13 +32,22 @@ fn records_round_trip_through_their_etcd_keys() {
             hard_pin: true,
         }),
     );
-    for op in [seg, obj, HaOp::Object("gone".into(), None), HaOp::Segment(id, None)] {
+    let ops = [
+        seg,
+        obj,
+        HaOp::Object("gone".into(), None),
+        HaOp::Segment(id, None),
+        HaOp::TenantPolicy("team/a".into(), Some(1 << 30)),
+        HaOp::TenantPolicy("b".into(), None),
+    ];
+    for op in ops {
         let (k, v) = encode_op(p, &op);
         assert_eq!(decode_op(p, &k, v.as_deref()), Ok(Some(op)));
     }
     assert_eq!(decode_op(p, b"mooncake-store/c/master_view", Some(b"h:1")), Ok(None));
     assert!(decode_op(p, b"mooncake-store/c/ha/s/not-a-uuid", None).is_err());
     assert!(decode_op(p, b"mooncake-store/c/ha/o/k", Some(b"{bad")).is_err());
+    assert!(decode_op(p, b"mooncake-store/c/ha/t/a", Some(b"{}")).is_err());
     assert_eq!(view_key("mooncake_cluster/"), "mooncake-store/mooncake_cluster/master_view");
 }
 

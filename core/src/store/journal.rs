@@ -17,7 +17,9 @@
 //! ```
 //!
 //! Only remote segments (mounted by clients over the RPC) and the replicas on them are
-//! replicated: the memory of the master's own segments is gone with its process.
+//! replicated: the memory of the master's own segments is gone with its process. Tenant
+//! quota policies (`--enable-multi-tenants`) are replicated too; tenants' charges are not:
+//! a standby rebuilds them from the objects it restores.
 //!
 //! Restored segments belong to *restored* nodes: their replicas are hidden from readers
 //! (`-703`, never a wrong answer) until the owning client mounts or remounts, which it does
@@ -136,6 +138,8 @@ pub enum HaOp {
     Segment(Uuid, Option<SegmentRecord>),
     /// An object's record.
     Object(String, Option<ObjectRecord>),
+    /// A tenant's quota policy (requested bytes; `None`: deleted), `--enable-multi-tenants`.
+    TenantPolicy(String, Option<u64>),
 }
 
 /// The changes of one batch; durable once every op is, which makes every mark up to `upto`
@@ -155,12 +159,14 @@ pub(super) struct HaLog {
     pub(super) recording: bool,
     keys: HashSet<Arc<str>>,
     segs: BTreeSet<Uuid>,
+    /// Tenants whose quota policy changed.
+    policies: BTreeSet<String>,
     pub(super) shared: Arc<Journal>,
 }
 
 impl HaLog {
     pub(super) fn new(shared: Arc<Journal>) -> Self {
-        Self { recording: false, keys: HashSet::new(), segs: BTreeSet::new(), shared }
+        Self { recording: false, keys: HashSet::new(), segs: BTreeSet::new(), policies: BTreeSet::new(), shared }
     }
 
     fn bump(&mut self, was_empty: bool) {
@@ -171,7 +177,7 @@ impl HaLog {
     }
 
     fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.segs.is_empty()
+        self.keys.is_empty() && self.segs.is_empty() && self.policies.is_empty()
     }
 }
 
@@ -206,6 +212,17 @@ impl Inner {
         }
         let was_empty = log.is_empty();
         log.segs.insert(id);
+        log.bump(was_empty);
+    }
+
+    /// Marks `tenant`'s quota policy changed.
+    pub(super) fn ha_policy(&mut self, tenant: &str) {
+        let Some(log) = self.ha.as_mut() else { return };
+        if !log.recording {
+            return;
+        }
+        let was_empty = log.is_empty();
+        log.policies.insert(tenant.to_string());
         log.bump(was_empty);
     }
 
@@ -257,8 +274,13 @@ impl Inner {
         let upto = log.shared.seq();
         let keys = std::mem::take(&mut log.keys);
         let segs = std::mem::take(&mut log.segs);
-        let mut ops = Vec::with_capacity(keys.len() + segs.len());
+        let policies = std::mem::take(&mut log.policies);
+        let mut ops = Vec::with_capacity(keys.len() + segs.len() + policies.len());
         let mut deletes = Vec::new();
+        for tenant in policies {
+            let rec = self.tenants.as_ref().and_then(|t| t.policy(&tenant));
+            ops.push(HaOp::TenantPolicy(tenant, rec));
+        }
         for id in segs {
             match self.segment_record(now, id) {
                 Some(r) => ops.push(HaOp::Segment(id, Some(r))),
@@ -304,6 +326,12 @@ impl Inner {
                 }
             }
             HaOp::Segment(id, None) => self.begin_unmounting(now, id),
+            // A standby without --enable-multi-tenants has no quotas to keep.
+            HaOp::TenantPolicy(tenant, rec) => {
+                if let Some(t) = self.tenants.as_mut() {
+                    t.restore_policy(&tenant, rec);
+                }
+            }
             HaOp::Object(key, rec) => {
                 if let Some(obj) = self.objects.get(key.as_str()) {
                     if rec.is_some() && rec == self.object_record(&key) {
@@ -403,6 +431,11 @@ impl Inner {
             log.recording = false;
             log.keys.clear();
             log.segs.clear();
+            log.policies.clear();
+        }
+        // Reloaded from the replicated state with the rest.
+        if let Some(t) = self.tenants.as_mut() {
+            t.clear_policies();
         }
         let remote: Vec<Uuid> = self.segments.values().filter(|s| s.is_remote()).map(|s| s.id).collect();
         for id in remote {

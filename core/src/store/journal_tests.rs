@@ -117,3 +117,37 @@ fn unmount_and_clear_drop_the_replica() {
     s2.store.ha_clear(s2.now);
     assert_eq!(s2.store.ha_counts(), (0, 0));
 }
+
+#[test]
+fn tenant_quota_policies_are_replicated_and_dropped_with_the_state() {
+    let h = Harness::new(Config { client_ttl: Duration::from_secs(3600), multi_tenants: true, ..config() });
+    let j = h.store.enable_journal();
+    h.store.ha_promote(h.now);
+    h.store.set_tenant_quota("a", 4 * MIB).unwrap();
+    h.store.set_tenant_quota("b", 2 * MIB).unwrap();
+    h.store.delete_tenant_quota("b").unwrap();
+    assert!(j.seq() >= 3);
+    let b = h.store.ha_take(h.now).unwrap();
+    assert_eq!(
+        b.ops,
+        vec![HaOp::TenantPolicy("a".into(), Some(4 * MIB)), HaOp::TenantPolicy("b".into(), None)],
+        "the latest state of each tenant, once"
+    );
+    // A multi-tenant standby takes them as they are; a single-tenant one ignores them.
+    let standby = Harness::new(Config { multi_tenants: true, ..config() });
+    standby.store.enable_journal();
+    standby.store.client_mount(standby.now, C1, &seg(0x51)).unwrap();
+    standby.store.ha_apply(standby.now, b.ops.clone());
+    let q = standby.store.tenant_quota("a").unwrap();
+    assert_eq!((q.requested_quota_bytes, q.has_explicit_policy), (4 * MIB, true));
+    assert_eq!(standby.store.tenant_quota("b"), Err(TenantError::NotRegistered));
+    let plain = Harness::new(config());
+    plain.store.enable_journal();
+    plain.store.ha_apply(plain.now, b.ops);
+    assert_eq!(plain.store.tenant_quota("a"), Err(TenantError::Disabled));
+    // Stepping down drops them with the rest; the reload brings them back.
+    standby.store.ha_clear(standby.now);
+    assert_eq!(standby.store.tenant_quota("a"), Err(TenantError::NotRegistered));
+    // Nothing is recorded by a standby's own policy calls.
+    assert!(standby.store.ha_take(standby.now).is_none());
+}

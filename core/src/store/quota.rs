@@ -19,7 +19,9 @@ impl Store {
             let cap = inner.totals().1;
             let t = inner.tenants.as_mut().ok_or(TenantError::Disabled)?;
             t.set_policy(tenant, bytes);
-            Ok(t.view(tenant, cap).expect("a policy was just set"))
+            let q = t.view(tenant, cap).expect("a policy was just set");
+            inner.ha_policy(tenant);
+            Ok(q)
         })
     }
 
@@ -30,7 +32,9 @@ impl Store {
             let cap = inner.totals().1;
             let t = inner.tenants.as_mut().ok_or(TenantError::Disabled)?;
             t.delete_policy(tenant)?;
-            Ok(t.view(tenant, cap))
+            let q = t.view(tenant, cap);
+            inner.ha_policy(tenant);
+            Ok(q)
         })
     }
 

@@ -220,6 +220,25 @@ impl Tenants {
         self.policies.insert(tenant.to_string(), bytes);
     }
 
+    /// `tenant`'s policy, if it has one.
+    pub(super) fn policy(&self, tenant: &str) -> Option<u64> {
+        self.policies.get(tenant).copied()
+    }
+
+    /// A replicated policy (HA standby): set, or removed with `None`, unchecked (the leader
+    /// checked it).
+    pub(super) fn restore_policy(&mut self, tenant: &str, bytes: Option<u64>) {
+        match bytes {
+            Some(b) => self.policies.insert(tenant.to_string(), b),
+            None => self.policies.remove(tenant),
+        };
+    }
+
+    /// Every policy dropped (HA step down or reload: they come back with the state).
+    pub(super) fn clear_policies(&mut self) {
+        self.policies.clear();
+    }
+
     /// Removes `tenant`'s policy: `NotRegistered` without one, `NotEmpty` while it holds
     /// values.
     pub(super) fn delete_policy(&mut self, tenant: &str) -> Result<(), TenantError> {
