@@ -105,7 +105,22 @@ fn vshape(v: &Value) -> String {
 /// `exists`, `enabled` and `removed_count` by value; other scalars by kind.
 fn jshape(v: &serde_json::Value, key: &str) -> String {
     use serde_json::Value as J;
-    let by_value = matches!(key, "success" | "error_code" | "exists" | "enabled" | "removed_count" | "status_name");
+    let by_value = matches!(
+        key,
+        "success"
+            | "error_code"
+            | "exists"
+            | "enabled"
+            | "removed_count"
+            | "status_name"
+            | "tenant_id"
+            | "requested_quota_bytes"
+            | "effective_quota_bytes"
+            | "charged_bytes"
+            | "admission_closed"
+            | "over_quota"
+            | "has_explicit_policy"
+    );
     match v {
         J::Object(m) => {
             let mut keys: Vec<_> = m.iter().map(|(k, v)| format!("{k}:{}", jshape(v, k))).collect();
@@ -246,9 +261,10 @@ fn script(t: &Target) -> Vec<(String, String)> {
     out
 }
 
-#[test]
-fn the_same_script_against_upstream_master_and_mc_master() {
-    let Some(py) = python_or_skip("differential test") else { return };
+/// Upstream's `mooncake_master` with `extra` flags, and its target; None (skipped) without
+/// the wheel.
+fn upstream_master(what: &str, extra: &[&str]) -> Option<(Proc, Target)> {
+    let py = python_or_skip(what)?;
     let bin = py.parent().expect("venv bin").join("mooncake_master");
     let (rpc_port, admin_port) = (free_port(), free_port());
     let log = std::env::temp_dir().join(format!("{}.log", common::unique("mc-differential-upstream")));
@@ -259,6 +275,7 @@ fn the_same_script_against_upstream_master_and_mc_master() {
         .arg(format!("--metrics_port={admin_port}"))
         .arg("--metrics_host=127.0.0.1")
         .args(["--rpc_thread_num=2", "--logtostderr=true"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -266,24 +283,32 @@ fn the_same_script_against_upstream_master_and_mc_master() {
         .expect("start mooncake_master");
     wait_port(&mut up, rpc_port);
     wait_port(&mut up, admin_port);
-    let _up = Proc(up);
-    let upstream = Target { rpc: format!("127.0.0.1:{rpc_port}"), http: ([127, 0, 0, 1], admin_port).into() };
+    let target = Target { rpc: format!("127.0.0.1:{rpc_port}"), http: ([127, 0, 0, 1], admin_port).into() };
+    Some((Proc(up), target))
+}
+
+/// mc-master with `extra` flags (first runtime of `common::runtimes`), and its target.
+fn mc_master(extra: &[&str]) -> (Server, Target) {
     let rt = common::runtimes()[0].clone();
-    let mc = Server::start_rt(&rt, &["--rpc-port", "0", "--te-port", "off"]);
-    let mc_rpc = mc
+    let mut args = vec!["--rpc-port", "0", "--te-port", "off"];
+    args.extend_from_slice(extra);
+    let mc = Server::start_rt(&rt, &args);
+    let rpc = mc
         .lines_until(|l| l.starts_with("rpc listening on "))
         .expect("rpc line")
         .trim_start_matches("rpc listening on ")
         .to_string();
-    let ours = Target { rpc: mc_rpc, http: mc.addr };
+    let http = mc.addr;
+    (mc, Target { rpc, http })
+}
 
-    let a = script(&upstream);
-    let b = script(&ours);
+/// Compares two plays of one script step by step against the `deliberate` differences.
+fn compare(a: &[(String, String)], b: &[(String, String)], deliberate: &[(&str, &str)]) {
     assert_eq!(a.len(), b.len());
     let mut unexpected = Vec::new();
     let mut stale = Vec::new();
-    for ((step, up), (_, mine)) in a.iter().zip(&b) {
-        let listed = DELIBERATE.iter().find(|(s, _)| s == step);
+    for ((step, up), (_, mine)) in a.iter().zip(b) {
+        let listed = deliberate.iter().find(|(s, _)| s == step);
         let same = up == mine;
         println!("{} {step}\n    upstream:  {up}\n    mc-master: {mine}", if same { "same" } else { "DIFF" });
         match (same, listed) {
@@ -292,6 +317,116 @@ fn the_same_script_against_upstream_master_and_mc_master() {
             _ => {}
         }
     }
-    assert!(unexpected.is_empty(), "differences not listed in DELIBERATE:\n{}", unexpected.join("\n"));
-    assert!(stale.is_empty(), "listed in DELIBERATE but the same now: {stale:?}");
+    assert!(unexpected.is_empty(), "differences not listed as deliberate:\n{}", unexpected.join("\n"));
+    assert!(stale.is_empty(), "listed as deliberate but the same now: {stale:?}");
+}
+
+#[test]
+fn the_same_script_against_upstream_master_and_mc_master() {
+    let Some((_up, upstream)) = upstream_master("differential test", &[]) else { return };
+    let (_mc, ours) = mc_master(&[]);
+    compare(&script(&upstream), &script(&ours), DELIBERATE);
+}
+
+/// Steps of [`tenant_script`] whose observations differ on purpose: (step, why).
+const DELIBERATE_TENANTS: &[(&str, &str)] = &[
+    (
+        "rpc ExistKey k2 in ta (after the refused write)",
+        "a write larger than its tenant's whole quota is refused without evicting anything (it could never fit); upstream evicts the tenant's values (k2 here) and refuses it anyway",
+    ),
+    ("http GET quota ta (after the refused write)", "the same: nothing was evicted, so k1 and k2 are still charged"),
+    (
+        "rpc ExistKey k1 in ta (after k4)",
+        "the same, later: k4 fits only after evicting the tenant's oldest value (k1) here, while upstream had room left by the eviction for k3",
+    ),
+    ("http GET every quota", "the same: ta holds k2 and k4 here, k1 and k4 upstream (charged 9000 vs 8000)"),
+];
+
+/// Multi-tenant mode: quotas set, read and deleted over HTTP, keys of two tenants written
+/// over the RPC, a write past its tenant's quota, tenant-scoped removes.
+fn tenant_script(t: &Target) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut rpc = Rpc::connect(&t.rpc);
+    let client = uuid(0x7e4a, 1);
+    let name = "127.0.0.1:17998";
+    let seg = segment(0x7e4, name, name, 0x7f20_0000_0000, 64 << 20);
+    let step = |out: &mut Vec<(String, String)>, what: &str, obs: String| out.push((what.to_string(), obs));
+    macro_rules! call {
+        ($what:expr, $name:expr, $args:expr) => {{
+            let v = rpc.try_call($name, $args);
+            let obs = match &v {
+                Ok(v) => vshape(v),
+                Err(code) => format!("frame err {code}"),
+            };
+            step(&mut out, $what, obs);
+            v.unwrap_or(Value::Void)
+        }};
+    }
+    macro_rules! http {
+        ($what:expr, $method:expr, $target:expr, $body:expr) => {{
+            let obs = http(t, $method, $target, $body);
+            step(&mut out, $what, obs);
+        }};
+    }
+    let put = |tenant: &str, key: &str, len: u64| vec![client.clone(), s(key), Value::UInt(len), config(), s(tenant)];
+    let end = |tenant: &str, key: &str| vec![client.clone(), object_meta(key), Value::Int(0), s(tenant)];
+    call!("rpc ServiceReady", "ServiceReady", vec![]);
+    call!("rpc MountSegment", "MountSegment", vec![seg.clone(), client.clone()]);
+    http!("http GET /api/v1/tenant_quotas (none)", "GET", "/api/v1/tenant_quotas", b"");
+    http!("http PUT quota ta", "PUT", "/api/v1/tenant_quotas?tenant_id=ta", br#"{"requested_quota_bytes":10000}"#);
+    http!("http PUT quota of 0", "PUT", "/api/v1/tenant_quotas?tenant_id=ta", br#"{"requested_quota_bytes":0}"#);
+    http!("http PUT quota, bad JSON", "PUT", "/api/v1/tenant_quotas?tenant_id=ta", b"{");
+    http!("http GET quota ta", "GET", "/api/v1/tenant_quotas?tenant_id=ta", b"");
+    http!("http GET quota of an unknown tenant", "GET", "/api/v1/tenant_quotas?tenant_id=nobody", b"");
+    call!("rpc PutStart k1 in ta", "PutStart", put("ta", "k1", 4000));
+    call!("rpc PutEnd k1 in ta", "PutEnd", end("ta", "k1"));
+    call!("rpc PutStart k1 in tb (not registered)", "PutStart", put("tb", "k1", 3000));
+    http!("http PUT quota tb", "PUT", "/api/v1/tenant_quotas?tenant_id=tb", br#"{"requested_quota_bytes":1048576}"#);
+    call!("rpc PutStart k1 in tb (another key space)", "PutStart", put("tb", "k1", 3000));
+    call!("rpc PutEnd k1 in tb", "PutEnd", end("tb", "k1"));
+    call!("rpc ExistKey k1 in ta", "ExistKey", vec![s("k1"), s("ta")]);
+    call!("rpc ExistKey k1 in tc", "ExistKey", vec![s("k1"), s("tc")]);
+    call!("rpc ExistKey k1 in the default tenant", "ExistKey", vec![s("k1"), s("default")]);
+    call!("rpc GetReplicaList k1 in tb", "GetReplicaList", vec![s("k1"), s("tb")]);
+    call!("rpc PutStart k2 in ta (fits)", "PutStart", put("ta", "k2", 5000));
+    call!("rpc PutEnd k2 in ta", "PutEnd", end("ta", "k2"));
+    http!("http GET quota ta (charged)", "GET", "/api/v1/tenant_quotas?tenant_id=ta", b"");
+    call!("rpc PutStart k3 in ta (past the quota)", "PutStart", put("ta", "k3", 20000));
+    call!("rpc ExistKey k1 in ta (after the refused write)", "ExistKey", vec![s("k1"), s("ta")]);
+    call!("rpc ExistKey k2 in ta (after the refused write)", "ExistKey", vec![s("k2"), s("ta")]);
+    http!("http GET quota ta (after the refused write)", "GET", "/api/v1/tenant_quotas?tenant_id=ta", b"");
+    call!("rpc PutStart k4 in ta (fits after evicting k1)", "PutStart", put("ta", "k4", 4000));
+    call!("rpc PutEnd k4 in ta", "PutEnd", end("ta", "k4"));
+    call!("rpc ExistKey k1 in ta (after k4)", "ExistKey", vec![s("k1"), s("ta")]);
+    call!("rpc PutStart k1 in the default tenant", "PutStart", put("default", "k1", 100));
+    call!("rpc PutEnd k1 in the default tenant", "PutEnd", end("default", "k1"));
+    call!("rpc PutStart k1 with an empty tenant", "PutStart", put("", "k9", 100));
+    http!("http GET quota default", "GET", "/api/v1/tenant_quotas?tenant_id=default", b"");
+    http!("http GET every quota", "GET", "/api/v1/tenant_quotas", b"");
+    http!("http DELETE quota ta (holds values)", "DELETE", "/api/v1/tenant_quotas?tenant_id=ta", b"");
+    http!("http POST remove_all of ta", "POST", "/api/v1/remove_all?tenant_id=ta&force=true", b"");
+    call!("rpc ExistKey k1 in ta (removed)", "ExistKey", vec![s("k1"), s("ta")]);
+    call!("rpc ExistKey k1 in tb (kept)", "ExistKey", vec![s("k1"), s("tb")]);
+    http!("http DELETE quota ta", "DELETE", "/api/v1/tenant_quotas?tenant_id=ta", b"");
+    http!("http DELETE quota ta again", "DELETE", "/api/v1/tenant_quotas?tenant_id=ta", b"");
+    call!("rpc RemoveAll in tb", "RemoveAll", vec![Value::Bool(true), s("tb")]);
+    call!("rpc ExistKey k1 in tb (removed)", "ExistKey", vec![s("k1"), s("tb")]);
+    call!("rpc UnmountSegment", "UnmountSegment", vec![uuid(0x7e4, 0x7e4), client.clone()]);
+    out
+}
+
+#[test]
+fn the_same_tenant_script_against_upstream_master_and_mc_master() {
+    // Upstream keeps its policies in a file (its default connector) that must exist.
+    let policies = std::env::temp_dir().join(format!("{}.yaml", common::unique("mc-differential-quotas")));
+    std::fs::write(&policies, "version: 1\ntenants: []\n").unwrap();
+    let uri = format!("--tenant_quota_connector_uri={}", policies.display());
+    let Some((_up, upstream)) = upstream_master("differential test (tenants)", &["--enable_multi_tenants=true", &uri])
+    else {
+        return;
+    };
+    let (_mc, ours) = mc_master(&["--enable-multi-tenants"]);
+    let (a, b) = (tenant_script(&upstream), tenant_script(&ours));
+    let _ = std::fs::remove_file(&policies);
+    compare(&a, &b, DELIBERATE_TENANTS);
 }

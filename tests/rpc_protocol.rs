@@ -429,6 +429,20 @@ fn tenants_scope_keys_and_quotas_admit_writes() {
             rpc.call("PutEnd", vec![client.clone(), meta, Value::Int(0), s(tenant)])
         };
         let exists = |rpc: &mut Rpc, tenant: &str, key: &str| rpc.call("ExistKey", vec![s(key), s(tenant)]);
+        let quota = |t: &str, n: u64| {
+            let body = format!(r#"{{"requested_quota_bytes":{n}}}"#);
+            let (st, body) = http(h, "PUT", &format!("/api/v1/tenant_quotas?tenant_id={t}"), body.as_bytes());
+            assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        };
+        // Only registered tenants write (upstream's strict admission), REST's default one too.
+        assert_eq!(write(&mut rpc, "t1", "k", 1000), Value::err(-1701));
+        assert_eq!(write(&mut rpc, "", "k", 1000), Value::err(-1701));
+        let (st, body) = http(h, "PUT", "/api/put", br#"{"key":"r","value":"v"}"#);
+        assert_eq!(st, 403, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("Tenant not registered"));
+        assert_eq!(get(h, "/api/v1/tenant_quotas?tenant_id=t1").0, 404, "a refused tenant leaves no trace");
+        quota("t1", 4 << 20);
+        quota("t2", 4 << 20);
         assert_eq!(write(&mut rpc, "t1", "k", 1000), Value::ok_void());
         assert_eq!(write(&mut rpc, "t2", "k", 10), Value::ok_void(), "the same key in another tenant");
         assert_eq!(exists(&mut rpc, "t1", "k"), Value::ok(Value::Bool(true)));
@@ -436,10 +450,9 @@ fn tenants_scope_keys_and_quotas_admit_writes() {
         assert_eq!(get(h, "/get_all_keys").1, "", "REST lists the default tenant only");
         let (st, body) = get(h, "/api/v1/tenant_quotas?tenant_id=t1");
         assert_eq!(st, 200, "{body}");
-        assert!(body.contains(r#""charged_bytes":1000,"#) && body.contains(r#""has_explicit_policy":false"#), "{body}");
+        assert!(body.contains(r#""charged_bytes":1000,"#) && body.contains(r#""has_explicit_policy":true"#), "{body}");
         // A quota of 1 MiB: filling it exactly is admitted; more evicts t1's own values.
-        let (st, body) = http(h, "PUT", "/api/v1/tenant_quotas?tenant_id=t1", br#"{"requested_quota_bytes":1048576}"#);
-        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        quota("t1", 1 << 20);
         assert_eq!(write(&mut rpc, "t1", "a", (1 << 20) - 1000), Value::ok_void());
         assert_eq!(write(&mut rpc, "t1", "b", 512 << 10), Value::ok_void());
         assert_eq!(exists(&mut rpc, "t1", "k"), Value::ok(Value::Bool(false)), "evicted for its own tenant");
@@ -454,7 +467,7 @@ fn tenants_scope_keys_and_quotas_admit_writes() {
         );
         assert!(m.contains("mooncake_tenant_quota_charged_bytes{tenant_id=\"t1\"} 524288\n"), "{m}");
         assert!(m.contains("mooncake_tenant_evict_bytes_total{tenant_id=\"t1\"} 1048576\n"), "{m}");
-        assert!(m.contains("mooncake_tenant_quota_effective_bytes{tenant_id=\"t2\"} 15728640\n"), "{m}");
+        assert!(m.contains("mooncake_tenant_quota_effective_bytes{tenant_id=\"t2\"} 4194304\n"), "{m}");
         // The policy goes only once the tenant is empty; remove_all of t1 leaves t2.
         let (st, body) = http(h, "DELETE", "/api/v1/tenant_quotas?tenant_id=t1", b"");
         assert_eq!((st, String::from_utf8_lossy(&body).contains("-1702")), (409, true));

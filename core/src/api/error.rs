@@ -31,6 +31,8 @@ pub(crate) enum ApiError {
     InsufficientStorage,
     /// The tenant's quota is used up (`--enable-multi-tenants`): 507, `-1700`.
     QuotaExceeded,
+    /// The writer's tenant (REST: `default`) has no quota policy: 403, `-1701`.
+    TenantNotRegistered,
     /// `/api/mount` allocation refused: 507, `-200`.
     MountNoMemory,
     /// `/dev/shm/<name>` missing: 404, `-1100`.
@@ -153,6 +155,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => 405,
             ApiError::InvalidParams(_) => 400,
             ApiError::BeingWritten | ApiError::HasLease => 409,
+            ApiError::TenantNotRegistered => 403,
             ApiError::InsufficientStorage | ApiError::MountNoMemory | ApiError::QuotaExceeded => 507,
             ApiError::MountFailed(_) => 500,
             ApiError::WriteAborted | ApiError::TooManyConnections => 503,
@@ -180,6 +183,7 @@ impl ApiError {
             ApiError::HasLease => -706,
             ApiError::InsufficientStorage | ApiError::MountNoMemory => -200,
             ApiError::QuotaExceeded => -1700,
+            ApiError::TenantNotRegistered => -1701,
             ApiError::ShmNotFound(_) => -1100,
             ApiError::MountFailed(_) | ApiError::WriteAborted | ApiError::TooManyConnections => -1,
             ApiError::UnmountFailed(_) | ApiError::SegmentNotFound => -101,
@@ -210,6 +214,10 @@ impl ApiError {
             ApiError::InsufficientStorage => "Insufficient storage",
             ApiError::QuotaExceeded if admin => "TENANT_QUOTA_EXCEEDED",
             ApiError::QuotaExceeded => "Tenant quota exceeded",
+            ApiError::TenantNotRegistered if admin => "TENANT_NOT_REGISTERED",
+            ApiError::TenantNotRegistered => {
+                "Tenant not registered: default (set its quota with PUT /api/v1/tenant_quotas)"
+            }
             ApiError::MountNoMemory => "Allocate and mount failed: insufficient memory",
             ApiError::ShmNotFound(name) => return Cow::Owned(format!("Shared memory object not found: {name}")),
             ApiError::MountFailed(text) => return Cow::Owned(format!("Mount failed: {text}")),

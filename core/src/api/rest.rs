@@ -278,7 +278,7 @@ impl Service {
                     }
                 }
             }
-            Err(e @ PutError::QuotaExceeded) => {
+            Err(e @ (PutError::QuotaExceeded | PutError::TenantNotRegistered)) => {
                 self.stats.bump(Ctr::PutStartFail, 1);
                 Err(put_error(e))
             }
@@ -418,5 +418,6 @@ fn put_error(e: PutError) -> ApiError {
     match e {
         PutError::InsufficientStorage => ApiError::InsufficientStorage,
         PutError::QuotaExceeded => ApiError::QuotaExceeded,
+        PutError::TenantNotRegistered => ApiError::TenantNotRegistered,
     }
 }

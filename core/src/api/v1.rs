@@ -29,7 +29,7 @@ use super::Service;
 fn tenant_error(e: TenantError) -> ApiError {
     let text = match e {
         TenantError::Disabled => "UNAVAILABLE_IN_CURRENT_MODE: tenant quotas need --enable-multi-tenants",
-        TenantError::NotRegistered => "TENANT_NOT_REGISTERED",
+        TenantError::NoPolicy => "OBJECT_NOT_FOUND",
         TenantError::NotEmpty => "TENANT_NOT_EMPTY",
     };
     ApiError::Upstream(e.code(), Cow::Borrowed(text))

@@ -140,14 +140,14 @@ fn tenant_quota_policies_are_replicated_and_dropped_with_the_state() {
     standby.store.ha_apply(standby.now, b.ops.clone());
     let q = standby.store.tenant_quota("a").unwrap();
     assert_eq!((q.requested_quota_bytes, q.has_explicit_policy), (4 * MIB, true));
-    assert_eq!(standby.store.tenant_quota("b"), Err(TenantError::NotRegistered));
+    assert_eq!(standby.store.tenant_quota("b"), Err(TenantError::NoPolicy));
     let plain = Harness::new(config());
     plain.store.enable_journal();
     plain.store.ha_apply(plain.now, b.ops);
     assert_eq!(plain.store.tenant_quota("a"), Err(TenantError::Disabled));
     // Stepping down drops them with the rest; the reload brings them back.
     standby.store.ha_clear(standby.now);
-    assert_eq!(standby.store.tenant_quota("a"), Err(TenantError::NotRegistered));
+    assert_eq!(standby.store.tenant_quota("a"), Err(TenantError::NoPolicy));
     // Nothing is recorded by a standby's own policy calls.
     assert!(standby.store.ha_take(standby.now).is_none());
 }

@@ -106,12 +106,13 @@ impl Model {
             lease_ttl: LEASE,
             eviction_high_watermark_ratio: 0.7,
             eviction_ratio: 0.3,
-            // Charges are checked after every step (`check_inner`); with no policy the one
-            // tenant's quota is the capacity, so admission never refuses.
+            // Charges are checked after every step (`check_inner`); the one tenant's policy
+            // asks for more than any capacity, so admission never refuses.
             multi_tenants: true,
             ..super::tests::config()
         };
         let h = Harness::with_platform(config, FakePlatform::new(42));
+        h.store.set_tenant_quota(super::DEFAULT_TENANT, i64::MAX as u64).expect("multi-tenant");
         h.platform.add_shm("shm", 4 << 20);
         Self {
             h,
@@ -232,18 +233,25 @@ impl Model {
             }
             Op::Put { key: k, len, fill } => {
                 let (k, data) = (key(k), bytes(len, fill));
-                if self.h.store.put(now, &k, &data).is_ok() {
-                    self.values.insert(k.clone(), data);
-                    self.leases.remove(&k);
+                match self.h.store.put(now, &k, &data) {
+                    Ok(()) => {
+                        self.values.insert(k.clone(), data);
+                        self.leases.remove(&k);
+                    }
+                    // Only space can refuse a write here: the tenant's quota is unlimited.
+                    Err(e) => assert_eq!(e, PutError::InsufficientStorage, "put {k}"),
                 }
                 own_key = Some(k);
             }
             Op::Begin { key: k, len, fill } => {
                 let (k, data) = (key(k), bytes(len, fill));
-                if let Ok(handle) = self.h.store.begin_write(now, &k, data.len() as u64) {
-                    let seg = handle.segment_id();
-                    assert!(self.segs.iter().any(|s| s.id == seg && s.status == MStatus::Mounted));
-                    self.writes.push(MWrite { key: k, data, handle, aborted: false });
+                match self.h.store.begin_write(now, &k, data.len() as u64) {
+                    Ok(handle) => {
+                        let seg = handle.segment_id();
+                        assert!(self.segs.iter().any(|s| s.id == seg && s.status == MStatus::Mounted));
+                        self.writes.push(MWrite { key: k, data, handle, aborted: false });
+                    }
+                    Err(e) => assert_eq!(e, PutError::InsufficientStorage, "begin_write {k}"),
                 }
             }
             Op::Complete { w } => {

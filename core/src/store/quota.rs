@@ -43,7 +43,7 @@ impl Store {
         let inner = self.read();
         let cap = inner.totals().1;
         let t = inner.tenants.as_ref().ok_or(TenantError::Disabled)?;
-        t.view(tenant, cap).ok_or(TenantError::NotRegistered)
+        t.view(tenant, cap).ok_or(TenantError::NoPolicy)
     }
 
     /// Every tenant with a policy or values, by tenant id.

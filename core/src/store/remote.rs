@@ -483,9 +483,10 @@ impl Inner {
         }
         let previous = if upsert { self.current(key).map(|(_, v)| v.pins) } else { None };
         let pins = self.pins_of(cfg, previous);
-        if !self.admit(now, key, len.saturating_mul(cfg.replicas)) {
-            return Err(ErrorCode::TenantQuotaExceeded);
-        }
+        self.admit(now, key, len.saturating_mul(cfg.replicas)).map_err(|e| match e {
+            PutError::TenantNotRegistered => ErrorCode::TenantNotRegistered,
+            _ => ErrorCode::TenantQuotaExceeded,
+        })?;
         let spots = self.place_remote(now, client, len, cfg)?;
         let vid = self.next_value.take_next();
         let mut replicas = SmallVec::with_capacity(spots.len());
@@ -523,9 +524,7 @@ impl Inner {
     /// when this process has no room): allocated like any value (evicting there if needed),
     /// invisible until complete, written by this process's data plane.
     pub(super) fn begin_remote_put(&mut self, now: u64, key: &str, len: u64) -> Result<RemotePut, PutError> {
-        if !self.admit(now, key, len) {
-            return Err(PutError::QuotaExceeded);
-        }
+        self.admit(now, key, len)?;
         let (seg, off) = self.allocate_space(now, len, Placement::Remote)?;
         let vid = self.next_value.take_next();
         let loc = Loc { seg, off, rid: self.next_replica };

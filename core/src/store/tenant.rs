@@ -17,7 +17,9 @@
 //!   S = sum of the requested quotas of tenants with a policy (PUT /api/v1/tenant_quotas)
 //!   tenant with a policy R:  effective = R            if S <= C
 //!                            effective = R * C / S    otherwise (scaled down, floor)
-//!   tenant without a policy: effective = C - sum of the policies' effective quotas
+//!   tenant without a policy: not registered: its writes are refused (TENANT_NOT_REGISTERED,
+//!                -1701), as upstream's strict admission; values it still holds (its policy
+//!                deleted under HA restore, say) show with effective = 0
 //!   charged    = bytes of the tenant's values in memory (length x replicas), from
 //!                allocation until the memory is freed (writes in progress included)
 //!   admission_closed = charged >= effective        over_quota = charged > effective
@@ -36,6 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::ids::ValueId;
 use super::object::Value;
 use super::state::Inner;
+use super::types::PutError;
 
 /// The tenant of the REST API and of RPCs that name none.
 pub const DEFAULT_TENANT: &str = "default";
@@ -110,9 +113,9 @@ pub enum TenantError {
     /// Multi-tenant mode is off (409, -1011).
     #[error("UNAVAILABLE_IN_CURRENT_MODE: tenant quotas need --enable-multi-tenants")]
     Disabled,
-    /// No such tenant, or no policy to delete (404, -1701).
-    #[error("TENANT_NOT_REGISTERED")]
-    NotRegistered,
+    /// No policy (nor values) for the tenant: 404, -704, as upstream answers it.
+    #[error("OBJECT_NOT_FOUND")]
+    NoPolicy,
     /// The tenant still holds values (409, -1702).
     #[error("TENANT_NOT_EMPTY")]
     NotEmpty,
@@ -123,7 +126,7 @@ impl TenantError {
     pub fn code(self) -> i32 {
         match self {
             TenantError::Disabled => -1011,
-            TenantError::NotRegistered => -1701,
+            TenantError::NoPolicy => -704,
             TenantError::NotEmpty => -1702,
         }
     }
@@ -239,11 +242,11 @@ impl Tenants {
         self.policies.clear();
     }
 
-    /// Removes `tenant`'s policy: `NotRegistered` without one, `NotEmpty` while it holds
+    /// Removes `tenant`'s policy: `NoPolicy` without one, `NotEmpty` while it holds
     /// values.
     pub(super) fn delete_policy(&mut self, tenant: &str) -> Result<(), TenantError> {
         if !self.policies.contains_key(tenant) {
-            return Err(TenantError::NotRegistered);
+            return Err(TenantError::NoPolicy);
         }
         if self.usage.get(tenant).is_some_and(|u| u.values > 0) {
             return Err(TenantError::NotEmpty);
@@ -261,10 +264,9 @@ impl Tenants {
 
     /// `tenant`'s effective quota under capacity `cap`.
     pub(super) fn effective(&self, tenant: &str, cap: u64) -> u64 {
-        let (requested, effective) = self.sums(cap);
         match self.policies.get(tenant) {
-            Some(&r) => scaled(r, requested, cap),
-            None => cap.saturating_sub(effective),
+            Some(&r) => scaled(r, self.sums(cap).0, cap),
+            None => 0,
         }
     }
 
@@ -342,19 +344,26 @@ impl Inner {
     }
 
     /// May a write of `bytes` (length × replicas) of the store key `key` start? Always in
-    /// single-tenant mode. Over its tenant's quota, the tenant's own eviction candidates go
-    /// first (in eviction order, just enough of them); when they cannot make room the write
-    /// is refused and counted.
-    pub(super) fn admit(&mut self, now: u64, key: &str, bytes: u64) -> bool {
+    /// single-tenant mode. A tenant without a policy may not write at all (upstream's strict
+    /// admission; no state is kept for it, so unknown tenants cost nothing). Over its quota,
+    /// the tenant's own eviction candidates go first (in eviction order, just enough of
+    /// them); when they cannot make room the write is refused and counted.
+    pub(super) fn admit(&mut self, now: u64, key: &str, bytes: u64) -> Result<(), PutError> {
         let Some(t) = self.tenants.as_ref() else {
-            return true;
+            return Ok(());
         };
         let tenant = split_key(key).0;
+        if t.policy(tenant).is_none() {
+            log::debug!("write for tenant {tenant:?} refused: no quota policy (TENANT_NOT_REGISTERED)");
+            return Err(PutError::TenantNotRegistered);
+        }
         let cap = self.totals().1;
         let eff = t.effective(tenant, cap);
         let charged = t.charged(tenant);
-        if charged.saturating_add(bytes) <= eff {
-            return true;
+        // A quota of the whole capacity limits nothing that space does not: allocation (and
+        // its eviction) decides, and a refusal is INSUFFICIENT_STORAGE, not the quota's.
+        if eff >= cap || charged.saturating_add(bytes) <= eff {
+            return Ok(());
         }
         if bytes <= eff {
             let need = charged + bytes - eff;
@@ -374,14 +383,14 @@ impl Inner {
                 let after = t.charged(tenant);
                 t.usage_mut(tenant).evicted_bytes += charged.saturating_sub(after);
                 if after.saturating_add(bytes) <= eff {
-                    return true;
+                    return Ok(());
                 }
             }
         }
         let t = self.tenants.as_mut().expect("multi-tenant");
         t.usage_mut(tenant).rejects += 1;
         log::debug!("write of {bytes} bytes for tenant {tenant:?} refused: quota {eff}, charged {charged}");
-        false
+        Err(PutError::QuotaExceeded)
     }
 }
 
@@ -408,15 +417,15 @@ mod tests {
         let mut t = Tenants::default();
         t.set_policy("a", 600);
         t.set_policy("b", 200);
-        assert_eq!((t.effective("a", 1000), t.effective("b", 1000), t.effective("c", 1000)), (600, 200, 200));
-        // 800 asked of 400: halved; nothing left for tenants without a policy.
+        assert_eq!((t.effective("a", 1000), t.effective("b", 1000), t.effective("c", 1000)), (600, 200, 0));
+        // 800 asked of 400: halved; a tenant without a policy has no quota at all.
         assert_eq!((t.effective("a", 400), t.effective("b", 400), t.effective("c", 400)), (300, 100, 0));
         t.charge(&scoped_key("a", "x"), 350, 1);
         let q = t.view("a", 400).unwrap();
         assert!(q.admission_closed && q.over_quota && q.has_explicit_policy);
         assert_eq!(t.view("c", 400), None);
         assert_eq!(t.delete_policy("a"), Err(TenantError::NotEmpty));
-        assert_eq!(t.delete_policy("c"), Err(TenantError::NotRegistered));
+        assert_eq!(t.delete_policy("c"), Err(TenantError::NoPolicy));
         t.uncharge(&scoped_key("a", "x"), 350, 1);
         assert_eq!(t.delete_policy("a"), Ok(()));
         assert_eq!(t.views(400).len(), 1);

@@ -32,6 +32,13 @@ fn put(h: &Harness, tenant: &str, key: &str, len: u64, n: u64) -> Result<(), Err
     h.store.client_put_end(h.now, C1, &k, None).map(|_| ())
 }
 
+/// Registers `tenants` with a quota of 8 MiB each (a tenant writes only with a policy).
+fn register(h: &Harness, tenants: &[&str]) {
+    for t in tenants {
+        h.store.set_tenant_quota(t, 8 * MIB).unwrap();
+    }
+}
+
 fn charged(h: &Harness, tenant: &str) -> u64 {
     h.store.tenant_quota(tenant).map_or(0, |q| q.charged_bytes)
 }
@@ -39,6 +46,7 @@ fn charged(h: &Harness, tenant: &str) -> u64 {
 #[test]
 fn a_tenant_is_charged_length_times_replicas_until_the_memory_is_freed() {
     let h = two_nodes();
+    register(&h, &["a", "b"]);
     put(&h, "a", "k", 1000, 2).unwrap();
     put(&h, "b", "k", 10, 1).unwrap();
     assert_eq!((charged(&h, "a"), charged(&h, "b")), (2000, 10));
@@ -54,10 +62,11 @@ fn a_tenant_is_charged_length_times_replicas_until_the_memory_is_freed() {
     // The same key of two tenants is two objects.
     assert!(h.store.client_exists(&scoped_key("a", "k")) && h.store.client_exists(&scoped_key("b", "k")));
     assert!(!h.store.client_exists("k"), "nothing in the default tenant");
-    // Removed (no lease): nothing charged, and a tenant without a policy or values is gone.
+    // Removed (no lease): nothing charged; once its policy is deleted the tenant is gone.
     h.store.remove_forced(h.now, &scoped_key("a", "k"), false).unwrap();
     assert_eq!(charged(&h, "a"), 0);
-    assert_eq!(h.store.tenant_quota("a"), Err(TenantError::NotRegistered));
+    assert_eq!(h.store.delete_tenant_quota("a"), Ok(None));
+    assert_eq!(h.store.tenant_quota("a"), Err(TenantError::NoPolicy));
     let names: Vec<String> = h.store.tenant_quotas().unwrap().into_iter().map(|q| q.tenant_id).collect();
     assert_eq!(names, ["b"]);
 }
@@ -65,6 +74,7 @@ fn a_tenant_is_charged_length_times_replicas_until_the_memory_is_freed() {
 #[test]
 fn a_removed_value_read_in_flight_stays_charged_until_its_lease_ends() {
     let mut h = two_nodes();
+    register(&h, &["a"]);
     put(&h, "a", "k", 100, 1).unwrap();
     h.store.client_get(h.now, &scoped_key("a", "k")).unwrap(); // lease 10 s
     h.store.remove_forced(h.now, &scoped_key("a", "k"), true).unwrap();
@@ -76,6 +86,7 @@ fn a_removed_value_read_in_flight_stays_charged_until_its_lease_ends() {
 #[test]
 fn a_tenant_over_its_quota_evicts_its_own_values_then_is_refused() {
     let mut h = two_nodes();
+    register(&h, &["b"]);
     let q = h.store.set_tenant_quota("a", MIB).unwrap();
     assert_eq!((q.requested_quota_bytes, q.effective_quota_bytes, q.charged_bytes), (MIB, MIB, 0));
     put(&h, "b", "other", MIB, 1).unwrap();
@@ -103,14 +114,20 @@ fn a_tenant_over_its_quota_evicts_its_own_values_then_is_refused() {
     // The replicas asked count: two replicas of 1/8 MiB fit the 1/4 MiB left, three do not.
     assert_eq!(put(&h, "a", "r3", MIB / 8, 3), Err(ErrorCode::TenantQuotaExceeded));
     assert_eq!(put(&h, "a", "r2", MIB / 8, 2), Ok(()));
-    // Tenant b has no policy: it may use what the policies leave (32 - 1 MiB).
-    assert_eq!(h.store.tenant_quota("b").unwrap().effective_quota_bytes, 31 * MIB);
+    // A tenant without a policy may not write at all, and leaves no trace (no state is kept
+    // for tenant ids from the network).
+    assert_eq!(put(&h, "c", "k", 1, 1), Err(ErrorCode::TenantNotRegistered));
+    assert_eq!(put(&h, "", "k", 1, 1), Err(ErrorCode::TenantNotRegistered), "the default tenant neither");
+    assert_eq!(h.store.tenant_quota("c"), Err(TenantError::NoPolicy));
+    assert_eq!(h.store.tenant_metrics().unwrap().rejects, [("a".to_string(), 3)]);
 }
 
 #[test]
 fn rest_writes_are_the_default_tenants_and_listings_show_only_its_keys() {
     let h = two_nodes();
     h.mount(MIB);
+    assert_eq!(h.put("plain", b"v"), Err(PutError::TenantNotRegistered), "REST is the default tenant");
+    register(&h, &["a", DEFAULT_TENANT]);
     h.put("plain", b"v").unwrap();
     put(&h, "a", "hidden", 5, 1).unwrap();
     assert_eq!(charged(&h, DEFAULT_TENANT), 1);
@@ -126,8 +143,9 @@ fn rest_writes_are_the_default_tenants_and_listings_show_only_its_keys() {
 #[test]
 fn policies_are_deleted_only_when_the_tenant_is_empty() {
     let h = two_nodes();
-    assert_eq!(h.store.delete_tenant_quota("a"), Err(TenantError::NotRegistered));
+    assert_eq!(h.store.delete_tenant_quota("a"), Err(TenantError::NoPolicy));
     h.store.set_tenant_quota("a", MIB).unwrap();
+    register(&h, &["b"]);
     put(&h, "a", "k", 10, 1).unwrap();
     put(&h, "b", "k", 10, 1).unwrap();
     assert_eq!(h.store.delete_tenant_quota("a"), Err(TenantError::NotEmpty));
@@ -148,6 +166,7 @@ fn single_tenant_mode_has_no_quotas() {
 #[test]
 fn a_drained_value_keeps_its_charge_and_the_charges_match_the_records() {
     let h = two_nodes();
+    register(&h, &["a"]);
     let on_n1 = WriteConfig { replicas: 1, preferred: vec!["n1".into()], ..Default::default() };
     let k = scoped_key("a", "k");
     h.store.client_put_start(h.now, C1, &k, 4096, &on_n1, false).unwrap();

@@ -90,6 +90,10 @@ pub enum PutError {
     /// `--enable-multi-tenants`).
     #[error("tenant quota exceeded")]
     QuotaExceeded,
+    /// The writer's tenant has no quota policy (403, -1701; `--enable-multi-tenants` admits
+    /// only registered tenants, as upstream).
+    #[error("tenant not registered")]
+    TenantNotRegistered,
 }
 
 /// A write in progress was aborted because its segment became UNMOUNTING.
@@ -297,6 +301,9 @@ pub enum ErrorCode {
     /// -1700
     #[error("TENANT_QUOTA_EXCEEDED")]
     TenantQuotaExceeded,
+    /// -1701
+    #[error("TENANT_NOT_REGISTERED")]
+    TenantNotRegistered,
 }
 
 impl ErrorCode {
@@ -315,6 +322,7 @@ impl ErrorCode {
             ErrorCode::ObjectReplicaBusy => -714,
             ErrorCode::UnavailableInCurrentStatus => -1010,
             ErrorCode::TenantQuotaExceeded => -1700,
+            ErrorCode::TenantNotRegistered => -1701,
         }
     }
 }

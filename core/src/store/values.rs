@@ -19,9 +19,7 @@ impl Inner {
     /// Allocates `len` bytes for a write of `key` (SPEC §8.2 step 1), evicting if needed.
     pub(super) fn begin_value(&mut self, now: u64, key: &str, len: u64, visible: bool) -> Result<NewValue, PutError> {
         debug_assert!(len > 0);
-        if !self.admit(now, key, len) {
-            return Err(PutError::QuotaExceeded);
-        }
+        self.admit(now, key, len)?;
         let (seg_id, off) = self.allocate_space(now, len, Placement::Local)?;
         let rid = self.next_replica;
         self.next_replica += 1;
