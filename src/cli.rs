@@ -122,6 +122,16 @@ pub struct Args {
     #[arg(long = "enable-multi-tenants", alias = "enable_multi_tenants", num_args = 0..=1,
           default_missing_value = "true", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
     pub enable_multi_tenants: bool,
+    /// Where tenant quota policies are kept (upstream's `--tenant_quota_connector_type`):
+    /// `file` (the file of `--tenant-quota-connector-uri`; memory only without one) or `etcd`
+    /// (with `--enable-ha`: replicated with the rest of the state).
+    #[arg(long = "tenant-quota-connector-type", alias = "tenant_quota_connector_type", default_value = "file",
+          value_parser = ["file", "etcd"])]
+    pub tenant_quota_connector_type: String,
+    /// The policy file of the `file` connector (upstream's YAML): read at start, rewritten
+    /// after every change (docs/operations.md).
+    #[arg(long = "tenant-quota-connector-uri", alias = "tenant_quota_connector_uri")]
+    pub tenant_quota_connector_uri: Option<String>,
     /// Where an RPC write's first replica goes: free_ratio_first (the node with the largest
     /// free share), random, local_first (the writer's node, then its host).
     #[arg(long = "allocation-strategy", alias = "allocation_strategy", default_value = "free_ratio_first", value_parser = parse_strategy)]

@@ -12,6 +12,7 @@ mod kv_events;
 mod net;
 mod node;
 mod platform;
+mod quota_file;
 mod self_drain;
 
 use std::io::Write;
@@ -162,6 +163,7 @@ fn run(args: Args) -> Result<(), Fatal> {
         transfer_timeout: args.transfer_timeout,
     };
     let master = Master::new(config, Arc::new(page), now());
+    tenant_policies(&args, master.store())?;
     // A store node mounts upstream's default (3.125 GiB, mapped lazily) unless told otherwise.
     let default_segment = if master_addr.is_some() { 3_355_443_200 } else { 0 };
     let startup = args.global_segment_size.or(file.global_segment_size).unwrap_or(default_segment);
@@ -424,6 +426,43 @@ fn run(args: Args) -> Result<(), Fatal> {
     }
     log::info!("all connections closed; exiting");
     Ok(())
+}
+
+/// The tenant quota connector (upstream's `--tenant_quota_connector_*`): a policy file read
+/// now and rewritten after every change, or (`etcd`) the policies replicated by HA.
+fn tenant_policies(args: &Args, store: &Arc<mc_core::store::Store>) -> Result<(), Fatal> {
+    let uri = args.tenant_quota_connector_uri.as_deref().filter(|u| !u.is_empty());
+    if !args.enable_multi_tenants {
+        if uri.is_some() {
+            log::warn!("--tenant-quota-connector-uri is ignored without --enable-multi-tenants");
+        }
+        return Ok(());
+    }
+    match (args.tenant_quota_connector_type.as_str(), uri) {
+        ("etcd", _) if !args.enable_ha => Err(usage_error(
+            "--tenant-quota-connector-type etcd keeps the policies with the HA state: it needs --enable-ha",
+        )),
+        ("etcd", _) => {
+            log::info!("tenant quota policies are replicated through etcd with the HA state");
+            Ok(())
+        }
+        (_, Some(_)) if args.enable_ha => Err(usage_error(
+            "with --enable-ha the tenant quota policies are replicated through etcd: use \
+             --tenant-quota-connector-type etcd instead of a policy file",
+        )),
+        (_, Some(path)) => {
+            let path = std::path::PathBuf::from(path);
+            let policies = quota_file::load(&path).map_err(|e| Fatal(1, format!("tenant quota policies: {e}")))?;
+            store.load_tenant_policies(&policies).map_err(|e| Fatal(1, format!("{}: {e}", path.display())))?;
+            log::info!("tenant quota policies: {} loaded from {}", policies.len(), path.display());
+            store.set_policy_sink(Arc::new(quota_file::FileSink { path }));
+            Ok(())
+        }
+        (_, None) => {
+            log::info!("tenant quota policies are kept in memory only (no --tenant-quota-connector-uri)");
+            Ok(())
+        }
+    }
 }
 
 /// SIGTERM/SIGINT handling (SPEC §2.7): the first signal starts the shutdown (and a 5 s

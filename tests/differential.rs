@@ -417,16 +417,25 @@ fn tenant_script(t: &Target) -> Vec<(String, String)> {
 
 #[test]
 fn the_same_tenant_script_against_upstream_master_and_mc_master() {
-    // Upstream keeps its policies in a file (its default connector) that must exist.
-    let policies = std::env::temp_dir().join(format!("{}.yaml", common::unique("mc-differential-quotas")));
-    std::fs::write(&policies, "version: 1\ntenants: []\n").unwrap();
-    let uri = format!("--tenant_quota_connector_uri={}", policies.display());
-    let Some((_up, upstream)) = upstream_master("differential test (tenants)", &["--enable_multi_tenants=true", &uri])
+    // Both keep their policies in upstream's policy file (its default connector), started with
+    // the same flags; upstream needs the file to exist.
+    let file = |who: &str| {
+        let p = std::env::temp_dir().join(format!("{}.yaml", common::unique(&format!("mc-differential-quotas-{who}"))));
+        std::fs::write(&p, "version: 1\ntenants: []\n").unwrap();
+        p
+    };
+    let (theirs, mine) = (file("upstream"), file("mc"));
+    let uri = |p: &std::path::Path| format!("--tenant_quota_connector_uri={}", p.display());
+    let (uri_up, uri_mc) = (uri(&theirs), uri(&mine));
+    let Some((_up, upstream)) =
+        upstream_master("differential test (tenants)", &["--enable_multi_tenants=true", &uri_up])
     else {
         return;
     };
-    let (_mc, ours) = mc_master(&["--enable-multi-tenants"]);
+    let (_mc, ours) = mc_master(&["--enable_multi_tenants=true", &uri_mc]);
     let (a, b) = (tenant_script(&upstream), tenant_script(&ours));
-    let _ = std::fs::remove_file(&policies);
+    let (fa, fb) = (std::fs::read_to_string(&theirs).unwrap(), std::fs::read_to_string(&mine).unwrap());
+    let _ = (std::fs::remove_file(&theirs), std::fs::remove_file(&mine));
     compare(&a, &b, DELIBERATE_TENANTS);
+    assert_eq!(fa, fb, "the policy files differ");
 }

@@ -412,6 +412,47 @@ fn hard_and_soft_pins_hold_against_eviction() {
 /// writes over it evict the tenant's own values, then are refused with -1700; the quota,
 /// metrics, tenant remove_all and the policy's deletion rules over real sockets.
 #[test]
+fn tenant_quota_policies_live_in_upstreams_policy_file_across_a_restart() {
+    common::for_each_runtime(|_| {
+        let path = std::env::temp_dir().join(format!("{}.yaml", common::unique("mc-tenant-quotas")));
+        std::fs::write(&path, "version: 1\n\ntenants:\n  - name: \"pre\"\n    quota: 1GB\n").unwrap();
+        let uri = format!("--tenant_quota_connector_uri={}", path.display());
+        let args = ["--rpc-port", "0", "--enable_multi_tenants", &uri];
+        let srv = start(&args);
+        let h = &srv.http;
+        let (st, body) = get(h, "/api/v1/tenant_quotas?tenant_id=pre");
+        assert!(st == 200 && body.contains(r#""requested_quota_bytes":1073741824"#), "{st} {body}");
+        let (st, _) = http(h, "PUT", "/api/v1/tenant_quotas?tenant_id=t1", br#"{"requested_quota_bytes":5000}"#);
+        assert_eq!(st, 200);
+        assert_eq!(http(h, "DELETE", "/api/v1/tenant_quotas?tenant_id=pre", b"").0, 200);
+        // Saved before the answer, in upstream's layout.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "version: 1\n\ntenants:\n  - name: \"t1\"\n    quota: 5000\n");
+        drop(srv);
+        let srv = start(&args);
+        let (st, body) = get(&srv.http, "/api/v1/tenant_quotas");
+        assert_eq!(st, 200);
+        assert!(body.contains(r#""tenant_id":"t1","requested_quota_bytes":5000"#), "{body}");
+        assert!(!body.contains("pre"), "{body}");
+        drop(srv);
+        // A file that cannot be read is not silently dropped: the start fails, naming why.
+        std::fs::write(&path, "version: 2\ntenants: []\n").unwrap();
+        let out = common::run_cli(
+            &["--port", "0", "--rpc-port", "0", "--enable-multi-tenants", &uri],
+            Duration::from_secs(10),
+        );
+        assert_eq!(out.code(), Some(1), "{}", out.stderr);
+        assert!(out.stderr.contains("unsupported tenant quota policy version: 2"), "{}", out.stderr);
+        let _ = std::fs::remove_file(&path);
+        let etcd =
+            ["--port", "0", "--rpc-port", "0", "--enable-multi-tenants", "--tenant-quota-connector-type", "etcd"];
+        let out = common::run_cli(&etcd, Duration::from_secs(10));
+        assert_eq!(out.code(), Some(2), "{}", out.stderr);
+        assert!(out.stderr.contains("needs --enable-ha"), "{}", out.stderr);
+    });
+}
+
+#[test]
 fn tenants_scope_keys_and_quotas_admit_writes() {
     common::for_each_runtime(|_| {
         let srv = start(&["--rpc-port", "0", "--enable-multi-tenants", "--default-kv-lease-ttl", "0"]);

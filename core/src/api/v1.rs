@@ -27,12 +27,15 @@ use super::Service;
 
 /// The error of a tenant quota call, as upstream answers it.
 fn tenant_error(e: TenantError) -> ApiError {
-    let text = match e {
-        TenantError::Disabled => "UNAVAILABLE_IN_CURRENT_MODE: tenant quotas need --enable-multi-tenants",
-        TenantError::NoPolicy => "OBJECT_NOT_FOUND",
-        TenantError::NotEmpty => "TENANT_NOT_EMPTY",
+    let text = match &e {
+        TenantError::Disabled => {
+            Cow::Borrowed("UNAVAILABLE_IN_CURRENT_MODE: tenant quotas need --enable-multi-tenants")
+        }
+        TenantError::NoPolicy => Cow::Borrowed("OBJECT_NOT_FOUND"),
+        TenantError::NotEmpty => Cow::Borrowed("TENANT_NOT_EMPTY"),
+        TenantError::SaveFailed(_) | TenantError::InvalidPolicy(..) => Cow::Owned(e.to_string()),
     };
-    ApiError::Upstream(e.code(), Cow::Borrowed(text))
+    ApiError::Upstream(e.code(), text)
 }
 
 /// A tenant's quota as JSON (upstream-behavior §1.4.9).

@@ -104,7 +104,8 @@ pub use drain::{parse_job_id, DrainError, DrainJobView, DrainPlace, DrainRequest
 pub use journal::{HaBatch, HaOp, Journal, ObjectRecord, SegmentRecord};
 pub use metadata::{Metadata, MetadataPut};
 pub use tenant::{
-    is_default_key, scoped_key, split_key, valid_tenant, TenantError, TenantMetrics, TenantQuota, DEFAULT_TENANT,
+    is_default_key, scoped_key, split_key, valid_tenant, PolicySink, TenantError, TenantMetrics, TenantQuota,
+    DEFAULT_TENANT,
 };
 pub use types::*;
 
@@ -129,6 +130,8 @@ pub struct Store {
     metadata: Metadata,
     /// See [`Store::set_buffers_observer`].
     observer: std::sync::Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// See [`Store::set_policy_sink`]; its lock orders policy changes.
+    policy_sink: std::sync::Mutex<Option<Arc<dyn PolicySink>>>,
 }
 
 /// A value borrowed for a read: its bytes stay valid (and the memory unreleased) until drop.
@@ -413,6 +416,7 @@ impl Store {
             max_registration_size: config.max_registration_size,
             metadata: Metadata::default(),
             observer: std::sync::Mutex::new(None),
+            policy_sink: std::sync::Mutex::new(None),
         }
     }
 

@@ -108,7 +108,7 @@ pub struct TenantQuota {
 }
 
 /// Why a quota change was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TenantError {
     /// Multi-tenant mode is off (409, -1011).
     #[error("UNAVAILABLE_IN_CURRENT_MODE: tenant quotas need --enable-multi-tenants")]
@@ -119,17 +119,33 @@ pub enum TenantError {
     /// The tenant still holds values (409, -1702).
     #[error("TENANT_NOT_EMPTY")]
     NotEmpty,
+    /// The policy store (`--tenant-quota-connector-uri`) could not save the change, which was
+    /// undone (500, -1).
+    #[error("failed to save tenant quota policy: {0}")]
+    SaveFailed(String),
+    /// A policy loaded at start is not valid (its tenant id or quota).
+    #[error("invalid tenant quota policy for {0:?}: {1}")]
+    InvalidPolicy(String, &'static str),
 }
 
 impl TenantError {
     /// Upstream's numeric code.
-    pub fn code(self) -> i32 {
+    pub fn code(&self) -> i32 {
         match self {
             TenantError::Disabled => -1011,
             TenantError::NoPolicy => -704,
             TenantError::NotEmpty => -1702,
+            TenantError::SaveFailed(_) | TenantError::InvalidPolicy(..) => -1,
         }
     }
+}
+
+/// Where quota policies are kept across restarts (upstream's tenant quota connector): the
+/// embedding program saves the whole set after every change. Called with the store's policy
+/// lock held (changes are saved in order), never its state lock.
+pub trait PolicySink: Send + Sync {
+    /// Saves every policy, (tenant, requested bytes) by tenant id; an error undoes the change.
+    fn save(&self, policies: &[(String, u64)]) -> Result<(), String>;
 }
 
 /// What one tenant uses, and its counters.
@@ -221,6 +237,11 @@ impl Tenants {
     /// Sets `tenant`'s policy.
     pub(super) fn set_policy(&mut self, tenant: &str, bytes: u64) {
         self.policies.insert(tenant.to_string(), bytes);
+    }
+
+    /// Every policy, by tenant id (what a policy store saves).
+    pub(super) fn policy_list(&self) -> Vec<(String, u64)> {
+        self.policies.iter().map(|(t, &b)| (t.clone(), b)).collect()
     }
 
     /// `tenant`'s policy, if it has one.

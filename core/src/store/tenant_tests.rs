@@ -180,3 +180,60 @@ fn a_drained_value_keeps_its_charge_and_the_charges_match_the_records() {
     assert_eq!(charged(&h, "a"), 4096);
     super::model_tests::check_inner(&h.store.inner.read().unwrap());
 }
+
+/// A policy store that records what it saves, or fails.
+struct Sink {
+    saved: std::sync::Mutex<Vec<Vec<(String, u64)>>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl PolicySink for Sink {
+    fn save(&self, policies: &[(String, u64)]) -> Result<(), String> {
+        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("disk full".into());
+        }
+        self.saved.lock().unwrap().push(policies.to_vec());
+        Ok(())
+    }
+}
+
+#[test]
+fn every_policy_change_is_saved_in_order_and_a_failed_save_undoes_it() {
+    let h = two_nodes();
+    let sink = std::sync::Arc::new(Sink { saved: Default::default(), fail: Default::default() });
+    h.store.set_policy_sink(sink.clone());
+    h.store.set_tenant_quota("b", 5).unwrap();
+    h.store.set_tenant_quota("a", 7).unwrap();
+    h.store.delete_tenant_quota("b").unwrap();
+    let saved = sink.saved.lock().unwrap().clone();
+    assert_eq!(
+        saved,
+        [vec![("b".to_string(), 5)], vec![("a".to_string(), 7), ("b".to_string(), 5)], vec![("a".to_string(), 7)]]
+    );
+    // A refused change saves nothing.
+    assert_eq!(h.store.delete_tenant_quota("zz"), Err(TenantError::NoPolicy));
+    assert_eq!(sink.saved.lock().unwrap().len(), 3);
+    // The store cannot save: the change is undone and said so (500 -1).
+    sink.fail.store(true, std::sync::atomic::Ordering::Relaxed);
+    let e = h.store.set_tenant_quota("a", 9).unwrap_err();
+    assert_eq!((e.code(), e.to_string().as_str()), (-1, "failed to save tenant quota policy: disk full"));
+    assert_eq!(h.store.tenant_quota("a").unwrap().requested_quota_bytes, 7, "the old policy is back");
+    assert!(matches!(h.store.set_tenant_quota("new", 9), Err(TenantError::SaveFailed(_))));
+    assert_eq!(h.store.tenant_quota("new"), Err(TenantError::NoPolicy), "a new one is gone again");
+    assert!(matches!(h.store.delete_tenant_quota("a"), Err(TenantError::SaveFailed(_))));
+    assert_eq!(h.store.tenant_quota("a").unwrap().requested_quota_bytes, 7, "a deleted one is back");
+}
+
+#[test]
+fn policies_loaded_at_start_are_checked_as_a_put_would() {
+    let h = two_nodes();
+    h.store.load_tenant_policies(&[("a".into(), 10), ("b".into(), MIB)]).unwrap();
+    assert_eq!(h.store.tenant_quotas().unwrap().len(), 2);
+    put(&h, "a", "k", 10, 1).unwrap();
+    let bad = [("ok".to_string(), 1), ("x\ny".to_string(), 1)];
+    assert!(matches!(h.store.load_tenant_policies(&bad), Err(TenantError::InvalidPolicy(t, _)) if t == "x\ny"));
+    assert!(matches!(h.store.load_tenant_policies(&[("z".into(), 0)]), Err(TenantError::InvalidPolicy(..))));
+    assert_eq!(h.store.tenant_quotas().unwrap().len(), 2, "nothing loaded from a bad list");
+    let plain = Harness::new(config());
+    assert_eq!(plain.store.load_tenant_policies(&[]), Err(TenantError::Disabled));
+}
